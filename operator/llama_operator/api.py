@@ -1,0 +1,543 @@
+"""The LlamaDeployment API, v1alpha1: the single source of truth for the CRD.
+
+Everything a user can write in a ``LlamaDeployment`` and everything the operator
+reports back is declared here as frozen pydantic models with camelCase aliases.
+``crd.py`` turns these models into the CustomResourceDefinition (structural schema,
+descriptions from the ``Field(description=...)`` texts, CEL rules from
+``CEL_RULES``), and the reconcile loop parses every object through them, so the
+schema the API server enforces and the one the operator trusts cannot drift apart.
+
+Fields that later capabilities will act on (autoscaling, rollout, traffic,
+fallbacks, licence) are declared and validated now so the API is designed once;
+``NOT_YET_ACTIVE`` lists them, and the reconciler reports a warning condition when
+one is set, never accepting it silently.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from typing import Annotated, Any, Literal
+
+import pydantic
+from pydantic import Field
+
+GROUP = "llamaops.dev"
+VERSION = "v1alpha1"
+KIND = "LlamaDeployment"
+PLURAL = "llamadeployments"
+SINGULAR = "llamadeployment"
+SHORT_NAMES = ("llama",)
+CATEGORIES = ("all", "llm")
+API_VERSION = f"{GROUP}/{VERSION}"
+
+Engine = Literal["vllm", "tgi"]
+EngineChoice = Literal["auto", "vllm", "tgi"]
+Optimize = Literal["cost", "balanced", "quality"]
+# "none" means the checkpoint's own 16-bit precision (bf16, or fp16 where the GPU lacks bf16).
+Quantization = Literal[
+    "none", "fp8", "eetq", "bitsandbytes-int8", "awq", "gptq", "bitsandbytes-nf4"
+]
+QuantizationChoice = Literal[
+    "auto", "none", "fp8", "eetq", "bitsandbytes-int8", "awq", "gptq", "bitsandbytes-nf4"
+]
+CheckpointQuantization = Literal["none", "awq", "gptq"]
+Phase = Literal["Pending", "Progressing", "Ready", "Degraded", "Failed"]
+
+PARAMETERS_PATTERN = r"^[0-9]+(\.[0-9]+)?[MBT]$"
+MODEL_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$"
+DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
+QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|k|M|G|T|P)?$"
+
+
+class Model(pydantic.BaseModel):
+    """Base for every API model: frozen, and unknown keys are refused (typos fail loudly)."""
+
+    # strict: "4" is not 4 here, exactly as the CRD's schema refuses a string where an
+    # integer belongs, so the CLI and the API server agree on what is valid.
+    model_config = pydantic.ConfigDict(
+        frozen=True,
+        extra="forbid",
+        strict=True,
+    )
+
+
+class SecretKeyRef(Model):
+    """A key in a Secret in the LlamaDeployment's namespace; the value is never copied."""
+
+    name: str = Field(min_length=1, max_length=253, description="Name of the Secret.")
+    key: str = Field(
+        default="token", min_length=1, max_length=253, description="Key within the Secret."
+    )
+
+
+class ModelSpec(Model):
+    """Which model to serve, and facts about it when it is not in the built-in catalog."""
+
+    id: str = Field(
+        min_length=1,
+        max_length=256,
+        pattern=MODEL_ID_PATTERN,
+        description="Hugging Face repository id, e.g. meta-llama/Llama-3.1-8B-Instruct.",
+    )
+    revision: str = Field(
+        default="main",
+        min_length=1,
+        max_length=128,
+        description="Branch, tag or commit of the repository to serve.",
+    )
+    parameters: str | None = Field(
+        default=None,
+        pattern=PARAMETERS_PATTERN,
+        description=(
+            "Total parameter count, e.g. 8B, 70.6B, 1.24B, 400M. For a mixture-of-experts "
+            "model give the total, not the active, count. Needed only when the model is "
+            "neither in the built-in catalog nor reachable on the Hub."
+        ),
+    )
+    layers: int | None = Field(
+        default=None, ge=1, le=1024, description="Override: number of transformer layers."
+    )
+    hiddenSize: int | None = Field(default=None, ge=1, description="Override: hidden size.")
+    attentionHeads: int | None = Field(
+        default=None, ge=1, le=4096, description="Override: number of attention heads."
+    )
+    kvHeads: int | None = Field(
+        default=None, ge=1, le=4096, description="Override: number of key/value heads (GQA)."
+    )
+    headDim: int | None = Field(
+        default=None, ge=1, le=4096, description="Override: dimension of one attention head."
+    )
+    maxContext: int | None = Field(
+        default=None, ge=128, description="Override: the model's maximum context in tokens."
+    )
+    checkpointQuantization: CheckpointQuantization = Field(
+        default="none",
+        description=(
+            "How the checkpoint itself is quantized. awq and gptq checkpoints are "
+            "pre-quantized repositories and can only be served at that precision."
+        ),
+    )
+    servedName: str | None = Field(
+        default=None,
+        max_length=256,
+        description="Model name clients send in OpenAI-compatible requests (default: id).",
+    )
+    tokenSecretRef: SecretKeyRef | None = Field(
+        default=None,
+        description="Secret holding a Hugging Face token, for gated or private repositories.",
+    )
+
+
+IntOrAuto = Annotated[int | Literal["auto"], Field(union_mode="left_to_right")]
+
+
+class Placement(Model):
+    """How the planner may size the deployment; every field is optional."""
+
+    optimize: Optimize = Field(
+        default="balanced",
+        description=(
+            "Which precisions the planner may use: quality = 16-bit only; balanced = also "
+            "8-bit (about 1-2% quality cost); cost = also 4-bit (about 3-5%)."
+        ),
+    )
+    pools: list[Annotated[str, Field(min_length=1, max_length=63)]] = Field(
+        default_factory=list,
+        max_length=32,
+        description=(
+            "Allow-list of GPU pool names, in order of preference. Empty means every pool "
+            "in the operator's catalogue."
+        ),
+    )
+    quantization: QuantizationChoice = Field(
+        default="auto", description="Pin the serving quantization, or auto to let the planner pick."
+    )
+    tensorParallel: IntOrAuto = Field(
+        default="auto",
+        description="Pin the tensor-parallel degree (1, 2, 4 or 8), or auto.",
+    )
+    maxModelLen: IntOrAuto = Field(
+        default="auto",
+        description=(
+            "Pin the maximum context in tokens, or auto for the largest context that still "
+            "leaves room for concurrentSequences sequences in the KV cache."
+        ),
+    )
+    concurrentSequences: int = Field(
+        default=4,
+        ge=1,
+        le=1024,
+        description=(
+            "How many sequences of maxModelLen tokens the KV cache must hold at once; the "
+            "planner sizes memory for at least this many."
+        ),
+    )
+    gpuMemoryUtilization: float | None = Field(
+        default=None,
+        ge=0.5,
+        le=0.98,
+        description="Fraction of each GPU's memory the engine may use (default 0.9).",
+    )
+
+    @pydantic.field_validator("tensorParallel")
+    @classmethod
+    def _tp_power_of_two(cls, value: int | str) -> int | str:
+        if value != "auto" and value not in (1, 2, 4, 8):
+            raise ValueError("tensorParallel must be auto, 1, 2, 4 or 8")
+        return value
+
+    @pydantic.field_validator("maxModelLen")
+    @classmethod
+    def _max_model_len(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and value < 128:
+            raise ValueError("maxModelLen must be auto or at least 128 tokens")
+        return value
+
+
+class ModelCache(Model):
+    """Where the engine keeps downloaded weights."""
+
+    volume: Literal["emptyDir", "persistentVolumeClaim"] = Field(
+        default="emptyDir",
+        description=(
+            "emptyDir downloads the weights on every pod start; persistentVolumeClaim "
+            "reuses an existing claim (ReadWriteMany for more than one replica)."
+        ),
+    )
+    claimName: str | None = Field(
+        default=None, max_length=253, description="The PersistentVolumeClaim to mount."
+    )
+    sizeLimit: str | None = Field(
+        default=None,
+        pattern=QUANTITY_PATTERN,
+        description="Size limit of the emptyDir (default: twice the weights' size).",
+    )
+
+
+class Autoscaling(Model):
+    """Autoscaling on request-queue length (accepted now; acted on in a later release)."""
+
+    minReplicas: int = Field(default=1, ge=0, le=1000, description="Lowest replica count.")
+    maxReplicas: int = Field(default=4, ge=1, le=1000, description="Highest replica count.")
+    metric: Literal["queue", "inflight", "kvCache"] = Field(
+        default="queue", description="Per-replica signal to scale on."
+    )
+    targetQueueLength: float = Field(
+        default=8, gt=0, description="Target value of the metric per replica."
+    )
+    scaleDownDelaySeconds: int = Field(
+        default=300, ge=0, le=86400, description="Stabilisation window before scaling down."
+    )
+    intervalSeconds: int = Field(default=5, ge=1, le=600, description="How often to evaluate.")
+    engine: Literal["builtin", "keda", "hpa"] = Field(
+        default="builtin", description="Who scales: the operator, KEDA or an HPA."
+    )
+
+
+class RolloutStep(Model):
+    """One canary step: send this share of traffic, then wait."""
+
+    weight: int = Field(ge=1, le=99, description="Percent of traffic on the canary.")
+    pause: str | None = Field(
+        default=None,
+        pattern=DURATION_PATTERN,
+        description="How long to hold this step (e.g. 5m); omit to wait for a manual promote.",
+    )
+
+
+class Analysis(Model):
+    """Thresholds a canary must meet at every step."""
+
+    maxErrorRate: float = Field(default=0.02, ge=0, le=1, description="Largest failed share.")
+    maxP95LatencySeconds: float | None = Field(
+        default=None, gt=0, description="Largest p95 end-to-end latency."
+    )
+    maxP95TimeToFirstTokenSeconds: float | None = Field(
+        default=None, gt=0, description="Largest p95 time to first token."
+    )
+    minRequests: int = Field(default=20, ge=0, description="Requests needed before judging.")
+    interval: str = Field(
+        default="30s", pattern=DURATION_PATTERN, description="How often to judge."
+    )
+    failureLimit: int = Field(default=1, ge=1, le=100, description="Failed judgements to abort.")
+
+
+class Rollout(Model):
+    """How a change of the serving template reaches users (acted on in a later release)."""
+
+    strategy: Literal["Canary", "Rolling"] = Field(default="Canary", description="Rollout kind.")
+    steps: list[RolloutStep] = Field(
+        default_factory=list, max_length=20, description="Canary steps, in order."
+    )
+    analysis: Analysis = Field(default_factory=Analysis, description="Canary thresholds.")
+
+
+class ObjectRef(Model):
+    """A reference to a Gateway API parent."""
+
+    name: str = Field(min_length=1, max_length=253, description="Gateway name.")
+    namespace: str | None = Field(default=None, max_length=63, description="Gateway namespace.")
+    sectionName: str | None = Field(default=None, max_length=253, description="Listener name.")
+
+
+class Traffic(Model):
+    """How traffic is split between variants (acted on in a later release)."""
+
+    gatewayRef: ObjectRef | None = Field(
+        default=None,
+        description="Gateway API parent for an HTTPRoute; empty uses Service-based splitting.",
+    )
+
+
+class Fallback(Model):
+    """A smaller model to serve when the primary cannot (acted on in a later release)."""
+
+    model: ModelSpec = Field(description="The fallback model.")
+    replicas: int = Field(default=1, ge=0, le=100, description="Warm standby replicas; 0 = cold.")
+
+
+class License(Model):
+    """Acceptance of the model licence's use policy (acted on in a later release)."""
+
+    accept: bool = Field(
+        default=False, description="Accept the licence and its Acceptable Use Policy."
+    )
+    id: str | None = Field(
+        default=None, max_length=64, description="Override the detected licence id, e.g. llama3.1."
+    )
+
+
+class LlamaDeploymentSpec(Model):
+    """The desired endpoint: which model, which service level."""
+
+    model: ModelSpec = Field(description="The model to serve.")
+    engine: EngineChoice = Field(
+        default="auto",
+        description="Serving engine: vllm, tgi, or auto (vLLM; TGI is in maintenance mode).",
+    )
+    placement: Placement = Field(
+        default_factory=Placement, description="Sizing policy and optional pins."
+    )
+    replicas: int = Field(
+        default=1,
+        ge=0,
+        le=1000,
+        description="Serving replicas when autoscaling is off; the /scale subresource sets it.",
+    )
+    image: str | None = Field(
+        default=None,
+        max_length=512,
+        description="Override the engine image from the operator config.",
+    )
+    engineArgs: list[Annotated[str, Field(max_length=1024)]] = Field(
+        default_factory=list,
+        max_length=64,
+        description="Extra engine arguments appended after the planned ones.",
+    )
+    modelCache: ModelCache = Field(
+        default_factory=ModelCache, description="Where downloaded weights live."
+    )
+    autoscaling: Autoscaling | None = Field(default=None, description="Queue-based autoscaling.")
+    rollout: Rollout | None = Field(default=None, description="Canary or rolling rollouts.")
+    traffic: Traffic | None = Field(default=None, description="Traffic splitting.")
+    fallbacks: list[Fallback] = Field(
+        default_factory=list, max_length=8, description="Fallback models, in order."
+    )
+    license: License | None = Field(default=None, description="Licence acceptance.")
+
+
+# Spec fields that are validated now but whose behaviour ships in later releases.
+NOT_YET_ACTIVE: tuple[str, ...] = ("autoscaling", "rollout", "traffic", "fallbacks", "license")
+
+
+class Plan(Model):
+    """What the planner chose for one variant, and why."""
+
+    engine: Engine = Field(description="Serving engine.")
+    pool: str = Field(description="GPU pool name.")
+    gpuProduct: str = Field(description="GPU product of the pool.")
+    gpusPerReplica: int = Field(description="GPUs each serving pod requests.")
+    tensorParallel: int = Field(description="Tensor-parallel degree.")
+    quantization: Quantization = Field(description="Serving quantization (none = 16-bit).")
+    dtype: Literal["bfloat16", "float16"] = Field(description="Activation / 16-bit weight type.")
+    maxModelLen: int = Field(description="Maximum context in tokens.")
+    maxConcurrentSequences: int = Field(
+        description="Sequences of maxModelLen tokens the KV cache holds at once."
+    )
+    gpuMemoryUtilization: float = Field(description="Engine memory fraction per GPU.")
+    weightsGiB: float = Field(description="Weights, per replica.")
+    estimatedGPUMemoryGiB: float = Field(description="Planned use of each GPU.")
+    kvCacheGiB: float = Field(description="KV cache, per replica.")
+    costPerHour: float | None = Field(
+        default=None, description="Cost per replica per hour, when the pool has a price."
+    )
+    reason: str = Field(description="One line a person can read: why this plan.")
+
+
+class Condition(Model):
+    """A Kubernetes-convention condition: one per type."""
+
+    type: str = Field(description="Condition type.")
+    status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
+    reason: str = Field(description="CamelCase reason.")
+    message: str = Field(default="", description="Human-readable detail.")
+    lastTransitionTime: str = Field(description="When status last changed (RFC 3339).")
+    observedGeneration: int | None = Field(
+        default=None, description="The .metadata.generation this condition reflects."
+    )
+
+
+class LlamaDeploymentStatus(Model):
+    """What the operator observed and decided."""
+
+    phase: Phase | None = Field(default=None, description="Summary state.")
+    plan: Plan | None = Field(default=None, description="The primary variant's plan.")
+    replicas: int = Field(default=0, description="Serving pods that exist (for /scale).")
+    readyReplicas: int = Field(default=0, description="Serving pods that are ready.")
+    selector: str | None = Field(
+        default=None, description="Label selector of the serving pods (for /scale)."
+    )
+    observedGeneration: int | None = Field(
+        default=None, description="The .metadata.generation last reconciled."
+    )
+    conditions: list[Condition] = Field(default_factory=list, description="Conditions.")
+
+    model_config = pydantic.ConfigDict(frozen=True, extra="allow")
+
+
+class LlamaDeployment(Model):
+    """The whole object, as read from the API."""
+
+    apiVersion: Literal["llamaops.dev/v1alpha1"] = "llamaops.dev/v1alpha1"
+    kind: Literal["LlamaDeployment"] = "LlamaDeployment"
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    spec: LlamaDeploymentSpec
+    status: LlamaDeploymentStatus = Field(default_factory=LlamaDeploymentStatus)
+
+    model_config = pydantic.ConfigDict(frozen=True, extra="ignore")
+
+
+# Cross-field rules the API server enforces with CEL (x-kubernetes-validations).
+# Keyed by the dotted path of the model they attach to ("" = spec root). Each entry is
+# (rule, message). The same rules are also checked in Python by ``validate_spec`` so
+# the CLI refuses what the API server would.
+CEL_RULES: dict[str, list[tuple[str, str]]] = {
+    "autoscaling": [
+        (
+            "self.minReplicas <= self.maxReplicas",
+            "spec.autoscaling.minReplicas must be less than or equal to maxReplicas",
+        ),
+    ],
+    "placement": [
+        # Int-or-string fields are dyn in CEL: branch on the runtime type instead of comparing
+        # an int with a string, which only heterogeneous-equality evaluators accept.
+        (
+            "!has(self.tensorParallel) || (type(self.tensorParallel) == string ? "
+            "self.tensorParallel == 'auto' : self.tensorParallel in [1, 2, 4, 8])",
+            "spec.placement.tensorParallel must be auto, 1, 2, 4 or 8",
+        ),
+        (
+            "!has(self.maxModelLen) || (type(self.maxModelLen) == string ? "
+            "self.maxModelLen == 'auto' : self.maxModelLen >= 128)",
+            "spec.placement.maxModelLen must be auto or an integer of at least 128",
+        ),
+    ],
+    "modelCache": [
+        (
+            "!has(self.volume) || self.volume != 'persistentVolumeClaim' || "
+            "(has(self.claimName) && self.claimName != '')",
+            "spec.modelCache.claimName is required when volume is persistentVolumeClaim",
+        ),
+    ],
+    "rollout": [
+        (
+            # CEL macros iterate values, not indexes, and has no range(): list the indexes of
+            # every adjacent pair instead (steps holds at most 20 items).
+            "!has(self.steps) || "
+            "[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18].all(i, "
+            "i + 1 >= size(self.steps) || self.steps[i].weight < self.steps[i + 1].weight)",
+            "spec.rollout.steps weights must increase from step to step",
+        ),
+    ],
+    "": [
+        (
+            "!has(self.model.checkpointQuantization) || self.model.checkpointQuantization == "
+            "'none' || !has(self.placement) || !has(self.placement.quantization) || "
+            "self.placement.quantization in ['auto', self.model.checkpointQuantization]",
+            "spec.placement.quantization must be auto or match spec.model.checkpointQuantization "
+            "for a pre-quantized checkpoint",
+        ),
+        (
+            "!has(self.placement) || !has(self.placement.quantization) || "
+            "!(self.placement.quantization in ['awq', 'gptq']) || "
+            "(has(self.model.checkpointQuantization) && "
+            "self.model.checkpointQuantization == self.placement.quantization)",
+            "spec.placement.quantization awq/gptq needs a pre-quantized checkpoint: set "
+            "spec.model.checkpointQuantization and point spec.model.id at that repository",
+        ),
+    ],
+}
+
+
+class SpecError(ValueError):
+    """A spec the operator cannot act on; ``field`` names where to fix it."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+def parse_spec(raw: dict[str, Any]) -> LlamaDeploymentSpec:
+    """Parse and cross-validate a spec, raising ``SpecError`` naming the first bad field."""
+    try:
+        spec = LlamaDeploymentSpec.model_validate(raw)
+    except pydantic.ValidationError as exc:
+        first = exc.errors()[0]
+        loc = ".".join(str(part) for part in first["loc"] if not _is_union_tag(part))
+        raise SpecError(f"spec.{loc}" if loc else "spec", first["msg"]) from exc
+    validate_spec(spec)
+    return spec
+
+
+def _is_union_tag(part: int | str) -> bool:
+    # pydantic names union branches in error locations ("int", "literal['auto']"); users
+    # only need the field path.
+    return isinstance(part, str) and (part in ("int", "str") or part.startswith("literal["))
+
+
+def validate_spec(spec: LlamaDeploymentSpec) -> None:
+    """The CEL rules of ``CEL_RULES``, in Python, for input that bypassed the API server."""
+    a = spec.autoscaling
+    if a is not None and a.minReplicas > a.maxReplicas:
+        raise SpecError("spec.autoscaling.minReplicas", "must be less than or equal to maxReplicas")
+    if spec.modelCache.volume == "persistentVolumeClaim" and not spec.modelCache.claimName:
+        raise SpecError(
+            "spec.modelCache.claimName", "is required when volume is persistentVolumeClaim"
+        )
+    if spec.rollout is not None:
+        weights = [step.weight for step in spec.rollout.steps]
+        if any(b <= a for a, b in itertools.pairwise(weights)):
+            raise SpecError("spec.rollout.steps", "weights must increase from step to step")
+    ckpt, quant = spec.model.checkpointQuantization, spec.placement.quantization
+    if ckpt != "none" and quant not in ("auto", ckpt):
+        raise SpecError(
+            "spec.placement.quantization",
+            f"must be auto or {ckpt}: the checkpoint is pre-quantized with {ckpt}",
+        )
+    if quant in ("awq", "gptq") and ckpt != quant:
+        raise SpecError(
+            "spec.placement.quantization",
+            f"{quant} needs a pre-quantized checkpoint: set spec.model.checkpointQuantization: "
+            f"{quant} and point spec.model.id at that repository",
+        )
+
+
+def parse_parameters(text: str) -> float:
+    """``"70.6B"`` -> 70.6e9."""
+    match = re.fullmatch(PARAMETERS_PATTERN, text)
+    if match is None:
+        raise SpecError("spec.model.parameters", f"{text!r} is not like 8B, 70.6B or 400M")
+    scale = {"M": 1e6, "B": 1e9, "T": 1e12}[text[-1]]
+    return float(text[:-1]) * scale

@@ -1,0 +1,283 @@
+"""Builders: the Kubernetes objects one LlamaDeployment owns, as plain dicts.
+
+Pipeline position: planner (Plan) -> engines (container) -> **builders** (Deployment,
+Services) -> k8s (server-side apply). Pure: spec, plan, pool and settings in, objects
+out, no I/O; ``k8s`` applies what comes out unchanged.
+
+Every object carries ``HASH_ANNOTATION``, a hash of the rest of the object, so the
+reconciler can compare it with the live object's annotation and skip writes that
+would change nothing (an unchanged LlamaDeployment makes no writes).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+from typing import Any
+
+from llama_operator import api, config, engines, pools, sizing
+
+HASH_ANNOTATION = f"{api.GROUP}/spec-hash"
+MODEL_ANNOTATION = f"{api.GROUP}/model"
+PLAN_ANNOTATION = f"{api.GROUP}/plan"
+DEPLOYMENT_LABEL = f"{api.GROUP}/deployment"
+VARIANT_LABEL = f"{api.GROUP}/variant"
+PRIMARY = "primary"
+MANAGER = "llama-operator"
+
+# Long enough for a first start that downloads the weights (see the startup probe).
+PROGRESS_DEADLINE_SECONDS = 3600
+TERMINATION_GRACE_SECONDS = 60
+SHM_SIZE_LIMIT = "16Gi"
+FS_GROUP = 1000
+
+
+def labels(*, name: str, variant: str) -> dict[str, str]:
+    """Recommended ``app.kubernetes.io`` labels plus the operator's selector labels."""
+    return {
+        "app.kubernetes.io/name": api.SINGULAR,
+        "app.kubernetes.io/instance": name,
+        "app.kubernetes.io/component": variant,
+        "app.kubernetes.io/managed-by": MANAGER,
+        "app.kubernetes.io/part-of": MANAGER,
+        **selector(name=name, variant=variant),
+    }
+
+
+def selector(*, name: str, variant: str) -> dict[str, str]:
+    """The labels that pick one variant's pods; a subset of ``labels``."""
+    return {DEPLOYMENT_LABEL: name, VARIANT_LABEL: variant}
+
+
+def selector_string(*, name: str, variant: str) -> str:
+    """``selector`` as a label-selector string, for ``status.selector`` (/scale)."""
+    return ",".join(f"{key}={value}" for key, value in selector(name=name, variant=variant).items())
+
+
+def owner_reference(*, name: str, uid: str) -> dict[str, Any]:
+    """Makes the LlamaDeployment the controller of a child, so deleting it deletes them."""
+    return {
+        "apiVersion": api.API_VERSION,
+        "kind": api.KIND,
+        "name": name,
+        "uid": uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def plan_summary(*, plan: api.Plan) -> str:
+    """A short human summary of a plan, e.g. ``2x NVIDIA-L4 fp8``."""
+    if plan.quantization == "none":
+        precision = "bf16" if plan.dtype == "bfloat16" else "fp16"
+    else:
+        precision = plan.quantization
+    return f"{plan.gpusPerReplica}x {plan.gpuProduct} {precision}"
+
+
+def checkpoint_gib(*, plan: api.Plan) -> float:
+    """Size of what the engine downloads, which is not always what it serves.
+
+    fp8, eetq and bitsandbytes quantize at load time from the 16-bit checkpoint, so
+    the download is the 16-bit size even though the plan's weights are smaller.
+    """
+    if plan.quantization in ("none", "awq", "gptq"):
+        return plan.weightsGiB
+    ratio = sizing.BYTES_PER_PARAMETER["none"] / sizing.BYTES_PER_PARAMETER[plan.quantization]
+    return plan.weightsGiB * ratio
+
+
+def volumes(*, spec: api.LlamaDeploymentSpec, plan: api.Plan) -> list[dict[str, Any]]:
+    """The pod volumes the engine container mounts (``engines.volume_mounts``)."""
+    cache = spec.modelCache
+    if cache.volume == "persistentVolumeClaim":
+        if not cache.claimName:
+            raise api.SpecError(
+                "spec.modelCache.claimName", "is required when volume is persistentVolumeClaim"
+            )
+        model_cache: dict[str, Any] = {
+            "name": engines.CACHE_VOLUME,
+            "persistentVolumeClaim": {"claimName": cache.claimName},
+        }
+    else:
+        # Twice the download: room for the partial files next to the finished ones,
+        # without letting a runaway cache fill the node's disk.
+        size = cache.sizeLimit or f"{math.ceil(2 * checkpoint_gib(plan=plan))}Gi"
+        model_cache = {"name": engines.CACHE_VOLUME, "emptyDir": {"sizeLimit": size}}
+    result = [model_cache, {"name": engines.TMP_VOLUME, "emptyDir": {}}]
+    if engines.needs_shared_memory(plan=plan):
+        # Memory-backed, so it counts against the pod's memory; bounded for that reason.
+        result.append(
+            {
+                "name": engines.SHM_VOLUME,
+                "emptyDir": {"medium": "Memory", "sizeLimit": SHM_SIZE_LIMIT},
+            }
+        )
+    return result
+
+
+def deployment(
+    *,
+    name: str,
+    namespace: str,
+    uid: str,
+    variant: str,
+    spec: api.LlamaDeploymentSpec,
+    plan: api.Plan,
+    pool: pools.Pool,
+    settings: config.OperatorConfig,
+    replicas: int,
+) -> dict[str, Any]:
+    """The Deployment serving one variant (primary, later canary and fallbacks)."""
+    if pool.name != plan.pool:
+        raise ValueError(f"plan is for pool {plan.pool!r}, but pool {pool.name!r} was given")
+    pod_spec: dict[str, Any] = {
+        "containers": [engines.container(name=name, spec=spec, plan=plan, settings=settings)],
+        "nodeSelector": dict(pool.nodeSelector),
+        "tolerations": copy.deepcopy(pool.tolerations),
+        # Kubernetes injects <SERVICE>_PORT variables for every Service in the
+        # namespace; a Service named "vllm" yields VLLM_PORT=tcp://..., which vLLM reads
+        # as its own setting and fails on. The engines need none of these variables.
+        "enableServiceLinks": False,
+        # Lets in-flight generations finish after the pod leaves the Service endpoints.
+        "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
+        # The engine never calls the Kubernetes API; no token means none to steal.
+        "automountServiceAccountToken": False,
+        "securityContext": {
+            "runAsNonRoot": True,
+            # Makes a PersistentVolumeClaim cache writable by the non-root engine user.
+            "fsGroup": FS_GROUP,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "volumes": volumes(spec=spec, plan=plan),
+    }
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": f"{name}-{variant}",
+            "namespace": namespace,
+            "labels": labels(name=name, variant=variant),
+            "ownerReferences": [owner_reference(name=name, uid=uid)],
+        },
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": selector(name=name, variant=variant)},
+            # A new pod must be ready before an old one goes, so a bad new template
+            # (wrong flag, model that no longer fits) never takes serving pods down; it
+            # just stalls until the deadline. The cost is one spare pod's worth of GPUs.
+            "strategy": {
+                "type": "RollingUpdate",
+                "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+            },
+            "progressDeadlineSeconds": PROGRESS_DEADLINE_SECONDS,
+            "revisionHistoryLimit": 3,
+            "template": {
+                "metadata": {
+                    "labels": labels(name=name, variant=variant),
+                    "annotations": {
+                        MODEL_ANNOTATION: spec.model.id,
+                        PLAN_ANNOTATION: plan_summary(plan=plan),
+                    },
+                },
+                "spec": pod_spec,
+            },
+        },
+    }
+
+
+def service(
+    *, name: str, namespace: str, uid: str, service_name: str, variant: str
+) -> dict[str, Any]:
+    """A ClusterIP Service named ``service_name`` in front of one variant's pods."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": service_name,
+            "namespace": namespace,
+            "labels": labels(name=name, variant=variant),
+            "ownerReferences": [owner_reference(name=name, uid=uid)],
+        },
+        "spec": {
+            "type": "ClusterIP",
+            "selector": selector(name=name, variant=variant),
+            "ports": [
+                {
+                    "name": engines.PORT_NAME,
+                    "port": engines.PORT,
+                    "targetPort": engines.PORT_NAME,
+                    "protocol": "TCP",
+                    "appProtocol": "http",
+                }
+            ],
+        },
+    }
+
+
+def build_all(
+    *,
+    name: str,
+    namespace: str,
+    uid: str,
+    spec: api.LlamaDeploymentSpec,
+    plan: api.Plan,
+    pool: pools.Pool,
+    settings: config.OperatorConfig,
+) -> list[dict[str, Any]]:
+    """Everything one LlamaDeployment owns today, each object hashed."""
+    objects = [
+        deployment(
+            name=name,
+            namespace=namespace,
+            uid=uid,
+            variant=PRIMARY,
+            spec=spec,
+            plan=plan,
+            pool=pool,
+            settings=settings,
+            replicas=spec.replicas,
+        ),
+        # The stable entry point users call. It selects the primary until rollouts
+        # and fallbacks move traffic between variants.
+        service(name=name, namespace=namespace, uid=uid, service_name=name, variant=PRIMARY),
+        service(
+            name=name,
+            namespace=namespace,
+            uid=uid,
+            service_name=f"{name}-{PRIMARY}",
+            variant=PRIMARY,
+        ),
+    ]
+    return [with_hash(obj) for obj in objects]
+
+
+def spec_hash(obj: dict[str, Any]) -> str:
+    """sha256 (first 16 hex digits) of the object's canonical JSON, minus its own hash."""
+    canonical = json.dumps(_without_hash(obj), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
+
+
+def with_hash(obj: dict[str, Any]) -> dict[str, Any]:
+    """A copy of the object with ``HASH_ANNOTATION`` set; the input is not changed."""
+    result = _without_hash(obj)
+    digest = spec_hash(result)
+    metadata = result.setdefault("metadata", {})
+    metadata.setdefault("annotations", {})[HASH_ANNOTATION] = digest
+    return result
+
+
+def _without_hash(obj: dict[str, Any]) -> dict[str, Any]:
+    # An emptied annotations map is dropped as well, so an object hashes the same
+    # whether it never had annotations or only ever had the hash.
+    result = copy.deepcopy(obj)
+    metadata = result.get("metadata")
+    if isinstance(metadata, dict):
+        annotations = metadata.get("annotations")
+        if isinstance(annotations, dict):
+            annotations.pop(HASH_ANNOTATION, None)
+            if not annotations:
+                del metadata["annotations"]
+    return result

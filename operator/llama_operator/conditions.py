@@ -1,0 +1,71 @@
+"""Status conditions, Kubernetes-style: one per type, transitions timestamped.
+
+``set`` returns a new list in which the condition of the given type is replaced,
+keeping ``lastTransitionTime`` unless ``status`` actually changed, so a reconcile
+that learns nothing new produces an identical list (and therefore no write).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any, Literal
+
+PLANNED = "Planned"
+AVAILABLE = "Available"
+READY = "Ready"
+NOT_YET_ACTIVE = "NotYetActive"
+
+# Order in which types are listed in status (stable output, stable diffs).
+ORDER = (PLANNED, AVAILABLE, READY, NOT_YET_ACTIVE)
+
+Status = Literal["True", "False", "Unknown"]
+
+
+def find(conditions: Iterable[Mapping[str, Any]], type_: str) -> Mapping[str, Any] | None:
+    for condition in conditions:
+        if condition.get("type") == type_:
+            return condition
+    return None
+
+
+def set_condition(
+    conditions: Iterable[Mapping[str, Any]],
+    *,
+    type_: str,
+    status: Status,
+    reason: str,
+    message: str,
+    generation: int | None,
+    now: str,
+) -> list[dict[str, Any]]:
+    current = [dict(c) for c in conditions]
+    previous = find(current, type_)
+    changed = previous is None or previous.get("status") != status
+    condition: dict[str, Any] = {
+        "type": type_,
+        "status": status,
+        "reason": reason,
+        "message": message,
+        "lastTransitionTime": now if changed else previous.get("lastTransitionTime", now),  # type: ignore[union-attr]
+    }
+    if generation is not None:
+        condition["observedGeneration"] = generation
+    result = [c for c in current if c.get("type") != type_] + [condition]
+    return sort(result)
+
+
+def remove(conditions: Iterable[Mapping[str, Any]], type_: str) -> list[dict[str, Any]]:
+    return [dict(c) for c in conditions if c.get("type") != type_]
+
+
+def sort(conditions: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def key(condition: Mapping[str, Any]) -> tuple[int, str]:
+        type_ = str(condition.get("type", ""))
+        return (ORDER.index(type_) if type_ in ORDER else len(ORDER), type_)
+
+    return sorted(conditions, key=key)
+
+
+def is_true(conditions: Iterable[Mapping[str, Any]], type_: str) -> bool:
+    condition = find(conditions, type_)
+    return condition is not None and condition.get("status") == "True"

@@ -1,0 +1,70 @@
+"""Operator-wide configuration: engine images, the GPU pool catalogue, defaults.
+
+Lives in one YAML file (the Helm chart renders it into a ConfigMap mounted at
+``/etc/llama-operator/config.yaml``; ``LLAMA_OPERATOR_CONFIG`` points elsewhere).
+Nothing here is per-LlamaDeployment: a platform team sets it once for the cluster.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import os
+from typing import Any
+
+import pydantic
+import yaml
+from pydantic import Field
+
+from llama_operator import pools as pools_mod
+
+CONFIG_ENV = "LLAMA_OPERATOR_CONFIG"
+DEFAULT_CONFIG_PATH = "/etc/llama-operator/config.yaml"
+
+
+class Images(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(frozen=True, extra="forbid")
+
+    # Pinned tags: an engine upgrade is a deliberate operator-config change, never a
+    # surprise from a moving "latest".
+    vllm: str = "vllm/vllm-openai:v0.11.0"
+    tgi: str = "ghcr.io/huggingface/text-generation-inference:3.3.6"
+
+
+class OperatorConfig(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(frozen=True, extra="forbid")
+
+    images: Images = Field(default_factory=Images)
+    pools: tuple[pools_mod.Pool, ...] = ()
+    gpuMemoryUtilization: float = Field(default=0.9, ge=0.5, le=0.98)
+    # Per-GPU memory outside weights and KV cache: CUDA context, activations, graphs.
+    runtimeOverheadGiB: float = Field(default=1.5, ge=0, le=16)
+    fieldManager: str = "llama-operator"
+    imagePullPolicy: str = Field(default="IfNotPresent", pattern=r"^(Always|IfNotPresent|Never)$")
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def parse(data: dict[str, Any] | None, *, origin: str = "operator config") -> OperatorConfig:
+    try:
+        return OperatorConfig.model_validate(data or {})
+    except pydantic.ValidationError as exc:
+        first = exc.errors()[0]
+        loc = ".".join(str(part) for part in first["loc"])
+        raise ConfigError(f"{origin}: {loc}: {first['msg']}") from exc
+
+
+def load(path: str | None = None) -> OperatorConfig:
+    """Read the config file (``$LLAMA_OPERATOR_CONFIG``, else the mounted default)."""
+    path = path or os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG_PATH
+    if not os.path.exists(path):
+        return OperatorConfig()
+    with open(path, encoding="utf-8") as stream:
+        return parse(yaml.safe_load(stream), origin=path)
+
+
+def default_pools() -> tuple[pools_mod.Pool, ...]:
+    """The bundled example catalogue used by the CLI when no --pools file is given."""
+    text = importlib.resources.files("llama_operator").joinpath("data/pools.yaml").read_text()
+    return pools_mod.load_catalogue(text, origin="bundled pools.yaml")

@@ -1,0 +1,253 @@
+"""Serving engines: from a Plan to the engine container of a serving pod.
+
+Pipeline position: planner (Plan) -> **engines** (container) -> builders (Deployment,
+Services) -> k8s. Pure: a spec, a plan and the operator settings in, one container
+(a plain dict in Kubernetes JSON form) out, no I/O.
+
+Each engine module (``vllm``, ``tgi``) knows only its own command line: the command,
+the flags and how a planned quantization is spelled. What both engines share (port,
+probes, environment, resources, security, volume mounts) is built here, once, so a
+fix to a probe or a security setting reaches every engine. The names the later
+features read from a running engine (health path, metrics path and metric names)
+live here too, in one table per engine.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal, assert_never
+
+from llama_operator import api, config, pools
+from llama_operator.engines import tgi, vllm
+
+# Both engines serve on 8000: vLLM's default, and for TGI (image default 80, which
+# needs root) it is passed explicitly, so Services and probes never depend on the engine.
+PORT = 8000
+PORT_NAME = "http"
+HOST = "0.0.0.0"  # listen on the pod IP; the Service and the kubelet probes come from outside
+HEALTH_PATH = "/health"
+METRICS_PATH = "/metrics"
+
+CONTAINER_NAME = "engine"
+CACHE_DIR = "/models-cache"
+TMP_DIR = "/tmp"
+SHM_DIR = "/dev/shm"
+CACHE_VOLUME = "model-cache"
+TMP_VOLUME = "tmp"
+SHM_VOLUME = "dshm"
+RUN_AS_USER = 1000
+RUN_AS_GROUP = 1000
+GPU_RESOURCE = pools.GPU_RESOURCE
+
+# What a later feature asks an engine for, independent of the engine's own naming.
+# "queue" / "inflight" / "kvCache" match ``api.Autoscaling.metric``.
+Signal = Literal[
+    "queue", "inflight", "kvCache", "success", "failure", "e2eLatency", "timeToFirstToken"
+]
+
+# Prometheus metric names per engine and signal: the current name first, then names
+# it had in older releases. Engines rename metrics between versions (vLLM's
+# gpu_cache_usage_perc -> kv_cache_usage_perc broke autoscalers elsewhere), so readers
+# try each name in order. An empty tuple: the engine does not expose that signal.
+METRICS: dict[api.Engine, dict[Signal, tuple[str, ...]]] = {
+    "vllm": {
+        "queue": ("vllm:num_requests_waiting",),
+        "inflight": ("vllm:num_requests_running",),
+        "kvCache": ("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc"),
+        # Carries finished_reason=stop|length|abort; there is no separate failure counter.
+        "success": ("vllm:request_success_total",),
+        "failure": (),
+        "e2eLatency": ("vllm:e2e_request_latency_seconds",),
+        "timeToFirstToken": ("vllm:time_to_first_token_seconds",),
+    },
+    "tgi": {
+        "queue": ("tgi_queue_size",),
+        "inflight": ("tgi_batch_current_size",),
+        "kvCache": (),
+        "success": ("tgi_request_success",),
+        "failure": ("tgi_request_failure",),
+        "e2eLatency": ("tgi_request_duration",),
+        # TGI has no time-to-first-token histogram; its queue wait is the nearest part.
+        "timeToFirstToken": ("tgi_request_queue_duration",),
+    },
+}
+
+DISPLAY_NAMES: dict[api.Engine, str] = {"vllm": vllm.DISPLAY_NAME, "tgi": tgi.DISPLAY_NAME}
+
+
+def image(*, spec: api.LlamaDeploymentSpec, plan: api.Plan, settings: config.OperatorConfig) -> str:
+    """The engine image: the spec's override, else the operator's pinned image."""
+    if spec.image:
+        return spec.image
+    match plan.engine:
+        case "vllm":
+            return settings.images.vllm
+        case "tgi":
+            return settings.images.tgi
+        case _:
+            assert_never(plan.engine)
+
+
+def command(*, plan: api.Plan) -> list[str]:
+    """The container command; empty means the image's own entrypoint."""
+    match plan.engine:
+        case "vllm":
+            return list(vllm.COMMAND)
+        case "tgi":
+            return list(tgi.COMMAND)
+        case _:
+            assert_never(plan.engine)
+
+
+def args(*, spec: api.LlamaDeploymentSpec, plan: api.Plan) -> list[str]:
+    """The engine's arguments for this plan; ``ValueError`` if it cannot serve the plan."""
+    match plan.engine:
+        case "vllm":
+            return vllm.args(spec=spec, plan=plan, host=HOST, port=PORT)
+        case "tgi":
+            return tgi.args(spec=spec, plan=plan, host=HOST, port=PORT)
+        case _:
+            assert_never(plan.engine)
+
+
+def container(
+    *,
+    name: str,
+    spec: api.LlamaDeploymentSpec,
+    plan: api.Plan,
+    settings: config.OperatorConfig,
+) -> dict[str, Any]:
+    """The serving container for ``plan.engine``.
+
+    ``name`` is the LlamaDeployment's name. The container itself is always called
+    ``CONTAINER_NAME`` so logs, exec and status code find it the same way in every
+    pod of every variant.
+    """
+    del name  # part of the contract for per-endpoint settings; nothing uses it yet
+    result: dict[str, Any] = {
+        "name": CONTAINER_NAME,
+        "image": image(spec=spec, plan=plan, settings=settings),
+        "imagePullPolicy": settings.imagePullPolicy,
+    }
+    entrypoint = command(plan=plan)
+    if entrypoint:
+        result["command"] = entrypoint
+    result.update(
+        {
+            "args": args(spec=spec, plan=plan),
+            "ports": [{"name": PORT_NAME, "containerPort": PORT, "protocol": "TCP"}],
+            "env": env(spec=spec),
+            "resources": resources(plan=plan),
+            "volumeMounts": volume_mounts(plan=plan),
+            **probes(),
+            "securityContext": security_context(),
+            # A gated model without access, a bad flag or an OOM ends in a few log lines;
+            # this puts them into the pod status, where `kubectl describe` shows them,
+            # instead of a bare CrashLoopBackOff.
+            "terminationMessagePolicy": "FallbackToLogsOnError",
+        }
+    )
+    return result
+
+
+def env(*, spec: api.LlamaDeploymentSpec) -> list[dict[str, Any]]:
+    """Cache locations on writable volumes, and the Hub token by reference only."""
+    result: list[dict[str, Any]] = [
+        # The root filesystem is read-only: downloads go to the cache volume, and every
+        # library that writes under $HOME or ~/.cache (triton, torch compile, vLLM's own
+        # cache) writes under the tmp volume instead.
+        {"name": "HF_HOME", "value": CACHE_DIR},
+        {"name": "HOME", "value": TMP_DIR},
+        {"name": "XDG_CACHE_HOME", "value": f"{TMP_DIR}/.cache"},
+    ]
+    ref = spec.model.tokenSecretRef
+    if ref is not None:
+        # By reference, never by value: the token must not appear in the Deployment,
+        # its history, or anything the operator logs or stores.
+        result.append(
+            {
+                "name": "HF_TOKEN",
+                "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}},
+            }
+        )
+    return result
+
+
+def memory_request_gib(*, plan: api.Plan) -> int:
+    """Host memory a pod asks for: the weights pass through host memory while loading."""
+    return math.ceil(plan.weightsGiB * 1.25) + 6
+
+
+def resources(*, plan: api.Plan) -> dict[str, Any]:
+    """Requests and limits scaled to the plan's GPUs and weights."""
+    gpus = str(plan.gpusPerReplica)
+    memory = memory_request_gib(plan=plan)
+    return {
+        "requests": {
+            "cpu": str(max(2, 2 * plan.gpusPerReplica)),
+            "memory": f"{memory}Gi",
+            GPU_RESOURCE: gpus,
+        },
+        # No CPU limit: CFS throttling of the tokenizer and scheduler threads shows up
+        # directly as token latency, and the GPUs, not the CPUs, are what is scarce. The
+        # memory limit is loose because loading peaks well above the steady state.
+        "limits": {
+            "memory": f"{math.ceil(1.5 * memory)}Gi",
+            GPU_RESOURCE: gpus,
+        },
+    }
+
+
+def probes() -> dict[str, dict[str, Any]]:
+    """Startup, readiness and liveness probes on the engine's health endpoint."""
+    check = {"path": HEALTH_PATH, "port": PORT_NAME}
+    return {
+        # The first start downloads the weights (a 70B model is ~140 GB) before /health
+        # answers; that can take an hour, so allow 360 x 10 s before giving up.
+        # Liveness and readiness only start once this has passed.
+        "startupProbe": {"httpGet": dict(check), "periodSeconds": 10, "failureThreshold": 360},
+        "readinessProbe": {
+            "httpGet": dict(check),
+            "periodSeconds": 5,
+            "failureThreshold": 3,
+            "timeoutSeconds": 3,
+        },
+        # Restart an engine that stops answering for about a minute (a hung NCCL
+        # collective or a dead engine process behind a live HTTP server).
+        "livenessProbe": {
+            "httpGet": dict(check),
+            "periodSeconds": 15,
+            "failureThreshold": 4,
+            "timeoutSeconds": 5,
+        },
+    }
+
+
+def security_context() -> dict[str, Any]:
+    """Restricted Pod Security Standard: non-root, no privileges, read-only root."""
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": RUN_AS_USER,
+        "runAsGroup": RUN_AS_GROUP,
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def needs_shared_memory(*, plan: api.Plan) -> bool:
+    """Tensor-parallel workers exchange tensors through /dev/shm (NCCL)."""
+    return plan.tensorParallel > 1
+
+
+def volume_mounts(*, plan: api.Plan) -> list[dict[str, Any]]:
+    """Mounts for the volumes ``builders`` puts into the pod, by the names above."""
+    result: list[dict[str, Any]] = [
+        {"name": CACHE_VOLUME, "mountPath": CACHE_DIR},
+        {"name": TMP_VOLUME, "mountPath": TMP_DIR},
+    ]
+    if needs_shared_memory(plan=plan):
+        # The container runtime's default /dev/shm is 64 MiB, far too small for NCCL.
+        result.append({"name": SHM_VOLUME, "mountPath": SHM_DIR})
+    return result

@@ -1,0 +1,67 @@
+"""vLLM: how a Plan becomes the command line of ``vllm serve``.
+
+The engine-specific half of the serving container, kept pure: ``engines`` (the
+package) asks this module for the command and the arguments and wraps them in the
+parts both engines share (ports, probes, resources, security, volumes). Flags are
+those of ``vllm serve`` as listed in ``docs/design/facts.md``.
+"""
+
+from __future__ import annotations
+
+from llama_operator import api
+
+ENGINE: api.Engine = "vllm"
+DISPLAY_NAME = "vLLM"
+
+# The image's entrypoint changed between releases (api_server module, then
+# ``vllm serve``); naming the command keeps the arguments meaningful on both.
+COMMAND: tuple[str, ...] = ("vllm", "serve")
+
+# Plan quantization -> value of ``--quantization`` (None: no flag, the checkpoint's
+# own 16-bit precision). Anything missing here vLLM cannot serve.
+QUANTIZATION: dict[api.Quantization, str | None] = {
+    "none": None,
+    "fp8": "fp8",
+    "awq": "awq",
+    "gptq": "gptq",
+    # vLLM names the 4-bit NF4 load-time quantization just "bitsandbytes".
+    "bitsandbytes-nf4": "bitsandbytes",
+}
+
+
+def quantization_flag(*, quantization: api.Quantization) -> str | None:
+    """The ``--quantization`` value for a planned quantization, or None for 16-bit."""
+    if quantization not in QUANTIZATION:
+        supported = ", ".join(sorted(QUANTIZATION))
+        raise ValueError(
+            f"{DISPLAY_NAME} cannot serve quantization {quantization!r}; supported: {supported}"
+        )
+    return QUANTIZATION[quantization]
+
+
+def args(*, spec: api.LlamaDeploymentSpec, plan: api.Plan, host: str, port: int) -> list[str]:
+    """Arguments after ``vllm serve``: the planned flags, then the user's engineArgs."""
+    quantization = quantization_flag(quantization=plan.quantization)
+    result = [
+        spec.model.id,
+        "--revision",
+        spec.model.revision,
+        "--served-model-name",
+        spec.model.servedName or spec.model.id,
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--tensor-parallel-size",
+        str(plan.tensorParallel),
+        "--max-model-len",
+        str(plan.maxModelLen),
+        "--gpu-memory-utilization",
+        str(plan.gpuMemoryUtilization),
+        "--dtype",
+        plan.dtype,
+    ]
+    if quantization is not None:
+        result += ["--quantization", quantization]
+    # Last, so a user's flag wins over a planned one (argparse keeps the last value).
+    return result + list(spec.engineArgs)

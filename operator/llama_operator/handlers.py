@@ -1,0 +1,167 @@
+"""Kopf handlers: the operator's entry points, kept a few lines each.
+
+Create, update and resume all call one ``reconcile.reconcile``; a timer calls it
+again to pick up children's readiness and undo drift. Children (Deployments,
+Services) and GPU nodes are read from Kopf indexes fed by watches, so a reconcile
+that has nothing to change issues no API request at all. Handlers are sync: Kopf
+runs them in its thread pool, where the blocking ``kubernetes`` client is fine.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import os
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+import kopf
+
+from llama_operator import api, builders, config, k8s, pools, reconcile
+
+RESOURCE = (api.GROUP, api.VERSION, api.PLURAL)
+MANAGED = {"app.kubernetes.io/managed-by": "llama-operator"}
+# How often each LlamaDeployment is re-reconciled to pick up its pods' readiness and
+# undo drift. Read at import because Kopf binds timer intervals when they register.
+RESYNC_ENV = "LLAMA_OPERATOR_RESYNC_SECONDS"
+TIMER_INTERVAL_SECONDS = float(os.environ.get(RESYNC_ENV, "15"))
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    operator_config = config.load()
+    memo.config = operator_config
+    memo.client = k8s.Client.from_environment(field_manager=operator_config.fieldManager)
+    # Our own prefixes, so Kopf's bookkeeping is recognisably ours and never collides
+    # with another Kopf-based operator watching the same objects.
+    settings.persistence.finalizer = f"{api.GROUP}/finalizer"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=api.GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=api.GROUP, key="last-handled-configuration"
+    )
+    # Ask the API server to end each watch after 5 minutes and give up client-side a
+    # bit later: load balancers in front of API servers silently drop idle streams,
+    # and a bounded watch is re-established instead of hanging forever.
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.watching.connect_timeout = 30
+    # Only our explicit Events reach `kubectl describe`; routine logs stay in logs.
+    settings.posting.loggers = False
+    settings.posting.level = logging.INFO
+    # Sync handlers share this pool: size it for many LlamaDeployments reconciling at
+    # once (each mostly waits on the API server).
+    settings.execution.max_workers = 16
+
+
+@kopf.on.login()
+def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    """In-cluster service account first, else $KUBECONFIG, read at login time.
+
+    Kopf's default login goes through the ``kubernetes`` package, which reads
+    $KUBECONFIG once at import; these read it when called, like our own client.
+    """
+    info: kopf.ConnectionInfo | None = kopf.login_with_service_account(**kwargs)
+    return info or kopf.login_with_kubeconfig(**kwargs)
+
+
+@kopf.index("apps", "v1", "deployments", labels=MANAGED)
+def llama_deployments(
+    namespace: str | None, name: str, body: kopf.Body, **_: Any
+) -> dict[tuple[str | None, str], dict[str, Any]]:
+    return {(namespace, name): _summary(body)}
+
+
+@kopf.index("", "v1", "services", labels=MANAGED)
+def llama_services(
+    namespace: str | None, name: str, body: kopf.Body, **_: Any
+) -> dict[tuple[str | None, str], dict[str, Any]]:
+    return {(namespace, name): _summary(body)}
+
+
+@kopf.index("", "v1", "nodes", labels={pools.PRODUCT_LABEL: kopf.PRESENT})
+def gpu_nodes(body: kopf.Body, **_: Any) -> dict[None, dict[str, Any]]:
+    return {
+        None: {
+            "metadata": {"labels": dict(body.metadata.labels)},
+            "spec": {"taints": list(body.spec.get("taints") or [])},
+            "status": {
+                "allocatable": dict(body.status.get("allocatable") or {}),
+                "capacity": dict(body.status.get("capacity") or {}),
+            },
+        }
+    }
+
+
+@kopf.on.resume(*RESOURCE)
+@kopf.on.create(*RESOURCE)
+@kopf.on.update(*RESOURCE)
+def on_change(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **kwargs: Any) -> None:
+    _reconcile(body, patch, memo, kwargs)
+
+
+@kopf.timer(*RESOURCE, interval=TIMER_INTERVAL_SECONDS, initial_delay=TIMER_INTERVAL_SECONDS)
+def on_timer(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **kwargs: Any) -> None:
+    """Refresh status from the children and re-apply any child that went missing."""
+    _reconcile(body, patch, memo, kwargs)
+
+
+def _reconcile(
+    body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, kwargs: Mapping[str, Any]
+) -> None:
+    # Kopf serialises change handlers per object but runs timers beside them; one lock
+    # per object (its memo lives exactly as long as the object) keeps reconciles of the
+    # same LlamaDeployment from racing each other's applies and Events.
+    lock: threading.Lock = memo.setdefault("reconcile_lock", threading.Lock())
+    with lock:
+        _reconcile_locked(
+            body,
+            patch,
+            memo,
+            # Kopf passes every index to every handler as a keyword argument.
+            deployments=kwargs["llama_deployments"],
+            services=kwargs["llama_services"],
+            nodes=kwargs["gpu_nodes"],
+        )
+
+
+def _reconcile_locked(
+    body: kopf.Body,
+    patch: kopf.Patch,
+    memo: kopf.Memo,
+    *,
+    deployments: kopf.Index[tuple[str | None, str], dict[str, Any]],
+    services: kopf.Index[tuple[str | None, str], dict[str, Any]],
+    nodes: kopf.Index[None, dict[str, Any]],
+) -> None:
+    indexes = {"Deployment": deployments, "Service": services}
+
+    def lookup(kind: str, namespace: str, name: str) -> Mapping[str, Any] | None:
+        store = indexes[kind].get((namespace, name))
+        return next(iter(store), None) if store else None
+
+    outcome = reconcile.reconcile(
+        body=body,
+        settings=memo.config,
+        client=memo.client,
+        lookup=lookup,
+        gpu_nodes=nodes.get(None, []),
+        fetch=reconcile.token_fetcher(memo.client),
+        now=datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    )
+    if outcome.status_patch:
+        patch.status.update(outcome.status_patch)
+    for event in outcome.events:
+        kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+
+
+def _summary(body: kopf.Body) -> dict[str, Any]:
+    """What the reconciler needs of a child: its content hash and its status."""
+    annotations = dict(body.metadata.annotations)
+    return {
+        "metadata": {
+            "generation": body.metadata.get("generation"),
+            "annotations": {builders.HASH_ANNOTATION: annotations.get(builders.HASH_ANNOTATION)},
+        },
+        "status": dict(body.get("status") or {}),
+    }

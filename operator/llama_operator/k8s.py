@@ -1,0 +1,166 @@
+"""The one module that talks to the Kubernetes API (besides Kopf's own machinery).
+
+Everything the operator writes goes through ``Client.apply``: a server-side apply
+under one field manager, so ownership of every field is explicit and a second
+operator version or a human ``kubectl edit`` is detected as a conflict rather than
+silently fought over. Reads are few: Secrets (only when a Hugging Face token is
+needed) and single objects on demand; the reconcile loop otherwise reads children
+from Kopf indexes fed by watches.
+
+It uses the official ``kubernetes`` client synchronously: Kopf runs our sync
+handlers in its thread pool, so blocking here never stalls the event loop.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import json
+import os
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+from kubernetes import client as kclient
+from kubernetes import config as kconfig
+
+APPLY_CONTENT_TYPE = "application/apply-patch+yaml"
+
+# kind -> (plural, namespaced). Only what the operator manages or reads.
+PLURALS: dict[str, tuple[str, bool]] = {
+    "Deployment": ("deployments", True),
+    "Service": ("services", True),
+    "ConfigMap": ("configmaps", True),
+    "Secret": ("secrets", True),
+    "Node": ("nodes", False),
+    "LlamaDeployment": ("llamadeployments", True),
+}
+
+
+class APIError(RuntimeError):
+    """A non-success answer from the API server; carries status and the server's reason."""
+
+    def __init__(self, status: int, reason: str, message: str) -> None:
+        super().__init__(f"{status} {reason}: {message}")
+        self.status = status
+        self.reason = reason
+        self.message = message
+
+
+def path_for(*, api_version: str, kind: str, namespace: str | None, name: str | None) -> str:
+    plural, namespaced = PLURALS[kind]
+    base = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
+    scope = f"/namespaces/{namespace}" if namespaced and namespace else ""
+    tail = f"/{name}" if name else ""
+    return f"{base}{scope}/{plural}{tail}"
+
+
+@dataclasses.dataclass
+class Client:
+    """A thin, typed wrapper over ``kubernetes.client.ApiClient`` for raw JSON objects."""
+
+    api: kclient.ApiClient
+    field_manager: str = "llama-operator"
+
+    @classmethod
+    def from_environment(cls, *, field_manager: str = "llama-operator") -> Client:
+        """In-cluster credentials when running in a pod, else the current kubeconfig."""
+        configuration = kclient.Configuration()
+        try:
+            kconfig.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+        except kconfig.ConfigException:
+            # Pass $KUBECONFIG explicitly: the client reads it only once, at import time.
+            kconfig.load_kube_config(  # type: ignore[no-untyped-call]
+                config_file=os.environ.get("KUBECONFIG"), client_configuration=configuration
+            )
+        return cls(api=kclient.ApiClient(configuration), field_manager=field_manager)
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: list[tuple[str, str]] | None = None,
+        body: Mapping[str, Any] | None = None,
+        content_type: str = "application/json",
+    ) -> dict[str, Any] | None:
+        headers = {"Accept": "application/json"}
+        if body is not None:
+            headers["Content-Type"] = content_type
+        serialized = self.api.param_serialize(
+            method=method,
+            resource_path=path,
+            query_params=query or [],
+            header_params=headers,
+            body=dict(body) if body is not None else None,
+            auth_settings=["BearerToken"],
+        )
+        response = self.api.call_api(*serialized)
+        raw: bytes = response.read()  # type: ignore[no-untyped-call]
+        if response.status == 404 and method == "GET":
+            return None
+        if not 200 <= response.status < 300:
+            reason, message = response.reason or "", raw.decode(errors="replace")[:500]
+            try:
+                status = json.loads(raw)
+                reason, message = status.get("reason", reason), status.get("message", message)
+            except ValueError:
+                pass
+            raise APIError(response.status, str(reason), str(message))
+        return json.loads(raw) if raw else {}
+
+    def apply(self, obj: Mapping[str, Any]) -> dict[str, Any]:
+        """Server-side apply ``obj`` (created when missing), taking ownership of its fields."""
+        meta = obj["metadata"]
+        path = path_for(
+            api_version=obj["apiVersion"],
+            kind=obj["kind"],
+            namespace=meta.get("namespace"),
+            name=meta["name"],
+        )
+        # force=true: this operator is the sole intended owner of what it renders; a
+        # conflicting manager (an old operator version, a stray kubectl apply) loses.
+        query = [("fieldManager", self.field_manager), ("force", "true")]
+        result = self._request(
+            "PATCH", path, query=query, body=obj, content_type=APPLY_CONTENT_TYPE
+        )
+        return result or {}
+
+    def get(
+        self, *, api_version: str, kind: str, namespace: str | None, name: str
+    ) -> dict[str, Any] | None:
+        path = path_for(api_version=api_version, kind=kind, namespace=namespace, name=name)
+        return self._request("GET", path)
+
+    def read_secret_value(self, *, namespace: str, name: str, key: str) -> str | None:
+        """One key of a Secret, decoded; None when the Secret or key is missing.
+
+        The value is returned to the caller only: never logged, never put in status.
+        """
+        secret = self.get(api_version="v1", kind="Secret", namespace=namespace, name=name)
+        if secret is None:
+            return None
+        encoded = (secret.get("data") or {}).get(key)
+        if encoded is None:
+            return None
+        return base64.b64decode(encoded).decode().strip()
+
+
+_lock = threading.Lock()
+_shared: Client | None = None
+
+
+def shared(*, field_manager: str) -> Client:
+    """A process-wide client, created on first use (handlers run in several threads)."""
+    global _shared  # noqa: PLW0603 - one connection pool per process is the point
+    with _lock:
+        if _shared is None:
+            _shared = Client.from_environment(field_manager=field_manager)
+        return _shared
+
+
+def reset() -> None:
+    """Forget the shared client (a new operator run may point at another cluster)."""
+    global _shared  # noqa: PLW0603
+    with _lock:
+        _shared = None

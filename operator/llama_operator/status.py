@@ -1,0 +1,225 @@
+"""From what was decided and observed to ``.status``: phase, counts, conditions.
+
+Pure. ``compute`` builds the whole desired status from the planning outcome and the
+live primary Deployment; ``diff`` turns it into a JSON merge patch against the
+current status, empty when nothing changed, which is how an unchanged resource is
+reconciled without a single write.
+
+Phases:
+- Pending: planned, but no serving pods exist yet.
+- Progressing: pods exist but not all are ready, or a new template is rolling out.
+- Ready: every desired replica is ready on the current template.
+- Degraded: something serves but not as asked (a rejected edit left the last good
+  plan running, pods that were ready are failing, or the rollout timed out).
+- Failed: nothing serves and the spec cannot be planned.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from llama_operator import api, conditions
+
+
+@dataclasses.dataclass(frozen=True)
+class PlanningFailure:
+    reason: str  # InvalidSpec | ModelFactsUnavailable | NoFeasiblePlan | NoGPUPools
+    message: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Observation:
+    generation: int | None
+    previous: Mapping[str, Any]
+    plan: api.Plan | None
+    failure: PlanningFailure | None
+    deployment: Mapping[str, Any] | None
+    desired_replicas: int
+    selector: str
+    not_yet_active: Sequence[str]
+    now: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Counts:
+    replicas: int
+    ready: int
+    updated: int
+    current: bool  # the Deployment controller has seen the latest template
+    deadline_exceeded: bool
+
+
+def counts(deployment: Mapping[str, Any] | None) -> Counts:
+    if deployment is None:
+        return Counts(0, 0, 0, current=False, deadline_exceeded=False)
+    status = deployment.get("status") or {}
+    generation = (deployment.get("metadata") or {}).get("generation")
+    observed = status.get("observedGeneration")
+    exceeded = any(
+        c.get("type") == "Progressing" and c.get("reason") == "ProgressDeadlineExceeded"
+        for c in status.get("conditions") or []
+    )
+    return Counts(
+        replicas=int(status.get("replicas") or 0),
+        ready=int(status.get("readyReplicas") or 0),
+        updated=int(status.get("updatedReplicas") or 0),
+        # No generation at all (a bare API emulator) counts as current.
+        current=generation is None or observed is None or observed >= generation,
+        deadline_exceeded=exceeded,
+    )
+
+
+def phase(observation: Observation, c: Counts) -> api.Phase:
+    if observation.failure is not None:
+        return "Degraded" if observation.deployment is not None else "Failed"
+    if observation.deployment is None:
+        return "Pending"
+    desired = observation.desired_replicas
+    if c.deadline_exceeded:
+        return "Degraded"
+    if c.ready >= desired and c.current and c.updated >= desired:
+        return "Ready"
+    if c.replicas == 0 and desired > 0:
+        return "Pending"
+    rolling = not c.current or c.updated < desired
+    if 0 < c.ready < desired and not rolling:
+        return "Degraded"
+    return "Progressing"
+
+
+def compute(observation: Observation) -> dict[str, Any]:
+    """The complete desired status."""
+    previous = observation.previous
+    gen, now = observation.generation, observation.now
+    c = counts(observation.deployment)
+    current_phase = phase(observation, c)
+    conds: list[dict[str, Any]] = list(previous.get("conditions") or [])
+
+    if observation.failure is not None:
+        message = observation.failure.message
+        if observation.deployment is not None:
+            message += "; the last good plan keeps serving unchanged"
+        conds = conditions.set_condition(
+            conds,
+            type_=conditions.PLANNED,
+            status="False",
+            reason=observation.failure.reason,
+            message=message,
+            generation=gen,
+            now=now,
+        )
+    elif observation.plan is not None:
+        conds = conditions.set_condition(
+            conds,
+            type_=conditions.PLANNED,
+            status="True",
+            reason="PlanChosen",
+            message=observation.plan.reason,
+            generation=gen,
+            now=now,
+        )
+
+    if c.ready > 0:
+        available = ("True", "MinimumReplicasAvailable", f"{c.ready} replica(s) ready")
+    elif observation.desired_replicas == 0 and observation.deployment is not None:
+        available = ("False", "ScaledToZero", "spec.replicas is 0")
+    else:
+        available = ("False", "NoReadyReplicas", "no serving pod is ready yet")
+    conds = conditions.set_condition(
+        conds,
+        type_=conditions.AVAILABLE,
+        status=available[0],  # type: ignore[arg-type]
+        reason=available[1],
+        message=available[2],
+        generation=gen,
+        now=now,
+    )
+
+    ready_message = {
+        "Ready": f"{c.ready}/{observation.desired_replicas} replicas ready",
+        "Pending": "waiting for serving pods to be created and scheduled",
+        "Progressing": (
+            f"{c.ready}/{observation.desired_replicas} replicas ready; the first start "
+            "downloads the model and can take a long time"
+        ),
+        "Degraded": (
+            "the Deployment exceeded its progress deadline"
+            if c.deadline_exceeded
+            else f"{c.ready}/{observation.desired_replicas} replicas ready"
+            if observation.failure is None
+            else "the latest spec could not be planned"
+        ),
+        "Failed": "the spec cannot be planned; see the Planned condition",
+    }[current_phase]
+    conds = conditions.set_condition(
+        conds,
+        type_=conditions.READY,
+        status="True" if current_phase == "Ready" else "False",
+        reason="AllReplicasReady" if current_phase == "Ready" else current_phase,
+        message=ready_message,
+        generation=gen,
+        now=now,
+    )
+
+    if observation.not_yet_active:
+        fields = ", ".join(f"spec.{name}" for name in observation.not_yet_active)
+        conds = conditions.set_condition(
+            conds,
+            type_=conditions.NOT_YET_ACTIVE,
+            status="True",
+            reason="FieldsNotActive",
+            message=(
+                f"{fields}: accepted and validated, but this operator version does not act on "
+                "them yet; they take effect after an operator upgrade"
+            ),
+            generation=gen,
+            now=now,
+        )
+    else:
+        conds = conditions.remove(conds, conditions.NOT_YET_ACTIVE)
+
+    plan = (
+        observation.plan.model_dump(mode="json", exclude_none=True)
+        if observation.plan
+        else previous.get("plan")
+    )
+    return {
+        "phase": current_phase,
+        "plan": plan,
+        "replicas": c.replicas,
+        "readyReplicas": c.ready,
+        "selector": observation.selector,
+        "observedGeneration": gen,
+        "conditions": conditions.sort(conds),
+    }
+
+
+def diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
+    """A JSON merge patch turning ``old`` into ``new``; empty when they are equal.
+
+    Nested objects (the plan) are patched key by key with ``None`` deleting what the
+    new value no longer has; lists (conditions) are replaced whole, as merge patch
+    does. Top-level keys we do not manage are left alone.
+    """
+    return _patch(old, new, delete_missing=False)
+
+
+def _patch(
+    old: Mapping[str, Any], new: Mapping[str, Any], *, delete_missing: bool
+) -> dict[str, Any]:
+    patch: dict[str, Any] = {}
+    for key, value in new.items():
+        before = old.get(key)
+        if isinstance(value, Mapping) and isinstance(before, Mapping):
+            nested = _patch(before, value, delete_missing=True)
+            if nested:
+                patch[key] = nested
+        elif before != value:
+            patch[key] = value
+    if delete_missing:
+        for key in old:
+            if key not in new:
+                patch[key] = None
+    return patch

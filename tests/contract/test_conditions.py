@@ -1,0 +1,204 @@
+"""Bad input, readiness and discovery, through the real operator loop."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from conftest import (
+    DEPLOYMENTS,
+    LLAMA,
+    NODES,
+    SERVICES,
+    ApplyingEmulator,
+    create,
+    events,
+    eventually,
+    exists,
+    gpu_node,
+    llama,
+    obj,
+    patch,
+    writes,
+)
+
+
+def _status(cluster: ApplyingEmulator, name: str = "chat") -> dict[str, Any]:
+    return dict(obj(cluster, LLAMA, name).get("status") or {})
+
+
+def _condition(cluster: ApplyingEmulator, type_: str, name: str = "chat") -> dict[str, Any]:
+    for condition in _status(cluster, name).get("conditions") or []:
+        if condition["type"] == type_:
+            return dict(condition)
+    raise KeyError(type_)
+
+
+def _args(deployment: dict[str, Any]) -> list[str]:
+    return list(deployment["spec"]["template"]["spec"]["containers"][0]["args"])
+
+
+HUGE = {
+    "model": {"id": "meta-llama/Llama-3.1-405B-Instruct"},
+    "placement": {"optimize": "quality", "tensorParallel": 1},
+}
+
+
+class TestUnplannable:
+    async def test_infeasible_pin_reports_planned_false_and_creates_nothing(
+        self, operator: ApplyingEmulator
+    ) -> None:
+        await create(operator, LLAMA, llama(spec=HUGE))
+        planned = await eventually(lambda: _condition(operator, "Planned"))
+        assert planned["status"] == "False"
+        assert planned["reason"] == "NoFeasiblePlan"
+        assert "spec.placement.tensorParallel" in planned["message"]
+        assert "Would fit" in planned["message"]
+        assert _status(operator)["phase"] == "Failed"
+        await asyncio.sleep(1.0)  # several resyncs: still nothing may be created
+        assert not exists(operator, DEPLOYMENTS, "chat-primary")
+        assert not exists(operator, SERVICES, "chat")
+        warnings = [e for e in events(operator) if e["type"] == "Warning"]
+        assert [e["reason"] for e in warnings] == ["NoFeasiblePlan"]  # once, not every tick
+
+    async def test_spec_that_bypassed_the_schema_names_the_field(
+        self, operator: ApplyingEmulator
+    ) -> None:
+        spec = {
+            "model": {"id": "meta-llama/Llama-3.1-8B-Instruct"},
+            "placement": {"tensorParallel": 3},
+        }
+        await create(operator, LLAMA, llama(spec=spec))
+        planned = await eventually(lambda: _condition(operator, "Planned"))
+        assert planned["reason"] == "InvalidSpec"
+        assert planned["message"].startswith("spec.placement.tensorParallel:")
+        assert not exists(operator, DEPLOYMENTS, "chat-primary")
+
+    async def test_unknown_model_offline_names_the_fields_to_set(
+        self, operator: ApplyingEmulator
+    ) -> None:
+        spec = {"model": {"id": "example-org/not-in-any-cache"}}
+        await create(operator, LLAMA, llama(spec=spec))
+        planned = await eventually(lambda: _condition(operator, "Planned"))
+        assert planned["reason"] == "ModelFactsUnavailable"
+        assert "spec.model.parameters" in planned["message"]
+        assert not exists(operator, DEPLOYMENTS, "chat-primary")
+
+
+class TestBadEditKeepsServing:
+    async def test_unplannable_edit_leaves_the_running_deployment_untouched(
+        self, operator: ApplyingEmulator
+    ) -> None:
+        await create(operator, LLAMA, llama())
+        before = await eventually(lambda: obj(operator, DEPLOYMENTS, "chat-primary"))
+        good_plan = await eventually(lambda: _status(operator).get("plan"))
+        await asyncio.sleep(0.5)
+        mark = len(list(operator))
+
+        await patch(operator, LLAMA, "chat", {"metadata": {"generation": 2}, "spec": HUGE})
+        planned = await eventually(
+            lambda: (c := _condition(operator, "Planned"))["status"] == "False" and c
+        )
+        assert "the last good plan keeps serving unchanged" in planned["message"]
+        assert planned["observedGeneration"] == 2
+        await asyncio.sleep(1.0)
+        touched = [
+            r
+            for r in writes(operator, mark)
+            if "/deployments/" in r.url.path or "/services/" in r.url.path
+        ]
+        assert touched == []
+        assert obj(operator, DEPLOYMENTS, "chat-primary") == before
+        status = _status(operator)
+        assert status["plan"] == good_plan
+        assert status["phase"] == "Degraded"
+
+
+class TestReadiness:
+    async def test_ready_when_the_deployment_reports_ready_replicas(
+        self, operator: ApplyingEmulator
+    ) -> None:
+        await create(operator, LLAMA, llama())
+        await eventually(lambda: obj(operator, DEPLOYMENTS, "chat-primary"))
+        await eventually(lambda: _status(operator).get("phase") == "Pending")
+        # What the Deployment controller would report once the engine's /health is OK.
+        await patch(
+            operator,
+            DEPLOYMENTS,
+            "chat-primary",
+            {"status": {"replicas": 1, "readyReplicas": 1, "updatedReplicas": 1}},
+            subresource="status",
+        )
+        await eventually(lambda: _status(operator).get("phase") == "Ready", message="Ready")
+        status = _status(operator)
+        assert status["readyReplicas"] == status["replicas"] == 1
+        assert _condition(operator, "Ready")["status"] == "True"
+        assert _condition(operator, "Available")["status"] == "True"
+
+
+DISCOVERY_CONFIG = "images: {vllm: 'vllm/vllm-openai:v0.11.0'}\n"  # no pools: discover
+
+
+class TestDiscovery:
+    @pytest.mark.operator_config(DISCOVERY_CONFIG)
+    async def test_plans_on_pools_discovered_from_gpu_feature_discovery_labels(
+        self, operator: ApplyingEmulator
+    ) -> None:
+        await create_node(operator, gpu_node("gpu-1", "NVIDIA-H100-80GB-HBM3", 8, 81559))
+        await create(operator, LLAMA, llama())
+        deployment = await eventually(lambda: obj(operator, DEPLOYMENTS, "chat-primary"))
+        pod = deployment["spec"]["template"]["spec"]
+        assert pod["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}
+        assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod[
+            "tolerations"
+        ]
+        plan = await eventually(lambda: _status(operator).get("plan"))
+        assert plan["pool"] == "nvidia-h100-80gb-hbm3"
+        assert "costPerHour" not in plan  # discovered pools carry no price
+
+    @pytest.mark.operator_config(DISCOVERY_CONFIG)
+    async def test_no_pools_anywhere_is_a_clear_condition(self, operator: ApplyingEmulator) -> None:
+        await create(operator, LLAMA, llama())
+        planned = await eventually(lambda: _condition(operator, "Planned"))
+        assert planned["reason"] == "NoGPUPools"
+        assert not exists(operator, DEPLOYMENTS, "chat-primary")
+
+
+class TestHubFacts:
+    async def test_model_outside_the_catalog_is_sized_from_its_hub_config(
+        self, operator: ApplyingEmulator
+    ) -> None:
+        # Served from the offline Hugging Face cache fixture through huggingface_hub.
+        await create(operator, LLAMA, llama(spec={"model": {"id": "example-org/tiny-llama"}}))
+        plan = await eventually(lambda: _status(operator).get("plan"))
+        assert "8.03B" in plan["reason"]
+        deployment = obj(operator, DEPLOYMENTS, "chat-primary")
+        assert "example-org/tiny-llama" in _args(deployment)
+
+
+class TestNotYetActive:
+    async def test_fields_of_later_releases_raise_a_warning_condition(
+        self, operator: ApplyingEmulator
+    ) -> None:
+        spec = {
+            "model": {"id": "meta-llama/Llama-3.1-8B-Instruct"},
+            "autoscaling": {"minReplicas": 1, "maxReplicas": 3},
+        }
+        await create(operator, LLAMA, llama(spec=spec))
+        condition = await eventually(lambda: _condition(operator, "NotYetActive"))
+        assert condition["status"] == "True"
+        assert "spec.autoscaling" in condition["message"]
+        assert exists(operator, DEPLOYMENTS, "chat-primary")  # still serves what it can
+        await eventually(lambda: any(e["reason"] == "FieldsNotActive" for e in events(operator)))
+
+
+async def create_node(cluster: ApplyingEmulator, node: dict[str, Any]) -> None:
+    async with cluster.post("/api/v1/nodes", json=node) as response:
+        assert response.status < 300
+    assert exists_node(cluster, node["metadata"]["name"])
+
+
+def exists_node(cluster: ApplyingEmulator, name: str) -> bool:
+    return not cluster.objects[NODES, None, name].deleted

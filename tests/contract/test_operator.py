@@ -1,0 +1,142 @@
+"""The operator loop end to end: real Kopf, real handlers, kmock as the API server."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from conftest import (
+    DEPLOYMENTS,
+    LLAMA,
+    SERVICES,
+    ApplyingEmulator,
+    create,
+    eventually,
+    exists,
+    llama,
+    obj,
+    patch,
+    writes,
+)
+from llama_operator import builders, handlers
+
+
+def _status(cluster: ApplyingEmulator, name: str = "chat") -> dict[str, Any]:
+    return dict(obj(cluster, LLAMA, name).get("status") or {})
+
+
+def _condition(cluster: ApplyingEmulator, type_: str, name: str = "chat") -> dict[str, Any]:
+    for condition in _status(cluster, name).get("conditions") or []:
+        if condition["type"] == type_:
+            return dict(condition)
+    raise KeyError(type_)
+
+
+def _args(deployment: dict[str, Any]) -> list[str]:
+    return list(deployment["spec"]["template"]["spec"]["containers"][0]["args"])
+
+
+class TestCreate:
+    async def test_creates_children_with_owner_references_and_writes_plan(
+        self, operator: ApplyingEmulator
+    ) -> None:
+        await create(operator, LLAMA, llama())
+
+        deployment = await eventually(
+            lambda: obj(operator, DEPLOYMENTS, "chat-primary"), message="Deployment"
+        )
+        entry = await eventually(lambda: obj(operator, SERVICES, "chat"), message="Service")
+        variant = await eventually(lambda: obj(operator, SERVICES, "chat-primary"))
+        for child in (deployment, entry, variant):
+            (owner,) = child["metadata"]["ownerReferences"]
+            assert owner == {
+                "apiVersion": "llamaops.dev/v1alpha1",
+                "kind": "LlamaDeployment",
+                "name": "chat",
+                "uid": "uid-chat",
+                "controller": True,
+                "blockOwnerDeletion": True,
+            }
+            assert child["metadata"]["labels"]["llamaops.dev/deployment"] == "chat"
+        assert "meta-llama/Llama-3.1-8B-Instruct" in _args(deployment)
+
+        plan = await eventually(lambda: _status(operator).get("plan"), message="status.plan")
+        assert plan["engine"] == "vllm"
+        assert plan["gpusPerReplica"] == plan["tensorParallel"] >= 1
+        assert plan["reason"]
+        planned = _condition(operator, "Planned")
+        assert planned["status"] == "True"
+        assert planned["observedGeneration"] == 1
+        status = _status(operator)
+        assert status["selector"] == "llamaops.dev/deployment=chat,llamaops.dev/variant=primary"
+        assert status["phase"] == "Pending"  # no pods yet: nothing runs the Deployment here
+
+    async def test_applies_server_side_under_one_field_manager(
+        self, operator: ApplyingEmulator
+    ) -> None:
+        await create(operator, LLAMA, llama())
+        await eventually(lambda: exists(operator, SERVICES, "chat-primary"))
+        applies = [r for r in operator if "apply-patch" in r.headers.get("Content-Type", "")]
+        assert {r.url.path for r in applies} == {
+            "/apis/apps/v1/namespaces/ai/deployments/chat-primary",
+            "/api/v1/namespaces/ai/services/chat",
+            "/api/v1/namespaces/ai/services/chat-primary",
+        }
+        assert {r.params["fieldManager"] for r in applies} == {"llama-operator"}
+        assert {r.params["force"] for r in applies} == {"true"}
+
+
+class TestIdempotency:
+    async def test_second_reconcile_of_unchanged_object_writes_nothing(
+        self, operator: ApplyingEmulator, monkeypatch: Any
+    ) -> None:
+        await create(operator, LLAMA, llama())
+        await eventually(lambda: _status(operator).get("plan"))
+        await eventually(lambda: exists(operator, SERVICES, "chat-primary"))
+        # Let every watch event of our own writes settle before counting.
+        await asyncio.sleep(1.0)
+        before = len(list(operator))
+        ticks = 0
+        original = handlers._reconcile
+
+        def counting(*args: Any, **kwargs: Any) -> None:
+            nonlocal ticks
+            ticks += 1
+            original(*args, **kwargs)
+
+        monkeypatch.setattr(handlers, "_reconcile", counting)
+        await eventually(lambda: ticks >= 3, message="three timer reconciles")
+        found = [(r.method.value, r.url.path, r.data) for r in writes(operator, before)]
+        assert found == []
+
+
+class TestUpdate:
+    async def test_changing_the_model_updates_the_deployment(
+        self, operator: ApplyingEmulator
+    ) -> None:
+        await create(operator, LLAMA, llama())
+        first = await eventually(lambda: obj(operator, DEPLOYMENTS, "chat-primary"))
+        old_hash = first["metadata"]["annotations"][builders.HASH_ANNOTATION]
+
+        await patch(
+            operator,
+            LLAMA,
+            "chat",
+            {
+                "metadata": {"generation": 2},
+                "spec": {"model": {"id": "meta-llama/Llama-3.2-3B-Instruct"}},
+            },
+        )
+        updated = await eventually(
+            lambda: (
+                (d := obj(operator, DEPLOYMENTS, "chat-primary"))
+                and "meta-llama/Llama-3.2-3B-Instruct" in _args(d)
+                and d
+            ),
+            message="Deployment with the new model",
+        )
+        assert updated["metadata"]["annotations"][builders.HASH_ANNOTATION] != old_hash
+        await eventually(
+            lambda: _condition(operator, "Planned")["observedGeneration"] == 2,
+            message="Planned condition for generation 2",
+        )

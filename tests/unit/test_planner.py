@@ -1,0 +1,612 @@
+"""The planner: every plan fits its own memory model, obeys policy and pins, and is optimal.
+
+Property tests draw model shapes, pool sets, policies, pins and engines, and check each
+plan against the sizing model, against ``plan_exhaustive`` and against a brute force
+written here (so a shared bug in the planner's candidate search cannot hide). Example
+tests pin the behaviour people see with catalog models on the bundled pool catalogue.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import typing
+
+import hypothesis
+import pytest
+from hypothesis import strategies as st
+
+from llama_operator import api, catalog, config, facts, gpus, planner, pools, sizing
+
+SETTINGS = hypothesis.settings(
+    max_examples=200, deadline=None, suppress_health_check=[hypothesis.HealthCheck.too_slow]
+)
+EPSILON_GIB = 0.011  # plans round GiB figures to 2 decimals
+
+# Independent of the planner's own tables: what each policy, engine and GPU allows.
+POLICY_ALLOWS: dict[str, frozenset[str]] = {
+    "quality": frozenset({"none"}),
+    "balanced": frozenset({"none", "fp8", "eetq", "bitsandbytes-int8"}),
+    "cost": frozenset({"none", "fp8", "eetq", "bitsandbytes-int8", "bitsandbytes-nf4"}),
+}
+ENGINE_SERVES: dict[str, frozenset[str]] = {
+    "vllm": frozenset({"none", "fp8", "awq", "gptq", "bitsandbytes-nf4"}),
+    "tgi": frozenset(
+        {"none", "fp8", "eetq", "bitsandbytes-int8", "awq", "gptq", "bitsandbytes-nf4"}
+    ),
+}
+FP8_MIN_CAPABILITY = 8.9  # Ada / Hopper tensor cores
+BITS_BYTES = {16: 2.0, 8: 1.0, 4: 0.5}  # bytes per parameter before scales
+FIELD_OF_PIN = {
+    "tensor_parallel": "spec.placement.tensorParallel",
+    "max_model_len": "spec.placement.maxModelLen",
+    "quantization": "spec.placement.quantization",
+}
+QUANTIZATION_CHOICES: tuple[api.QuantizationChoice, ...] = typing.get_args(api.QuantizationChoice)
+
+# ---------------------------------------------------------------------------- strategies
+
+HEADS = (8, 16, 24, 32, 40, 48, 64, 96, 128)
+CONTEXTS = (2048, 4096, 8192, 16384, 32768, 65536, 131072)
+
+
+@st.composite
+def model_facts(draw: st.DrawFn) -> facts.ModelFacts:
+    heads = draw(st.sampled_from(HEADS))
+    kv_heads = draw(st.sampled_from([kv for kv in (1, 2, 4, 8, 16, 32, 64) if heads % kv == 0]))
+    head_dim = draw(st.sampled_from((64, 128)))
+    return facts.ModelFacts(
+        id="example/generated",
+        # Log-uniform, so 1B-class models are drawn as often as 100B-class ones.
+        parameters=10 ** draw(st.floats(math.log10(0.5e9), math.log10(500e9))),
+        layers=draw(st.integers(8, 128)),
+        hidden_size=heads * head_dim,
+        attention_heads=heads,
+        kv_heads=kv_heads,
+        head_dim=head_dim,
+        max_context=draw(st.one_of(st.sampled_from(CONTEXTS), st.integers(2048, 131072))),
+        source="spec",
+    )
+
+
+COSTS = st.one_of(
+    st.none(),
+    st.just(0.0),
+    st.sampled_from((0.35, 0.8, 1.0, 2.0, 4.0)),
+    st.floats(0.01, 20.0, allow_nan=False, allow_infinity=False),
+)
+
+
+@st.composite
+def pool_sets(draw: st.DrawFn) -> tuple[pools.Pool, ...]:
+    count = draw(st.integers(1, 5))
+    return tuple(
+        pools.Pool(
+            name=f"pool-{index}",
+            gpuProduct=draw(st.sampled_from(sorted(gpus.KNOWN))),
+            gpusPerNode=draw(st.sampled_from((1, 2, 4, 8))),
+            costPerGPUHour=draw(COSTS),
+        )
+        for index in range(count)
+    )
+
+
+@st.composite
+def requests(draw: st.DrawFn, *, pins: bool = True) -> planner.Request:
+    model = draw(model_facts())
+    # Mostly ordinary checkpoints; now and then a pre-quantized one.
+    checkpoint: api.CheckpointQuantization = draw(
+        st.sampled_from(("none", "none", "none", "awq", "gptq"))
+    )
+    quantization: api.QuantizationChoice = "auto"
+    tensor_parallel = None
+    max_model_len = None
+    if pins:
+        if checkpoint == "none":
+            quantization = draw(st.one_of(st.just("auto"), st.sampled_from(QUANTIZATION_CHOICES)))
+        else:  # the API only lets a pre-quantized checkpoint pin its own format
+            quantization = draw(st.sampled_from(("auto", checkpoint)))
+        tensor_parallel = draw(st.one_of(st.none(), st.sampled_from(planner.TP_DEGREES)))
+        max_model_len = draw(
+            st.one_of(
+                st.none(),
+                st.sampled_from((2048, 4096, 8192, 32768, 131072)),
+                st.integers(128, 2 * model.max_context),
+            )
+        )
+    return planner.Request(
+        model=model,
+        engine=draw(st.sampled_from(("vllm", "tgi"))),
+        optimize=draw(st.sampled_from(("cost", "balanced", "quality"))),
+        pools=draw(pool_sets()),
+        quantization=quantization,
+        tensor_parallel=tensor_parallel,
+        max_model_len=max_model_len,
+        concurrency=draw(st.sampled_from((1, 2, 4, 8, 32))),
+        checkpoint=checkpoint,
+        memory_fraction=draw(st.sampled_from((0.5, 0.8, 0.9, 0.95, 0.98))),
+        overhead_gib=draw(st.sampled_from((0.0, 1.0, 1.5, 3.0))),
+    )
+
+
+# ------------------------------------------------------------------------------- helpers
+
+
+def attempt(
+    strategy: typing.Callable[[planner.Request], api.Plan], request: planner.Request
+) -> api.Plan | planner.PlanError:
+    """The plan, or the refusal as a value (so it can be inspected outside ``except``)."""
+    try:
+        return strategy(request)
+    except planner.PlanError as error:
+        return error
+
+
+def plan_or_none(request: planner.Request) -> api.Plan | None:
+    try:
+        return planner.plan(request)
+    except planner.PlanError:
+        hypothesis.event("infeasible")
+        return None
+
+
+def pool_of(request: planner.Request, plan: api.Plan) -> pools.Pool:
+    (pool,) = [pool for pool in request.pools if pool.name == plan.pool]
+    return pool
+
+
+def refit(request: planner.Request, plan: api.Plan) -> sizing.Fit:
+    return sizing.fit(
+        model=request.model,
+        quantization=plan.quantization,
+        gpu_memory_gib=pool_of(request, plan).memory_gib,
+        tensor_parallel=plan.tensorParallel,
+        memory_fraction=request.memory_fraction,
+        overhead_gib=request.overhead_gib,
+        max_model_len=request.max_model_len,
+        concurrency=request.concurrency,
+    )
+
+
+def brute_force(request: planner.Request) -> tuple[float, int, float] | None:
+    """(cost, precision rank, -KV GiB) of the best feasible candidate, sized one by one."""
+    best: tuple[float, int, float] | None = None
+    for pool in request.pools:
+        for quantization in planner.quantizations(request, pool):
+            for tp in planner.degrees(request, pool):
+                fit = sizing.fit(
+                    model=request.model,
+                    quantization=quantization,
+                    gpu_memory_gib=pool.memory_gib,
+                    tensor_parallel=tp,
+                    memory_fraction=request.memory_fraction,
+                    overhead_gib=request.overhead_gib,
+                    max_model_len=request.max_model_len,
+                    concurrency=request.concurrency,
+                )
+                if not fit.feasible:
+                    continue
+                key = (
+                    tp * pool.rank_price,
+                    sizing.PRECISION_ORDER.index(quantization),
+                    -fit.kv_cache_gib,
+                )
+                if best is None or key < best:
+                    best = key
+    return best
+
+
+def pinned_fields(request: planner.Request) -> dict[str, str]:
+    """Pinned request attribute -> the spec field a user would change."""
+    pinned = {}
+    if request.tensor_parallel is not None:
+        pinned["tensor_parallel"] = FIELD_OF_PIN["tensor_parallel"]
+    if request.max_model_len is not None:
+        pinned["max_model_len"] = FIELD_OF_PIN["max_model_len"]
+    if request.quantization != "auto":
+        pinned["quantization"] = FIELD_OF_PIN["quantization"]
+    return pinned
+
+
+def release(request: planner.Request, attribute: str) -> planner.Request:
+    auto: dict[str, object] = {"tensor_parallel": None, "max_model_len": None}
+    auto["quantization"] = "auto"
+    return dataclasses.replace(request, **{attribute: auto[attribute]})  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------------------ properties
+
+
+@SETTINGS
+@hypothesis.given(requests())
+def test_every_plan_fits_its_own_memory_model(request: planner.Request) -> None:
+    plan = plan_or_none(request)
+    if plan is None:
+        return
+    pool = pool_of(request, plan)
+    fit = refit(request, plan)
+    usable = pool.memory_gib * request.memory_fraction
+    tp = plan.tensorParallel
+
+    assert fit.feasible
+    assert plan.maxModelLen == fit.max_model_len
+    assert plan.maxConcurrentSequences == fit.max_sequences >= request.concurrency
+    assert plan.estimatedGPUMemoryGiB <= usable + EPSILON_GIB
+    assert plan.weightsGiB / tp + plan.kvCacheGiB / tp + request.overhead_gib <= (
+        usable + EPSILON_GIB
+    )
+    # The KV cache really holds the promised sequences of maxModelLen tokens.
+    kv_needed = plan.maxModelLen * request.concurrency * request.model.kv_bytes_per_token(2)
+    assert kv_needed / sizing.GIB <= plan.kvCacheGiB + EPSILON_GIB
+    # Weights are parameters x bytes of the precision, plus at most a few % of scales.
+    floor = request.model.parameters * BITS_BYTES[sizing.BITS[plan.quantization]] / sizing.GIB
+    assert floor - EPSILON_GIB <= plan.weightsGiB <= floor * 1.15 + EPSILON_GIB
+    assert plan.gpuMemoryUtilization == request.memory_fraction
+
+
+@SETTINGS
+@hypothesis.given(requests())
+def test_tensor_parallel_is_a_valid_degree(request: planner.Request) -> None:
+    plan = plan_or_none(request)
+    if plan is None:
+        return
+    tp = plan.tensorParallel
+    assert tp >= 1
+    assert tp & (tp - 1) == 0, "a power of two"
+    assert request.model.attention_heads % tp == 0
+    assert request.model.kv_heads % tp == 0
+    assert tp <= pool_of(request, plan).gpusPerNode
+    assert plan.gpusPerReplica == tp
+
+
+@SETTINGS
+@hypothesis.given(requests())
+def test_quantization_is_allowed_by_policy_engine_gpu_and_checkpoint(
+    request: planner.Request,
+) -> None:
+    plan = plan_or_none(request)
+    if plan is None:
+        return
+    pool = pool_of(request, plan)
+    q = plan.quantization
+    if request.checkpoint != "none":
+        assert q == request.checkpoint
+    elif request.quantization != "auto":
+        assert q == request.quantization
+    else:
+        assert q in POLICY_ALLOWS[request.optimize]
+    assert q in ENGINE_SERVES[request.engine]
+    if q == "fp8":
+        assert pool.capability >= 8.9
+    if q in ("awq", "gptq"):
+        assert request.checkpoint == q
+    assert plan.dtype == ("bfloat16" if pool.capability >= 8.0 else "float16")
+
+
+def expected_quantizations(request: planner.Request, pool: pools.Pool) -> set[str]:
+    wanted: set[str]
+    if request.checkpoint != "none":
+        wanted = {request.checkpoint}
+    elif request.quantization in ("awq", "gptq"):
+        wanted = set()  # needs a pre-quantized checkpoint
+    elif request.quantization != "auto":
+        wanted = {request.quantization}
+    else:
+        wanted = set(POLICY_ALLOWS[request.optimize])
+    wanted &= ENGINE_SERVES[request.engine]
+    if pool.capability < FP8_MIN_CAPABILITY:
+        wanted.discard("fp8")
+    return wanted
+
+
+@SETTINGS
+@hypothesis.given(requests())
+def test_candidate_space_matches_policy_engine_gpu_and_shape(request: planner.Request) -> None:
+    for pool in request.pools:
+        assert set(planner.quantizations(request, pool)) == expected_quantizations(request, pool)
+        assert planner.degrees(request, pool) == [
+            tp
+            for tp in (1, 2, 4, 8)
+            if tp <= pool.gpusPerNode
+            and request.model.attention_heads % tp == 0
+            and request.model.kv_heads % tp == 0
+            and request.tensor_parallel in (None, tp)
+        ]
+
+
+@SETTINGS
+@hypothesis.given(requests())
+def test_plan_is_optimal(request: planner.Request) -> None:
+    ours = attempt(planner.plan, request)
+    reference = attempt(planner.plan_exhaustive, request)
+    best = brute_force(request)
+    if isinstance(ours, planner.PlanError):
+        assert isinstance(reference, planner.PlanError)
+        assert reference.field == ours.field
+        assert best is None
+        return
+    assert reference == ours
+    assert best is not None
+    cost, precision, negative_kv = best
+    assert ours.tensorParallel * pool_of(request, ours).rank_price == pytest.approx(cost)
+    assert sizing.PRECISION_ORDER.index(ours.quantization) == precision
+    assert ours.kvCacheGiB == pytest.approx(-negative_kv, abs=EPSILON_GIB)
+
+
+@SETTINGS
+@hypothesis.given(requests())
+def test_pins_are_honoured_or_refused_naming_what_fits(request: planner.Request) -> None:
+    pinned = pinned_fields(request)
+    outcome = attempt(planner.plan, request)
+    if isinstance(outcome, api.Plan):
+        if request.tensor_parallel is not None:
+            assert outcome.tensorParallel == request.tensor_parallel
+        if request.max_model_len is not None:
+            assert outcome.maxModelLen == request.max_model_len
+        if request.quantization != "auto":
+            assert outcome.quantization == request.quantization
+        return
+
+    message = str(outcome)
+    assert outcome.field in (set(pinned.values()) if pinned else {"spec.placement"})
+    unpinned = dataclasses.replace(
+        request, tensor_parallel=None, max_model_len=None, quantization="auto"
+    )
+    if plan_or_none(unpinned) is not None:
+        assert "Would fit" in message
+    # Blame lands on a pin whose release alone fits, whenever one exists.
+    fixes = {
+        field
+        for attribute, field in pinned.items()
+        if plan_or_none(release(request, attribute)) is not None
+    }
+    if fixes:
+        assert outcome.field in fixes
+        assert "Would fit" in message
+
+
+@SETTINGS
+@hypothesis.given(requests(pins=False))
+def test_auto_max_model_len_is_healthy_and_within_the_model(request: planner.Request) -> None:
+    plan = plan_or_none(request)
+    if plan is None:
+        return
+    context = request.model.max_context
+    assert min(4096, context) <= plan.maxModelLen <= context
+
+
+# -------------------------------------------------------------------------------- examples
+
+
+def request_for(
+    model_id: str,
+    *,
+    available: tuple[pools.Pool, ...] | None = None,
+    checkpoint: str = "none",
+    engine: str = "auto",
+    **placement: object,
+) -> planner.Request:
+    """A request built the way the operator builds one: spec -> catalog -> planner."""
+    spec = api.parse_spec(
+        {
+            "model": {"id": model_id, "checkpointQuantization": checkpoint},
+            "engine": engine,
+            "placement": placement,
+        }
+    )
+    model = catalog.lookup(model_id)
+    assert model is not None
+    return planner.request_for(
+        spec=spec,
+        model=model,
+        available=config.default_pools() if available is None else available,
+        settings=config.OperatorConfig(),
+    )
+
+
+def pool(name: str, product: str, *, per_node: int = 8, cost: float | None = 1.0) -> pools.Pool:
+    return pools.Pool(name=name, gpuProduct=product, gpusPerNode=per_node, costPerGPUHour=cost)
+
+
+def test_8b_on_quality_is_one_gpu_at_bf16() -> None:
+    plan = planner.plan(request_for("meta-llama/Llama-3.1-8B-Instruct", optimize="quality"))
+    assert plan.gpusPerReplica == plan.tensorParallel == 1
+    assert plan.quantization == "none"
+    assert plan.dtype == "bfloat16"
+    assert plan.engine == "vllm"
+
+
+def test_70b_on_quality_needs_at_least_two_gpus_at_16_bit() -> None:
+    plan = planner.plan(request_for("meta-llama/Llama-3.1-70B-Instruct", optimize="quality"))
+    assert plan.quantization == "none"
+    assert plan.gpusPerReplica >= 2
+    assert plan.weightsGiB > 130
+
+
+def test_70b_on_quality_takes_two_a100s_as_facts_md_says() -> None:
+    available = (pool("a100", "NVIDIA-A100-SXM4-80GB", cost=2.2),)
+    plan = planner.plan(
+        request_for("meta-llama/Llama-3.1-70B", available=available, optimize="quality")
+    )
+    assert (plan.pool, plan.tensorParallel, plan.quantization) == ("a100", 2, "none")
+
+
+@pytest.mark.parametrize(
+    ("engine", "on_a100"),
+    [("vllm", (2, "none")), ("tgi", (1, "eetq"))],  # TGI has an int8 path the A100 runs
+)
+def test_fp8_needs_ada_or_hopper(engine: str, on_a100: tuple[int, str]) -> None:
+    # At one sequence, 70B at 8-bit fits one 80 GiB GPU; the A100 cannot compute fp8.
+    for available, expected in (
+        ((pool("a100", "NVIDIA-A100-SXM4-80GB", cost=2.2),), on_a100),
+        ((pool("h100", "NVIDIA-H100-80GB-HBM3", cost=4.0),), (1, "fp8")),
+    ):
+        request = request_for(
+            "meta-llama/Llama-3.1-70B",
+            available=available,
+            engine=engine,
+            optimize="balanced",
+            concurrentSequences=1,
+        )
+        plan = planner.plan(request)
+        assert (plan.tensorParallel, plan.quantization) == expected
+
+
+def test_405b_at_16_bit_does_not_fit_8_a100s_but_fp8_fits_8_h100s() -> None:
+    a100 = (pool("a100", "NVIDIA-A100-SXM4-80GB", cost=2.2),)
+    with pytest.raises(planner.PlanError):
+        planner.plan(request_for("meta-llama/Llama-3.1-405B", available=a100, optimize="quality"))
+    h100 = (pool("h100", "NVIDIA-H100-80GB-HBM3", cost=4.0),)
+    plan = planner.plan(
+        request_for("meta-llama/Llama-3.1-405B", available=h100, optimize="balanced")
+    )
+    assert (plan.tensorParallel, plan.quantization) == (8, "fp8")
+
+
+def test_405b_on_quality_is_infeasible_and_names_a_relaxation() -> None:
+    with pytest.raises(planner.PlanError) as error:
+        planner.plan(request_for("meta-llama/Llama-3.1-405B-Instruct", optimize="quality"))
+    message = str(error.value)
+    assert error.value.field == "spec.placement"
+    assert "Would fit" in message
+    assert "optimize: cost" in message
+    assert "Llama-3.1-405B" in message
+
+
+@pytest.mark.parametrize("optimize", ["quality", "balanced", "cost"])
+@pytest.mark.parametrize(
+    "model_id",
+    ["meta-llama/Llama-3.2-1B", "meta-llama/Llama-3.1-8B-Instruct", "meta-llama/Llama-2-13b-hf"],
+)
+@pytest.mark.parametrize("engine", ["vllm", "tgi"])
+def test_t4_plans_use_float16_never_bf16(model_id: str, optimize: str, engine: str) -> None:
+    t4 = (pool("t4", "Tesla-T4", cost=0.35),)
+    plan = planner.plan(request_for(model_id, available=t4, optimize=optimize, engine=engine))
+    assert plan.dtype == "float16"
+    assert plan.quantization != "fp8"
+    assert "bf16" not in plan.reason
+    if plan.quantization == "none":
+        assert "fp16" in plan.reason
+
+
+@pytest.mark.parametrize("optimize", ["quality", "balanced", "cost"])
+@pytest.mark.parametrize("engine", ["vllm", "tgi"])
+def test_prequantized_awq_checkpoint_only_plans_awq(optimize: str, engine: str) -> None:
+    request = request_for(
+        "meta-llama/Llama-3.1-70B-Instruct", checkpoint="awq", optimize=optimize, engine=engine
+    )
+    assert planner.plan(request).quantization == "awq"
+    for candidate in planner.candidates_exhaustive(request):
+        assert candidate.quantization == "awq"
+
+
+def test_awq_pin_without_a_prequantized_checkpoint_is_refused() -> None:
+    # The API refuses this spec; a request built around it must not plan awq either.
+    model = catalog.lookup("meta-llama/Llama-3.1-8B")
+    assert model is not None
+    request = planner.Request(
+        model=model, engine="vllm", pools=config.default_pools(), quantization="awq"
+    )
+    with pytest.raises(planner.PlanError) as error:
+        planner.plan(request)
+    assert error.value.field == "spec.placement.quantization"
+    assert "Would fit: quantization: auto" in str(error.value)
+
+
+def test_blame_goes_to_the_pin_whose_release_fits() -> None:
+    # tensorParallel=1 fits; maxModelLen beyond Llama-2's 4096-token context never does.
+    request = request_for("meta-llama/Llama-2-7b-hf", tensorParallel=1, maxModelLen=8192)
+    with pytest.raises(planner.PlanError) as error:
+        planner.plan(request)
+    assert error.value.field == "spec.placement.maxModelLen"
+    assert "maxModelLen: auto" in str(error.value)
+
+
+def test_pinned_tensor_parallel_too_small_is_refused_on_that_field() -> None:
+    request = request_for("meta-llama/Llama-3.1-70B", optimize="quality", tensorParallel=1)
+    with pytest.raises(planner.PlanError) as error:
+        planner.plan(request)
+    assert error.value.field == "spec.placement.tensorParallel"
+    assert "Would fit: tensorParallel: auto" in str(error.value)
+
+
+@pytest.mark.parametrize("allow", [[], ["no-such-pool"]])
+def test_no_pool_is_refused_on_placement_pools(allow: list[str]) -> None:
+    available: tuple[pools.Pool, ...] = () if not allow else config.default_pools()
+    request = request_for("meta-llama/Llama-3.1-8B", available=available, pools=allow)
+    assert request.pools == ()
+    with pytest.raises(planner.PlanError) as error:
+        planner.plan(request)
+    assert error.value.field == "spec.placement.pools"
+    with pytest.raises(planner.PlanError):
+        planner.plan_exhaustive(request)
+
+
+@pytest.mark.parametrize(
+    ("allow", "expected"), [(["left", "right"], "left"), (["right", "left"], "right")]
+)
+def test_allow_list_order_is_the_final_tie_break(allow: list[str], expected: str) -> None:
+    twins = (pool("left", "NVIDIA-L4", cost=0.8), pool("right", "NVIDIA-L4", cost=0.8))
+    request = request_for("meta-llama/Llama-3.1-8B", available=twins, pools=allow)
+    assert planner.plan(request).pool == expected
+    assert planner.plan_exhaustive(request).pool == expected
+
+
+def test_free_pool_takes_the_largest_feasible_degree() -> None:
+    free = (pool("free", "NVIDIA-H100-80GB-HBM3", cost=0.0),)
+    plan = planner.plan(request_for("meta-llama/Llama-3.1-8B", available=free))
+    assert plan.tensorParallel == 8  # divides 32 heads and 8 KV heads, fills the node
+    assert plan.costPerHour == 0.0
+    assert plan == planner.plan_exhaustive(request_for("meta-llama/Llama-3.1-8B", available=free))
+    priced = (pool("priced", "NVIDIA-H100-80GB-HBM3", cost=4.0),)
+    plan = planner.plan(request_for("meta-llama/Llama-3.1-8B", available=priced))
+    assert plan.tensorParallel == 1
+
+
+def test_free_pool_degree_is_bounded_by_the_heads() -> None:
+    # 12 heads: 8 does not divide them, so 4 is the largest degree even on a free pool.
+    model = facts.ModelFacts(
+        id="example/12-heads",
+        parameters=3e9,
+        layers=28,
+        hidden_size=1536,
+        attention_heads=12,
+        kv_heads=4,
+        head_dim=128,
+        max_context=32768,
+    )
+    free = (pool("free", "NVIDIA-L4", cost=0.0),)
+    request = planner.Request(model=model, engine="vllm", pools=free)
+    assert planner.plan(request).tensorParallel == 4
+    assert planner.plan_exhaustive(request).tensorParallel == 4
+
+
+def test_reason_names_product_precision_and_price() -> None:
+    plan = planner.plan(request_for("meta-llama/Llama-3.1-8B-Instruct", optimize="quality"))
+    assert plan.gpuProduct in plan.reason
+    assert "bf16" in plan.reason
+    assert plan.costPerHour is not None
+    assert f"${plan.costPerHour:.2f}/h" in plan.reason
+
+
+def test_reason_has_no_price_when_the_pool_has_none() -> None:
+    unpriced = (pool("h100", "NVIDIA-H100-80GB-HBM3", cost=None),)
+    plan = planner.plan(
+        request_for("meta-llama/Llama-3.1-70B", available=unpriced, optimize="cost")
+    )
+    assert plan.costPerHour is None
+    assert "$" not in plan.reason
+    assert plan.quantization in plan.reason
+    assert "NVIDIA-H100-80GB-HBM3" in plan.reason
+
+
+def test_pinned_max_model_len_is_served_exactly() -> None:
+    plan = planner.plan(request_for("meta-llama/Llama-3.1-8B", maxModelLen=16384))
+    assert plan.maxModelLen == 16384
+    assert plan.maxConcurrentSequences >= 4
+
+
+def test_auto_context_is_capped_at_the_models_maximum() -> None:
+    plan = planner.plan(request_for("meta-llama/Llama-2-7b-chat-hf", optimize="quality"))
+    assert plan.maxModelLen == 4096
+    assert math.isclose(plan.weightsGiB, 6.74e9 * 2 / sizing.GIB, abs_tol=0.01)
