@@ -26,9 +26,14 @@ PLACEHOLDER_UID = "00000000-0000-0000-0000-000000000000"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["run"]:
+        # Everything after `run` belongs to Kopf, in order (argparse would reorder it).
+        return _run(argv[1:])
+    parser = _parser()
+    args = parser.parse_args(argv)
     if args.command is None:
-        _parser().print_help()
+        parser.print_help()
         return 2
     try:
         result: int = args.func(args)
@@ -75,13 +80,10 @@ def _parser() -> argparse.ArgumentParser:
     crds = sub.add_parser("crds", help="print the CustomResourceDefinition")
     crds.set_defaults(func=_cmd_crds)
 
-    run = sub.add_parser(
-        "run",
-        help="run the operator (Kopf options pass through, e.g. -A or -n NS)",
-        add_help=False,
+    # Listed for --help only: main() hands everything after `run` to Kopf untouched.
+    sub.add_parser(
+        "run", help="run the operator (Kopf's options pass through, e.g. -n NS, --liveness URL)"
     )
-    run.add_argument("kopf_args", nargs=argparse.REMAINDER)
-    run.set_defaults(func=_cmd_run)
     return parser
 
 
@@ -205,13 +207,12 @@ def _cmd_crds(_args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_run(args: argparse.Namespace) -> int:
-    extra = list(args.kopf_args)
+def _run(extra: list[str]) -> int:
     scoped = any(
         a in ("-A", "--all-namespaces") or a.startswith(("-n", "--namespace")) for a in extra
     )
     argv = ["run", "-m", "llama_operator.handlers", *([] if scoped else ["--all-namespaces"])]
-    kopf_cli.main(args=[*argv, *extra], prog_name="llama-operator run")
+    kopf_cli.main(args=[*argv, *extra], prog_name="llama-operator")
     return 0
 
 

@@ -6,8 +6,7 @@ import asyncio
 from typing import Any
 
 import pytest
-
-from conftest import (
+from kube import (
     DEPLOYMENTS,
     LLAMA,
     NODES,

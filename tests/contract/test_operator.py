@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from conftest import (
+from kube import (
     DEPLOYMENTS,
     LLAMA,
     SERVICES,
@@ -18,6 +18,7 @@ from conftest import (
     patch,
     writes,
 )
+
 from llama_operator import builders, handlers
 
 

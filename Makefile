@@ -1,0 +1,83 @@
+# llama-operator developer tasks. `make help` lists them.
+# Everything runs from a local virtualenv (.venv) that `make setup` creates, so a fresh
+# machine needs only python3 (>= 3.11) and network access to PyPI.
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+.PHONY: help setup demo plan render generate verify lint format typecheck imports drift \
+        test test-unit test-contract bench run clean
+
+help: ## list the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test,dev]'
+	@touch $(STAMP)
+
+setup: $(STAMP) ## create .venv and install the operator with test and dev tools
+
+demo: $(STAMP) ## plan and render the bundled examples (no cluster needed)
+	$(BIN)/llama-operator plan -f manifests/examples/
+	$(BIN)/llama-operator render -f manifests/examples/chat-8b.yaml
+
+plan: $(STAMP) ## plan FILE=path (default: every bundled example), OUTPUT=text|json|yaml
+	$(BIN)/llama-operator plan -f $(or $(FILE),manifests/examples/) -o $(or $(OUTPUT),text)
+
+render: $(STAMP) ## render FILE=path: every object the operator would create
+	$(BIN)/llama-operator render -f $(or $(FILE),manifests/examples/)
+
+generate: $(STAMP) ## regenerate crds/ and docs/reference/api.md from the API models
+	$(BIN)/llama-operator crds > crds/llamadeployments.llamaops.dev.yaml
+	$(BIN)/python -c "from llama_operator import crd; import pathlib; \
+	  pathlib.Path('docs/reference/api.md').write_text(crd.reference_markdown())"
+
+drift: $(STAMP) ## fail when a generated file differs from what the generators produce
+	@tmp=$$(mktemp -d) && \
+	$(BIN)/llama-operator crds > $$tmp/crd.yaml && \
+	$(BIN)/python -c "from llama_operator import crd; import sys; \
+	  sys.stdout.write(crd.reference_markdown())" > $$tmp/api.md && \
+	diff -u crds/llamadeployments.llamaops.dev.yaml $$tmp/crd.yaml && \
+	diff -u docs/reference/api.md $$tmp/api.md && \
+	echo "generated files are up to date" || \
+	{ echo "generated files drifted: run 'make generate' and commit"; exit 1; }
+
+lint: $(STAMP) ## ruff lint and format check
+	$(BIN)/ruff check operator tests benchmarks
+	$(BIN)/ruff format --check operator tests benchmarks
+
+format: $(STAMP) ## apply ruff fixes and formatting
+	$(BIN)/ruff check --fix operator tests benchmarks
+	$(BIN)/ruff format operator tests benchmarks
+
+typecheck: $(STAMP) ## mypy --strict with the pydantic plugin
+	$(BIN)/mypy
+
+imports: $(STAMP) ## import-linter layer contracts
+	$(BIN)/lint-imports
+
+verify: lint typecheck imports drift ## every static check CI runs
+
+test: $(STAMP) ## run the whole test suite (unit + contract against kmock)
+	$(BIN)/pytest
+
+test-unit: $(STAMP) ## only the fast unit tests
+	$(BIN)/pytest tests/unit
+
+test-contract: $(STAMP) ## only the Kopf-against-kmock contract tests
+	$(BIN)/pytest tests/contract
+
+bench: $(STAMP) ## benchmarks: planner vs brute force, reconcile cost against kmock
+	$(BIN)/python benchmarks/bench_planner.py
+	$(BIN)/python benchmarks/bench_reconcile.py
+
+run: $(STAMP) ## run the operator against the current kubeconfig (all namespaces)
+	$(BIN)/llama-operator run --all-namespaces
+
+clean: ## remove the virtualenv and caches
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis .import_linter_cache

@@ -1,0 +1,249 @@
+"""An in-memory Kubernetes API for contract tests and benchmarks: kmock, plus the least
+of what a real API server does that our operator and Kopf rely on.
+
+kmock stores objects and serves list/watch/patch, but knows nothing of server-side
+apply; ``ApplyingEmulator`` adds only the one behaviour our client relies on (an
+apply PATCH of a missing object creates it, as a real API server does). Everything
+else is kmock as shipped: naive merges, no garbage collection, no RBAC, so tests
+assert only on what we send and store, not on what only a real API server would do.
+
+``conftest.py`` runs the real operator against it; ``benchmarks/bench_reconcile.py``
+imports it too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import pathlib
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import aiohttp.web
+import jsonpatch
+import kmock
+
+from llama_operator import api
+
+LLAMA = "llamaops.dev/v1alpha1/llamadeployments"
+DEPLOYMENTS = "apps/v1/deployments"
+SERVICES = "v1/services"
+NODES = "v1/nodes"
+EVENTS = "v1/events"
+SECRETS = "v1/secrets"
+WRITES = ("POST", "PUT", "PATCH", "DELETE")
+NAMESPACE = "ai"
+# The operator config of these tests: the bundled pool catalogue (an operator config
+# with only `pools:` set is valid).
+POOLS_YAML = pathlib.Path(__file__).parents[2] / "operator/llama_operator/data/pools.yaml"
+FIXTURES = pathlib.Path(__file__).parents[1] / "fixtures"
+
+
+class ApplyingEmulator(kmock.KubernetesEmulator):  # type: ignore[misc]
+    """kmock plus create-on-apply (server-side apply of a missing object creates it)."""
+
+    _generated: int = 0
+    _version: int = 1
+
+    async def _render_error(self, exc: Exception) -> aiohttp.web.StreamResponse:
+        # A JSON-patch "test" of a stale resourceVersion is 422 Invalid on a real API
+        # server (kmock says 500); Kopf re-reads the object on 422 instead of retrying.
+        if isinstance(exc, jsonpatch.JsonPatchTestFailed):
+            exc = kmock.KubernetesError(status=422, reason="Invalid", message=str(exc))
+        return await super()._render_error(exc)
+
+    def _next_version(self) -> str:
+        type(self)._version += 1
+        return str(type(self)._version)
+
+    async def _handle(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
+        # Every write bumps resourceVersion, as on a real API server: Kopf relies on it to
+        # tell the echo of its own patch from a newer state of the object.
+        if request.action in (kmock.action.CREATE, kmock.action.UPDATE):
+            version = self._next_version()
+            if isinstance(request.data, dict):
+                request.data.setdefault("metadata", {})["resourceVersion"] = version
+            elif isinstance(request.data, list):  # JSON patch
+                request.data.append(
+                    {"op": "add", "path": "/metadata/resourceVersion", "value": version}
+                )
+        if request.action == kmock.action.CREATE and isinstance(request.data, dict):
+            meta = request.data.setdefault("metadata", {})
+            _assign_server_fields(meta)
+            # generateName (Kopf's Events use it): the API server picks a unique name.
+            if not meta.get("name") and meta.get("generateName"):
+                type(self)._generated += 1
+                meta["name"] = f"{meta['generateName']}{type(self)._generated:05d}"
+        content_type = request.headers.get("Content-Type", "")
+        if (
+            request.action == kmock.action.UPDATE
+            and request.resource is not None
+            and request.subresource is None
+            and "apply-patch" in content_type
+        ):
+            key = (request.resource, request.namespace, request.name)
+            created: dict[str, Any] | None = None
+            async with self._lock:
+                if key not in self._objects or self._objects[key].deleted:
+                    data = copy.deepcopy(request.data)
+                    meta = data.setdefault("metadata", {})
+                    meta.setdefault("namespace", request.namespace)
+                    _assign_server_fields(meta)
+                    if key not in self._objects:
+                        self._objects[key] = data
+                    else:
+                        self._objects[key].create(data)
+                    created = self._objects[key].raw
+                    await self._buses[request.resource].put({"type": "ADDED", "object": created})
+            if created is not None:
+                return aiohttp.web.json_response(created, status=201)
+        return await super()._handle(request)
+
+
+def _assign_server_fields(meta: dict[str, Any]) -> None:
+    """What a real API server sets on create. Kopf keys its indexes by uid, so objects
+    of different kinds that share a name must not share a (missing) uid."""
+    meta.setdefault("uid", str(uuid.uuid4()))
+    meta.setdefault("creationTimestamp", "2026-01-01T00:00:00Z")
+
+
+def declare_resources(emulator: kmock.KubernetesEmulator) -> None:
+    emulator.resources[LLAMA] = kmock.ResourceInfo(
+        kind=api.KIND,
+        namespaced=True,
+        singular=api.SINGULAR,
+        shortnames={"llama"},
+        subresources={"status", "scale"},
+        verbs={"get", "list", "watch", "patch", "create", "update", "delete"},
+    )
+    for resource, kind, namespaced in (
+        (DEPLOYMENTS, "Deployment", True),
+        (SERVICES, "Service", True),
+        (NODES, "Node", False),
+        (EVENTS, "Event", True),
+        (SECRETS, "Secret", True),
+        # Kopf's own backbone: it watches CRDs and namespaces to notice new resources.
+        ("apiextensions.k8s.io/v1/customresourcedefinitions", "CustomResourceDefinition", False),
+        ("v1/namespaces", "Namespace", False),
+    ):
+        emulator.resources[resource] = kmock.ResourceInfo(
+            kind=kind,
+            namespaced=namespaced,
+            verbs={"get", "list", "watch", "patch", "create", "update", "delete"},
+        )
+
+
+def llama(
+    name: str = "chat",
+    *,
+    spec: dict[str, Any] | None = None,
+    generation: int = 1,
+) -> dict[str, Any]:
+    return {
+        "apiVersion": api.API_VERSION,
+        "kind": api.KIND,
+        "metadata": {
+            "name": name,
+            "namespace": NAMESPACE,
+            "uid": f"uid-{name}",
+            "generation": generation,
+        },
+        "spec": spec or {"model": {"id": "meta-llama/Llama-3.1-8B-Instruct"}, "replicas": 1},
+    }
+
+
+def gpu_node(name: str, product: str, gpus: int, memory_mib: int) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": name,
+            "labels": {
+                "nvidia.com/gpu.product": product,
+                "nvidia.com/gpu.memory": str(memory_mib),
+                "nvidia.com/gpu.count": str(gpus),
+            },
+        },
+        "spec": {"taints": [{"key": "nvidia.com/gpu", "effect": "NoSchedule"}]},
+        "status": {"allocatable": {"nvidia.com/gpu": str(gpus)}},
+    }
+
+
+async def eventually(
+    check: Callable[[], Any], *, timeout: float = 15.0, message: str = "condition"
+) -> Any:
+    """Poll ``check`` until it returns a truthy value (the operator works asynchronously)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    last_error: Exception | None = None
+    while asyncio.get_running_loop().time() < deadline:
+        try:
+            result = check()
+            if result:
+                return result
+        except (KeyError, ValueError, AssertionError, TypeError) as exc:
+            last_error = exc
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {message}; last error: {last_error!r}")
+
+
+def obj(cluster: kmock.KubernetesEmulator, resource: str, name: str) -> dict[str, Any]:
+    """The stored object (raises KeyError/ValueError while it does not exist)."""
+    stored = cluster.objects[resource, NAMESPACE, name]
+    return dict(stored.raw)
+
+
+def exists(cluster: kmock.KubernetesEmulator, resource: str, name: str) -> bool:
+    try:
+        return not cluster.objects[resource, NAMESPACE, name].deleted
+    except KeyError:
+        return False
+
+
+def events(cluster: kmock.KubernetesEmulator) -> list[dict[str, Any]]:
+    """Events posted so far (type, reason, message), oldest first."""
+    return [
+        r.data
+        for r in list(cluster)
+        if str(r.method.value) == "POST" and r.url.path.endswith("/events")
+    ]
+
+
+def writes(cluster: kmock.KubernetesEmulator, since: int = 0) -> list[Any]:
+    return [r for r in list(cluster)[since:] if str(r.method.value) in WRITES]
+
+
+def path(resource: str, name: str | None = None) -> str:
+    group_version, plural = resource.rsplit("/", 1)
+    base = "/api/v1" if group_version == "v1" else f"/apis/{group_version}"
+    return f"{base}/namespaces/{NAMESPACE}/{plural}" + (f"/{name}" if name else "")
+
+
+async def create(cluster: kmock.KubernetesEmulator, resource: str, body: dict[str, Any]) -> None:
+    """Create through the API, so watchers (the operator) see an ADDED event."""
+    async with cluster.post(path(resource), json=body) as response:
+        assert response.status < 300, await response.text()
+
+
+async def patch(
+    cluster: kmock.KubernetesEmulator,
+    resource: str,
+    name: str,
+    body: dict[str, Any],
+    *,
+    subresource: str | None = None,
+) -> None:
+    """Merge-patch through the API, so watchers see a MODIFIED event."""
+    url = path(resource, name) + (f"/{subresource}" if subresource else "")
+    headers = {"Content-Type": "application/merge-patch+json"}
+    async with cluster.patch(url, json=body, headers=headers) as response:
+        assert response.status < 300, await response.text()
+
+
+def write_kubeconfig(path: pathlib.Path, server_url: str) -> None:
+    path.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: kmock\n"
+        f"clusters: [{{name: kmock, cluster: {{server: '{server_url.rstrip('/')}'}}}}]\n"
+        "users: [{name: kmock, user: {token: test-token}}]\n"
+        "contexts: [{name: kmock, context: {cluster: kmock, user: kmock}}]\n"
+    )

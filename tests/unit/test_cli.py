@@ -1,0 +1,209 @@
+"""The llama-operator command: plan, render, crds, run, --version."""
+
+from __future__ import annotations
+
+import io
+import json
+import pathlib
+from typing import Any
+
+import pytest
+import yaml
+
+import llama_operator
+from llama_operator import cli, crd
+
+ROOT = pathlib.Path(__file__).parents[2]
+EXAMPLES = ROOT / "manifests" / "examples"
+PLAN_FIELDS = {
+    "engine",
+    "pool",
+    "gpuProduct",
+    "gpusPerReplica",
+    "tensorParallel",
+    "quantization",
+    "maxModelLen",
+    "estimatedGPUMemoryGiB",
+    "kvCacheGiB",
+    "costPerHour",
+    "reason",
+}
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def write(tmp_path: pathlib.Path, name: str, data: Any) -> str:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(data) if not isinstance(data, str) else data)
+    return str(path)
+
+
+class TestVersion:
+    def test_prints_the_package_version(self, capsys: pytest.CaptureFixture[str]) -> None:
+        with pytest.raises(SystemExit) as exit_info:
+            cli.main(["--version"])
+        assert exit_info.value.code == 0
+        assert capsys.readouterr().out.strip() == f"llama-operator {llama_operator.__version__}"
+
+
+class TestPlan:
+    def test_json_for_every_bundled_example(self, capsys: pytest.CaptureFixture[str]) -> None:
+        code, out, _ = run(capsys, "plan", "-f", str(EXAMPLES), "-o", "json")
+        assert code == 0
+        items = json.loads(out)["items"]
+        assert len(items) == len(list(EXAMPLES.glob("*.yaml")))
+        for item in items:
+            assert set(item["plan"]) >= PLAN_FIELDS, item["name"]
+            assert item["plan"]["gpusPerReplica"] == item["plan"]["tensorParallel"]
+
+    def test_single_file_prints_one_object(self, capsys: pytest.CaptureFixture[str]) -> None:
+        code, out, _ = run(capsys, "plan", "-f", str(EXAMPLES / "tgi-pinned.yaml"), "-o", "yaml")
+        assert code == 0
+        result = yaml.safe_load(out)
+        assert result["name"] == "tgi-chat"
+        assert result["plan"]["engine"] == "tgi"
+        assert result["plan"]["tensorParallel"] == 2
+        assert result["plan"]["quantization"] == "fp8"
+        assert result["plan"]["maxModelLen"] == 16384
+
+    def test_text_names_the_choice_and_the_reason(self, capsys: pytest.CaptureFixture[str]) -> None:
+        code, out, _ = run(capsys, "plan", "-f", str(EXAMPLES / "chat-8b.yaml"))
+        assert code == 0
+        assert out.startswith("ai/chat (meta-llama/Llama-3.1-8B-Instruct)")
+        assert "engine vllm on pool" in out
+        assert "why: 8.03B at 16-bit needs 15 GiB of weights" in out
+
+    def test_infeasible_spec_exits_1_naming_the_field(
+        self, capsys: pytest.CaptureFixture[str], tmp_path: pathlib.Path
+    ) -> None:
+        doc = {
+            "apiVersion": "llamaops.dev/v1alpha1",
+            "kind": "LlamaDeployment",
+            "metadata": {"name": "huge"},
+            "spec": {
+                "model": {"id": "meta-llama/Llama-3.1-405B-Instruct"},
+                "placement": {"optimize": "quality", "tensorParallel": 1},
+            },
+        }
+        code, out, _ = run(capsys, "plan", "-f", write(tmp_path, "huge.yaml", doc))
+        assert code == 1
+        assert "ERROR NoFeasiblePlan: spec.placement.tensorParallel:" in out
+        assert "Would fit" in out
+
+    def test_pools_file_replaces_the_bundled_catalogue(
+        self, capsys: pytest.CaptureFixture[str], tmp_path: pathlib.Path
+    ) -> None:
+        pools = {
+            "pools": [
+                {"name": "t4", "gpuProduct": "Tesla-T4", "gpusPerNode": 4, "costPerGPUHour": 0.35}
+            ]
+        }
+        code, out, _ = run(
+            capsys,
+            "plan",
+            "-f",
+            str(EXAMPLES / "chat-8b.yaml"),
+            "--pools",
+            write(tmp_path, "pools.yaml", pools),
+            "-o",
+            "json",
+        )
+        assert code == 0
+        plan = json.loads(out)["plan"]
+        assert plan["pool"] == "t4"
+        assert plan["dtype"] == "float16"  # T4 has no bf16
+
+    def test_bad_pools_file_is_a_clear_error(
+        self, capsys: pytest.CaptureFixture[str], tmp_path: pathlib.Path
+    ) -> None:
+        pools = {"pools": [{"name": "x", "gpuProduct": "Mystery-GPU", "gpusPerNode": 1}]}
+        code, _, err = run(
+            capsys,
+            "plan",
+            "-f",
+            str(EXAMPLES / "chat-8b.yaml"),
+            "--pools",
+            write(tmp_path, "pools.yaml", pools),
+        )
+        assert code == 1
+        assert "gpuMemoryGiB and computeCapability" in err
+
+    def test_reads_standard_input(
+        self, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setattr("sys.stdin", io.StringIO((EXAMPLES / "chat-8b.yaml").read_text()))
+        code, out, _ = run(capsys, "plan", "-f", "-", "-o", "json")
+        assert code == 0
+        assert json.loads(out)["name"] == "chat"
+
+
+class TestRender:
+    def test_emits_every_object_for_every_example(self, capsys: pytest.CaptureFixture[str]) -> None:
+        code, out, _ = run(capsys, "render", "-f", str(EXAMPLES))
+        assert code == 0
+        objects = [doc for doc in yaml.safe_load_all(out) if doc]
+        names = {(o["kind"], o["metadata"]["name"]) for o in objects}
+        assert ("Deployment", "chat-primary") in names
+        assert ("Service", "chat") in names
+        assert ("Service", "chat-primary") in names
+        assert len(objects) == 3 * len(list(EXAMPLES.glob("*.yaml")))
+
+    def test_unplannable_document_is_reported_and_others_still_render(
+        self, capsys: pytest.CaptureFixture[str], tmp_path: pathlib.Path
+    ) -> None:
+        good = yaml.safe_load((EXAMPLES / "chat-8b.yaml").read_text())
+        bad = {
+            **good,
+            "metadata": {"name": "bad"},
+            "spec": {
+                "model": {"id": "meta-llama/Llama-3.1-8B-Instruct"},
+                "placement": {"pools": ["no-such-pool"]},
+            },
+        }
+        path = tmp_path / "both.yaml"
+        path.write_text(yaml.safe_dump_all([good, bad]))
+        code, out, err = run(capsys, "render", "-f", str(path))
+        assert code == 1
+        assert "bad" in err
+        assert "spec.placement.pools" in err
+        assert len([d for d in yaml.safe_load_all(out) if d]) == 3
+
+
+class TestCrds:
+    def test_prints_the_committed_crd(self, capsys: pytest.CaptureFixture[str]) -> None:
+        code, out, _ = run(capsys, "crds")
+        assert code == 0
+        assert out == crd.render_yaml()
+        assert out == (ROOT / "crds" / "llamadeployments.llamaops.dev.yaml").read_text()
+
+
+class TestRun:
+    def test_passes_kopf_options_through_with_our_handlers(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        seen: list[list[str]] = []
+        monkeypatch.setattr(cli.kopf_cli, "main", lambda args, prog_name: seen.append(args))
+        assert cli.main(["run", "-n", "ai", "--liveness", "http://0.0.0.0:8080/healthz"]) == 0
+        assert seen == [
+            [
+                "run",
+                "-m",
+                "llama_operator.handlers",
+                "-n",
+                "ai",
+                "--liveness",
+                "http://0.0.0.0:8080/healthz",
+            ]
+        ]
+
+    def test_watches_all_namespaces_unless_told_otherwise(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        seen: list[list[str]] = []
+        monkeypatch.setattr(cli.kopf_cli, "main", lambda args, prog_name: seen.append(args))
+        assert cli.main(["run"]) == 0
+        assert seen == [["run", "-m", "llama_operator.handlers", "--all-namespaces"]]

@@ -1,0 +1,169 @@
+"""status.py and conditions.py: phases, condition transitions, minimal status patches."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from llama_operator import api, conditions, status
+
+PLAN = api.Plan(
+    engine="vllm",
+    pool="l4",
+    gpuProduct="NVIDIA-L4",
+    gpusPerReplica=1,
+    tensorParallel=1,
+    quantization="none",
+    dtype="bfloat16",
+    maxModelLen=7680,
+    maxConcurrentSequences=4,
+    gpuMemoryUtilization=0.9,
+    weightsGiB=14.96,
+    estimatedGPUMemoryGiB=20.2,
+    kvCacheGiB=3.8,
+    costPerHour=0.8,
+    reason="because",
+)
+T0, T1 = "2026-01-01T00:00:00Z", "2026-01-01T00:05:00Z"
+
+
+def deployment(
+    *,
+    replicas: int = 1,
+    ready: int = 0,
+    updated: int | None = None,
+    generation: int = 1,
+    observed: int = 1,
+    deadline: bool = False,
+) -> dict[str, Any]:
+    conds = [{"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded"}]
+    return {
+        "metadata": {"generation": generation},
+        "status": {
+            "replicas": replicas,
+            "readyReplicas": ready,
+            "updatedReplicas": replicas if updated is None else updated,
+            "observedGeneration": observed,
+            "conditions": conds if deadline else [],
+        },
+    }
+
+
+def observe(**overrides: Any) -> status.Observation:
+    values: dict[str, Any] = {
+        "generation": 1,
+        "previous": {},
+        "plan": PLAN,
+        "failure": None,
+        "deployment": None,
+        "desired_replicas": 1,
+        "selector": "s",
+        "not_yet_active": (),
+        "now": T0,
+    }
+    values.update(overrides)
+    return status.Observation(**values)
+
+
+def condition(result: dict[str, Any], type_: str) -> dict[str, Any]:
+    found = conditions.find(result["conditions"], type_)
+    assert found is not None, type_
+    return dict(found)
+
+
+FAILURE = status.PlanningFailure("NoFeasiblePlan", "spec.placement: nothing fits")
+
+
+class TestPhase:
+    @pytest.mark.parametrize(
+        ("overrides", "expected"),
+        [
+            ({}, "Pending"),
+            ({"deployment": deployment(replicas=0)}, "Pending"),
+            ({"deployment": deployment(ready=0)}, "Progressing"),
+            ({"deployment": deployment(ready=1)}, "Ready"),
+            ({"deployment": deployment(ready=1, observed=0, generation=1)}, "Progressing"),
+            ({"deployment": deployment(replicas=2, ready=1), "desired_replicas": 2}, "Degraded"),
+            (
+                {"deployment": deployment(replicas=2, ready=1, updated=1), "desired_replicas": 2},
+                "Progressing",
+            ),
+            ({"deployment": deployment(ready=0, deadline=True)}, "Degraded"),
+            ({"deployment": deployment(replicas=0), "desired_replicas": 0}, "Ready"),
+            ({"failure": FAILURE, "plan": None}, "Failed"),
+            ({"failure": FAILURE, "plan": None, "deployment": deployment(ready=1)}, "Degraded"),
+        ],
+    )
+    def test_phase_table(self, overrides: dict[str, Any], expected: str) -> None:
+        assert status.compute(observe(**overrides))["phase"] == expected
+
+
+class TestConditions:
+    def test_ready_deployment_sets_every_condition_true(self) -> None:
+        result = status.compute(observe(deployment=deployment(ready=1)))
+        for type_ in ("Planned", "Available", "Ready"):
+            assert condition(result, type_)["status"] == "True"
+            assert condition(result, type_)["observedGeneration"] == 1
+        assert condition(result, "Planned")["message"] == "because"
+
+    def test_transition_time_moves_only_when_status_changes(self) -> None:
+        first = status.compute(observe(deployment=deployment(ready=0)))
+        same = status.compute(observe(previous=first, deployment=deployment(ready=0), now=T1))
+        assert condition(same, "Ready")["lastTransitionTime"] == T0
+        flipped = status.compute(observe(previous=first, deployment=deployment(ready=1), now=T1))
+        assert condition(flipped, "Ready")["lastTransitionTime"] == T1
+        assert condition(flipped, "Planned")["lastTransitionTime"] == T0
+
+    def test_failure_keeps_the_last_good_plan_and_says_so(self) -> None:
+        good = status.compute(observe(deployment=deployment(ready=1)))
+        bad = status.compute(
+            observe(
+                previous=good,
+                plan=None,
+                failure=FAILURE,
+                generation=2,
+                deployment=deployment(ready=1),
+            )
+        )
+        planned = condition(bad, "Planned")
+        assert planned["status"] == "False"
+        assert planned["reason"] == "NoFeasiblePlan"
+        assert planned["message"].endswith("the last good plan keeps serving unchanged")
+        assert planned["observedGeneration"] == 2
+        assert bad["plan"] == good["plan"]
+
+    def test_not_yet_active_appears_and_disappears(self) -> None:
+        with_fields = status.compute(observe(not_yet_active=["autoscaling", "rollout"]))
+        nya = condition(with_fields, "NotYetActive")
+        assert nya["status"] == "True"
+        assert "spec.autoscaling, spec.rollout" in nya["message"]
+        without = status.compute(observe(previous=with_fields))
+        assert conditions.find(without["conditions"], "NotYetActive") is None
+
+    def test_conditions_are_one_per_type_in_a_stable_order(self) -> None:
+        result = status.compute(observe(not_yet_active=["license"]))
+        again = status.compute(observe(previous=result, not_yet_active=["license"]))
+        types = [c["type"] for c in again["conditions"]]
+        assert types == ["Planned", "Available", "Ready", "NotYetActive"]
+
+
+class TestDiff:
+    def test_unchanged_status_gives_an_empty_patch(self) -> None:
+        first = status.compute(observe(deployment=deployment(ready=1)))
+        again = status.compute(observe(previous=first, deployment=deployment(ready=1), now=T1))
+        assert status.diff(first, again) == {}
+
+    def test_only_changed_keys_are_patched(self) -> None:
+        first = status.compute(observe(deployment=deployment(ready=0)))
+        ready = status.compute(observe(previous=first, deployment=deployment(ready=1), now=T1))
+        patch = status.diff(first, ready)
+        assert set(patch) == {"phase", "readyReplicas", "conditions"}
+
+    def test_plan_keys_that_vanish_are_deleted(self) -> None:
+        old = {"plan": {"pool": "l4", "costPerHour": 0.8}}
+        new = {"plan": {"pool": "t4"}}
+        assert status.diff(old, new) == {"plan": {"pool": "t4", "costPerHour": None}}
+
+    def test_unmanaged_top_level_keys_are_left_alone(self) -> None:
+        assert status.diff({"somethingElse": 1, "phase": "Ready"}, {"phase": "Ready"}) == {}
