@@ -15,7 +15,9 @@ one is set, never accepting it silently.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+import json
 import re
 from typing import Annotated, Any, Literal
 
@@ -373,6 +375,14 @@ class Plan(Model):
         default=None, description="Cost per replica per hour, when the pool has a price."
     )
     reason: str = Field(description="One line a person can read: why this plan.")
+    inputsHash: str | None = Field(
+        default=None,
+        description=(
+            "Hash of the spec fields the plan was made from (model, engine, placement). "
+            "The plan is kept until they change: replicas, prices or new pools never move "
+            "a running endpoint."
+        ),
+    )
 
 
 class Condition(Model):
@@ -532,6 +542,12 @@ def validate_spec(spec: LlamaDeploymentSpec) -> None:
             f"{quant} needs a pre-quantized checkpoint: set spec.model.checkpointQuantization: "
             f"{quant} and point spec.model.id at that repository",
         )
+
+
+def plan_inputs_hash(spec: LlamaDeploymentSpec) -> str:
+    """Fingerprint of what the planner decides from; see ``Plan.inputsHash``."""
+    data = spec.model_dump(mode="json", include={"model", "engine", "placement"})
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def parse_parameters(text: str) -> float:

@@ -16,6 +16,8 @@ import dataclasses
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Literal
 
+import pydantic
+
 from llama_operator import (
     api,
     builders,
@@ -89,8 +91,14 @@ def desired(
     settings: config.OperatorConfig,
     available: Sequence[pools.Pool],
     fetch: HubFetch | None,
+    keep: api.Plan | None = None,
 ) -> Desired:
-    """Everything the operator wants to exist for this resource, or ``PlanningError``."""
+    """Everything the operator wants to exist for this resource, or ``PlanningError``.
+
+    ``keep`` is the plan currently in status: it is reused while the spec fields it was
+    made from are unchanged and its pool is still available, so scaling, a new pool or
+    a price change in the operator config never moves a running endpoint.
+    """
     try:
         spec = api.parse_spec(dict(raw_spec))
     except api.SpecError as exc:
@@ -100,8 +108,16 @@ def desired(
     except (facts.FactsError, api.SpecError) as exc:
         raise PlanningError(status.PlanningFailure("ModelFactsUnavailable", str(exc))) from exc
     request = planner.request_for(spec=spec, model=model, available=available, settings=settings)
+    inputs = api.plan_inputs_hash(spec)
     try:
-        plan = planner.plan(request)
+        if (
+            keep is not None
+            and keep.inputsHash == inputs
+            and keep.pool in {p.name for p in request.pools}
+        ):
+            plan = keep
+        else:
+            plan = planner.plan(request).model_copy(update={"inputsHash": inputs})
     except planner.PlanError as exc:
         reason = "NoGPUPools" if not request.pools else "NoFeasiblePlan"
         raise PlanningError(status.PlanningFailure(reason, f"{exc.field}: {exc}")) from exc
@@ -155,6 +171,7 @@ def reconcile(
             settings=settings,
             available=available,
             fetch=fetch,
+            keep=_current_plan(previous),
         )
     except PlanningError as exc:
         failure = exc.failure
@@ -190,6 +207,17 @@ def reconcile(
     )
     events.extend(_condition_events(previous, new_status))
     return Outcome(status_patch=status.diff(previous, new_status), events=events, written=written)
+
+
+def _current_plan(previous: Mapping[str, Any]) -> api.Plan | None:
+    """The plan in status, when it was planned successfully and still parses."""
+    planned = conditions.find(previous.get("conditions") or [], conditions.PLANNED)
+    if planned is None or planned.get("status") != "True":
+        return None
+    try:
+        return api.Plan.model_validate(previous.get("plan"))
+    except pydantic.ValidationError:
+        return None  # absent, or written by another operator version: plan again
 
 
 def _live_hash(obj: Mapping[str, Any]) -> str | None:

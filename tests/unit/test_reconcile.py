@@ -171,3 +171,56 @@ class TestReconcile:
         live[("Service", "chat")] = stale
         _, again = run(body(SPEC), live=live)
         assert [o["metadata"]["name"] for o in again.applied] == ["chat"]
+
+
+class TestPlanStickiness:
+    def settled(self, spec: dict[str, Any]) -> dict[str, Any]:
+        outcome, _ = run(body(spec))
+        return dict(outcome.status_patch)
+
+    def test_cheaper_pool_later_does_not_move_a_running_endpoint(self) -> None:
+        previous = self.settled(SPEC)
+        assert previous["plan"]["pool"] == "l4"
+        cheaper = config.default_pools()[0].model_copy(
+            update={"name": "l4-spot", "costPerGPUHour": 0.1}
+        )
+        settings = config.OperatorConfig(pools=(*config.default_pools(), cheaper))
+        outcome = reconcile.reconcile(
+            body=body(SPEC, status=previous),
+            settings=settings,
+            client=RecordingClient(),  # type: ignore[arg-type]
+            lookup=lambda *_: None,
+            gpu_nodes=[],
+            fetch=None,
+            now="2026-01-01T00:00:00Z",
+        )
+        assert "plan" not in outcome.status_patch  # unchanged: still l4
+
+    def test_scaling_keeps_the_plan(self) -> None:
+        previous = self.settled(SPEC)
+        outcome, _ = run(body({**SPEC, "replicas": 3}, status=previous))
+        assert "plan" not in outcome.status_patch
+
+    def test_changing_the_model_plans_again(self) -> None:
+        previous = self.settled(SPEC)
+        outcome, _ = run(
+            body({"model": {"id": "meta-llama/Llama-3.3-70B-Instruct"}}, status=previous)
+        )
+        assert outcome.status_patch["plan"]["gpusPerReplica"] >= 2
+        assert outcome.status_patch["plan"]["inputsHash"] != previous["plan"]["inputsHash"]
+
+    def test_a_vanished_pool_plans_again(self) -> None:
+        previous = self.settled(SPEC)
+        settings = config.OperatorConfig(
+            pools=tuple(p for p in config.default_pools() if p.name != "l4")
+        )
+        outcome = reconcile.reconcile(
+            body=body(SPEC, status=previous),
+            settings=settings,
+            client=RecordingClient(),  # type: ignore[arg-type]
+            lookup=lambda *_: None,
+            gpu_nodes=[],
+            fetch=None,
+            now="2026-01-01T00:00:00Z",
+        )
+        assert outcome.status_patch["plan"]["pool"] != "l4"
