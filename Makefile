@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
 .PHONY: help setup demo plan render generate verify lint format typecheck imports drift \
-        test test-unit test-contract bench run clean
+        test test-unit test-contract test-e2e bench run clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -71,6 +71,9 @@ test-unit: $(STAMP) ## only the fast unit tests
 
 test-contract: $(STAMP) ## only the Kopf-against-kmock contract tests
 	$(BIN)/pytest tests/contract
+
+test-e2e: $(STAMP) ## opt-in: the e2e tier against the current kube context (a test cluster)
+	$(BIN)/pytest --with-e2e tests/e2e
 
 bench: $(STAMP) ## benchmarks: planner vs brute force, reconcile cost against kmock
 	$(BIN)/python benchmarks/bench_planner.py
