@@ -24,5 +24,5 @@ ENV PATH=/opt/llama-operator/bin:$PATH \
 USER 65532:65532
 EXPOSE 8080
 ENTRYPOINT ["llama-operator", "run"]
-# Kopf's liveness endpoint; the Helm chart points the probes at it.
+# Kopf's liveness endpoint, for the liveness and readiness probes of the operator Pod.
 CMD ["--all-namespaces", "--liveness=http://0.0.0.0:8080/healthz"]

@@ -123,7 +123,10 @@ class ModelSpec(Model):
     servedName: str | None = Field(
         default=None,
         max_length=256,
-        description="Model name clients send in OpenAI-compatible requests (default: id).",
+        description=(
+            "Model name clients send in OpenAI-compatible requests (default: id). vLLM only; "
+            "TGI always serves under the model id."
+        ),
     )
     tokenSecretRef: SecretKeyRef | None = Field(
         default=None,
@@ -213,7 +216,10 @@ class ModelCache(Model):
     sizeLimit: str | None = Field(
         default=None,
         pattern=QUANTITY_PATTERN,
-        description="Size limit of the emptyDir (default: twice the weights' size).",
+        description=(
+            "Size limit of the emptyDir (default: twice the size of the checkpoint the "
+            "engine downloads)."
+        ),
     )
 
 

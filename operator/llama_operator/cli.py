@@ -158,6 +158,9 @@ def _cmd_plan(args: argparse.Namespace) -> int:
             entry["plan"] = wanted.plan.model_dump(mode="json")
         results.append(entry)
 
+    if not results:
+        print(f"error: no {api.KIND} found in {', '.join(args.filename)}", file=sys.stderr)
+        return 1
     if args.output == "text":
         for entry in results:
             print(_plan_text(entry))

@@ -1,7 +1,7 @@
 """Operator-wide configuration: engine images, the GPU pool catalogue, defaults.
 
-Lives in one YAML file (the Helm chart renders it into a ConfigMap mounted at
-``/etc/llama-operator/config.yaml``; ``LLAMA_OPERATOR_CONFIG`` points elsewhere).
+Lives in one YAML file, read from ``$LLAMA_OPERATOR_CONFIG`` or, in a cluster, from a
+ConfigMap mounted at ``/etc/llama-operator/config.yaml`` (built-in defaults when absent).
 Nothing here is per-LlamaDeployment: a platform team sets it once for the cluster.
 """
 
@@ -56,9 +56,16 @@ def parse(data: dict[str, Any] | None, *, origin: str = "operator config") -> Op
 
 
 def load(path: str | None = None) -> OperatorConfig:
-    """Read the config file (``$LLAMA_OPERATOR_CONFIG``, else the mounted default)."""
-    path = path or os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG_PATH
+    """Read the config file (``path``, ``$LLAMA_OPERATOR_CONFIG``, else the mounted default).
+
+    Only the default location may be absent (built-in defaults then apply); a path the
+    user named that does not exist is an error, never silently ignored.
+    """
+    explicit = path or os.environ.get(CONFIG_ENV)
+    path = explicit or DEFAULT_CONFIG_PATH
     if not os.path.exists(path):
+        if explicit:
+            raise ConfigError(f"operator config {path!r} does not exist")
         return OperatorConfig()
     with open(path, encoding="utf-8") as stream:
         return parse(yaml.safe_load(stream), origin=path)

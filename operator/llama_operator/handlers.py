@@ -1,7 +1,8 @@
 """Kopf handlers: the operator's entry points, kept a few lines each.
 
 Create, update and resume all call one ``reconcile.reconcile``; a timer calls it
-again to pick up children's readiness and undo drift. Children (Deployments,
+again to pick up children's readiness, re-create deleted children and re-apply
+Deployments someone else edited. Children (Deployments,
 Services) and GPU nodes are read from Kopf indexes fed by watches, so a reconcile
 that has nothing to change issues no API request at all. Handlers are sync: Kopf
 runs them in its thread pool, where the blocking ``kubernetes`` client is fine.
@@ -148,6 +149,7 @@ def _reconcile_locked(
         gpu_nodes=nodes.get(None, []),
         fetch=reconcile.token_fetcher(memo.client),
         now=datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        generations=memo.setdefault("child_generations", {}),
     )
     if outcome.status_patch:
         patch.status.update(outcome.status_patch)

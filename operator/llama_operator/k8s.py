@@ -1,11 +1,13 @@
 """The one module that talks to the Kubernetes API (besides Kopf's own machinery).
 
 Everything the operator writes goes through ``Client.apply``: a server-side apply
-under one field manager, so ownership of every field is explicit and a second
-operator version or a human ``kubectl edit`` is detected as a conflict rather than
-silently fought over. Reads are few: Secrets (only when a Hugging Face token is
-needed) and single objects on demand; the reconcile loop otherwise reads children
-from Kopf indexes fed by watches.
+under one field manager, so ownership of every field is explicit. It applies with
+``force``: the operator is the intended owner of what it renders, so a field another
+manager (a stray ``kubectl apply``, an older operator) took over is taken back.
+
+Reads are few: Secrets (only when a Hugging Face token is needed) and single objects
+on demand; the reconcile loop otherwise reads children from Kopf indexes fed by
+watches.
 
 It uses the official ``kubernetes`` client synchronously: Kopf runs our sync
 handlers in its thread pool, so blocking here never stalls the event loop.

@@ -250,7 +250,11 @@ def _plan(request: Request, generate: Callable[[Request], Iterable[Candidate]]) 
 
 def to_plan(request: Request, best: Candidate) -> api.Plan:
     model, fit = request.model, best.fit
-    dtype: Literal["bfloat16", "float16"] = "bfloat16" if best.pool.bf16 else "float16"
+    # awq/gptq kernels compute in fp16 everywhere; 16-bit and load-time quantizations use
+    # bf16 where the GPU has it.
+    dtype: Literal["bfloat16", "float16"] = (
+        "bfloat16" if best.pool.bf16 and best.quantization not in ("awq", "gptq") else "float16"
+    )
     precision = _precision_name(best.quantization, dtype)
     cost = (
         round(best.tensor_parallel * best.pool.costPerGPUHour, 2)
@@ -358,6 +362,11 @@ def _relaxations(request: Request) -> Iterable[tuple[str, Request]]:
         yield "maxModelLen: auto", dataclasses.replace(request, max_model_len=None)
     if request.concurrency > 1:
         yield "concurrentSequences: 1", dataclasses.replace(request, concurrency=1)
+    if request.optimize == "quality" and request.checkpoint == "none":
+        yield (
+            "optimize: balanced",
+            dataclasses.replace(request, optimize="balanced", quantization="auto"),
+        )
     if request.optimize != "cost" and request.checkpoint == "none":
         yield "optimize: cost", dataclasses.replace(request, optimize="cost", quantization="auto")
     if request.engine == "vllm":

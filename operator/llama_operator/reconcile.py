@@ -13,7 +13,7 @@ keeps serving, and the ``Planned`` condition names the field to fix.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequence
 from typing import Any, Literal
 
 import pydantic
@@ -110,11 +110,7 @@ def desired(
     request = planner.request_for(spec=spec, model=model, available=available, settings=settings)
     inputs = api.plan_inputs_hash(spec)
     try:
-        if (
-            keep is not None
-            and keep.inputsHash == inputs
-            and keep.pool in {p.name for p in request.pools}
-        ):
+        if keep is not None and keep.inputsHash == inputs and _still_fits(request, keep):
             plan = keep
         else:
             plan = planner.plan(request).model_copy(update={"inputsHash": inputs})
@@ -134,6 +130,20 @@ def desired(
     return Desired(model=model, plan=plan, pool=pool, objects=objects)
 
 
+def _still_fits(request: planner.Request, plan: api.Plan) -> bool:
+    """Whether a kept plan still fits its pool as the pool is described now."""
+    for index, pool in enumerate(request.pools):
+        if pool.name == plan.pool:
+            return (
+                plan.quantization in planner.quantizations(request, pool)
+                and plan.tensorParallel in planner.degrees(request, pool)
+                and planner.size(
+                    request, pool, index, plan.quantization, plan.tensorParallel
+                ).fit.feasible
+            )
+    return False  # the pool is gone
+
+
 def not_yet_active(raw_spec: Mapping[str, Any]) -> list[str]:
     """Spec fields the user set whose behaviour this version does not have yet."""
     return [name for name in api.NOT_YET_ACTIVE if raw_spec.get(name) not in (None, [], {})]
@@ -148,7 +158,15 @@ def reconcile(
     gpu_nodes: Iterable[Mapping[str, Any]],
     fetch: HubFetch | None,
     now: str,
+    generations: MutableMapping[str, int] | None = None,
 ) -> Outcome:
+    """Reconcile one LlamaDeployment.
+
+    ``generations`` remembers, per child name, the ``metadata.generation`` our last
+    apply produced (the handlers keep it in the object's memo): a live generation past
+    it means someone else edited the child, which is then re-applied.
+    """
+    generations = {} if generations is None else generations
     meta = body.get("metadata") or {}
     name, namespace, uid = meta["name"], meta["namespace"], meta["uid"]
     generation = meta.get("generation")
@@ -180,9 +198,16 @@ def reconcile(
         for obj in wanted.objects:
             kind, obj_name = obj["kind"], obj["metadata"]["name"]
             live = lookup(kind, namespace, obj_name)
-            if live is not None and _live_hash(live) == _live_hash(obj):
+            if (
+                live is not None
+                and _live_hash(live) == _live_hash(obj)
+                and not _edited_by_others(live, obj_name, generations)
+            ):
                 continue  # unchanged since our last apply: no write
             result = client.apply(obj)
+            applied_generation = (result.get("metadata") or {}).get("generation")
+            if isinstance(applied_generation, int):
+                generations[obj_name] = applied_generation
             written.append(f"{kind}/{obj_name}")
             if kind == "Deployment" and obj_name == primary_name:
                 deployment = result
@@ -220,6 +245,18 @@ def _current_plan(previous: Mapping[str, Any]) -> api.Plan | None:
         return None  # absent, or written by another operator version: plan again
 
 
+def _edited_by_others(
+    live: Mapping[str, Any], name: str, generations: MutableMapping[str, int]
+) -> bool:
+    live_generation = (live.get("metadata") or {}).get("generation")
+    if not isinstance(live_generation, int):
+        return False  # kinds without a generation (Services): the hash alone decides
+    ours = generations.setdefault(name, live_generation)  # first sight: take it as ours
+    # Only a newer generation is an edit: an older one is a watch that has not caught
+    # up with our own apply yet.
+    return live_generation > ours
+
+
 def _live_hash(obj: Mapping[str, Any]) -> str | None:
     annotations = (obj.get("metadata") or {}).get("annotations") or {}
     value = annotations.get(builders.HASH_ANNOTATION)
@@ -251,6 +288,9 @@ def token_fetcher(client: k8s.Client) -> HubFetch:
     """A Hub fetch that reads the token from the referenced Secret, only when called."""
 
     def fetch(model: api.ModelSpec, namespace: str) -> facts.PartialFacts:
+        known = hub.cached(repo_id=model.id, revision=model.revision)
+        if known is not None:
+            return known  # no Secret read, no request: the answer does not change
         token = None
         if model.tokenSecretRef is not None:
             token = client.read_secret_value(

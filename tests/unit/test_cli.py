@@ -207,3 +207,19 @@ class TestRun:
         monkeypatch.setattr(cli.kopf_cli, "main", lambda args, prog_name: seen.append(args))
         assert cli.main(["run"]) == 0
         assert seen == [["run", "-m", "llama_operator.handlers", "--all-namespaces"]]
+
+
+class TestNoInput:
+    def test_a_file_without_llamadeployments_is_an_error(
+        self, capsys: pytest.CaptureFixture[str], tmp_path: pathlib.Path
+    ) -> None:
+        code, _, err = run(capsys, "plan", "-f", write(tmp_path, "cm.yaml", {"kind": "ConfigMap"}))
+        assert code == 1
+        assert "no LlamaDeployment found" in err
+
+    def test_a_missing_config_file_is_an_error(self, capsys: pytest.CaptureFixture[str]) -> None:
+        code, _, err = run(
+            capsys, "plan", "-f", str(EXAMPLES / "chat-8b.yaml"), "--config", "/nonexistent.yaml"
+        )
+        assert code == 1
+        assert "does not exist" in err

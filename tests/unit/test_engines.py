@@ -84,8 +84,6 @@ class TestVllm:
         ("quantization", "expected"),
         [
             ("fp8", "fp8"),
-            ("awq", "awq"),
-            ("gptq", "gptq"),
             ("bitsandbytes-nf4", "bitsandbytes"),
         ],
     )
@@ -94,6 +92,14 @@ class TestVllm:
         assert flag(args, "--quantization") == expected
         # vLLM keeps --dtype with a quantization: it is the activation type.
         assert flag(args, "--dtype") == "bfloat16"
+
+    @pytest.mark.parametrize("quantization", ["awq", "gptq"])
+    def test_prequantized_checkpoints_are_autodetected_in_fp16(self, quantization: str) -> None:
+        # The planner gives awq/gptq plans float16; vLLM reads the format from the
+        # checkpoint and chooses its Marlin kernels itself.
+        args = render(quantization=quantization, dtype="float16")["args"]
+        assert "--quantization" not in args
+        assert flag(args, "--dtype") == "float16"
 
     def test_float16_dtype(self) -> None:
         assert flag(render(dtype="float16")["args"], "--dtype") == "float16"

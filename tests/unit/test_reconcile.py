@@ -224,3 +224,44 @@ class TestPlanStickiness:
             now="2026-01-01T00:00:00Z",
         )
         assert outcome.status_patch["plan"]["pool"] != "l4"
+
+
+class TestDrift:
+    def live_after_first_apply(self, generation: int) -> dict[tuple[str, str], dict[str, Any]]:
+        _, client = run(body(SPEC))
+        live = {(o["kind"], o["metadata"]["name"]): o for o in client.applied}
+        deployment = dict(live[("Deployment", "chat-primary")])
+        deployment["metadata"] = {**deployment["metadata"], "generation": generation}
+        live[("Deployment", "chat-primary")] = deployment
+        return live
+
+    def reconcile_with(
+        self, live: dict[tuple[str, str], dict[str, Any]], generations: dict[str, int]
+    ) -> RecordingClient:
+        client = RecordingClient()
+        reconcile.reconcile(
+            body=body(SPEC),
+            settings=SETTINGS,
+            client=client,  # type: ignore[arg-type]
+            lookup=lambda kind, ns, name: live.get((kind, name)),
+            gpu_nodes=[],
+            fetch=None,
+            now="2026-01-01T00:00:00Z",
+            generations=generations,
+        )
+        return client
+
+    def test_a_deployment_edited_by_someone_else_is_reapplied(self) -> None:
+        generations = {"chat-primary": 3}
+        client = self.reconcile_with(self.live_after_first_apply(5), generations)
+        assert [o["metadata"]["name"] for o in client.applied] == ["chat-primary"]
+
+    def test_a_lagging_watch_is_not_mistaken_for_an_edit(self) -> None:
+        client = self.reconcile_with(self.live_after_first_apply(2), {"chat-primary": 3})
+        assert client.applied == []
+
+    def test_first_sight_takes_the_live_generation_as_ours(self) -> None:
+        generations: dict[str, int] = {}
+        client = self.reconcile_with(self.live_after_first_apply(7), generations)
+        assert client.applied == []
+        assert generations == {"chat-primary": 7}

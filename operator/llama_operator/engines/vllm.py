@@ -3,7 +3,7 @@
 The engine-specific half of the serving container, kept pure: ``engines`` (the
 package) asks this module for the command and the arguments and wraps them in the
 parts both engines share (ports, probes, resources, security, volumes). Flags are
-those of ``vllm serve`` as listed in ``docs/design/facts.md``.
+those of ``vllm serve`` as listed in the design notes (``shared/design/facts.md``).
 """
 
 from __future__ import annotations
@@ -22,8 +22,11 @@ COMMAND: tuple[str, ...] = ("vllm", "serve")
 QUANTIZATION: dict[api.Quantization, str | None] = {
     "none": None,
     "fp8": "fp8",
-    "awq": "awq",
-    "gptq": "gptq",
+    # Pre-quantized checkpoints declare their format in config.json; vLLM then picks the
+    # fast Marlin kernel where the GPU allows. Naming "awq"/"gptq" explicitly would force
+    # the legacy fp16-only kernels instead.
+    "awq": None,
+    "gptq": None,
     # vLLM names the 4-bit NF4 load-time quantization just "bitsandbytes".
     "bitsandbytes-nf4": "bitsandbytes",
 }
