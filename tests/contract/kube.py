@@ -247,3 +247,20 @@ def write_kubeconfig(path: pathlib.Path, server_url: str) -> None:
         "users: [{name: kmock, user: {token: test-token}}]\n"
         "contexts: [{name: kmock, context: {cluster: kmock, user: kmock}}]\n"
     )
+
+
+def status_of(cluster: kmock.KubernetesEmulator, name: str = "chat") -> dict[str, Any]:
+    return dict(obj(cluster, LLAMA, name).get("status") or {})
+
+
+def condition_of(
+    cluster: kmock.KubernetesEmulator, type_: str, name: str = "chat"
+) -> dict[str, Any]:
+    for condition in status_of(cluster, name).get("conditions") or []:
+        if condition["type"] == type_:
+            return dict(condition)
+    raise KeyError(type_)
+
+
+def container_args(deployment: dict[str, Any]) -> list[str]:
+    return list(deployment["spec"]["template"]["spec"]["containers"][0]["args"])

@@ -12,6 +12,8 @@ from kube import (
     NODES,
     SERVICES,
     ApplyingEmulator,
+    condition_of,
+    container_args,
     create,
     events,
     eventually,
@@ -20,24 +22,9 @@ from kube import (
     llama,
     obj,
     patch,
+    status_of,
     writes,
 )
-
-
-def _status(cluster: ApplyingEmulator, name: str = "chat") -> dict[str, Any]:
-    return dict(obj(cluster, LLAMA, name).get("status") or {})
-
-
-def _condition(cluster: ApplyingEmulator, type_: str, name: str = "chat") -> dict[str, Any]:
-    for condition in _status(cluster, name).get("conditions") or []:
-        if condition["type"] == type_:
-            return dict(condition)
-    raise KeyError(type_)
-
-
-def _args(deployment: dict[str, Any]) -> list[str]:
-    return list(deployment["spec"]["template"]["spec"]["containers"][0]["args"])
-
 
 HUGE = {
     "model": {"id": "meta-llama/Llama-3.1-405B-Instruct"},
@@ -50,12 +37,12 @@ class TestUnplannable:
         self, operator: ApplyingEmulator
     ) -> None:
         await create(operator, LLAMA, llama(spec=HUGE))
-        planned = await eventually(lambda: _condition(operator, "Planned"))
+        planned = await eventually(lambda: condition_of(operator, "Planned"))
         assert planned["status"] == "False"
         assert planned["reason"] == "NoFeasiblePlan"
         assert "spec.placement.tensorParallel" in planned["message"]
         assert "Would fit" in planned["message"]
-        assert _status(operator)["phase"] == "Failed"
+        assert status_of(operator)["phase"] == "Failed"
         await asyncio.sleep(1.0)  # several resyncs: still nothing may be created
         assert not exists(operator, DEPLOYMENTS, "chat-primary")
         assert not exists(operator, SERVICES, "chat")
@@ -70,7 +57,7 @@ class TestUnplannable:
             "placement": {"tensorParallel": 3},
         }
         await create(operator, LLAMA, llama(spec=spec))
-        planned = await eventually(lambda: _condition(operator, "Planned"))
+        planned = await eventually(lambda: condition_of(operator, "Planned"))
         assert planned["reason"] == "InvalidSpec"
         assert planned["message"].startswith("spec.placement.tensorParallel:")
         assert not exists(operator, DEPLOYMENTS, "chat-primary")
@@ -80,7 +67,7 @@ class TestUnplannable:
     ) -> None:
         spec = {"model": {"id": "example-org/not-in-any-cache"}}
         await create(operator, LLAMA, llama(spec=spec))
-        planned = await eventually(lambda: _condition(operator, "Planned"))
+        planned = await eventually(lambda: condition_of(operator, "Planned"))
         assert planned["reason"] == "ModelFactsUnavailable"
         assert "spec.model.parameters" in planned["message"]
         assert not exists(operator, DEPLOYMENTS, "chat-primary")
@@ -92,13 +79,13 @@ class TestBadEditKeepsServing:
     ) -> None:
         await create(operator, LLAMA, llama())
         before = await eventually(lambda: obj(operator, DEPLOYMENTS, "chat-primary"))
-        good_plan = await eventually(lambda: _status(operator).get("plan"))
+        good_plan = await eventually(lambda: status_of(operator).get("plan"))
         await asyncio.sleep(0.5)
         mark = len(list(operator))
 
         await patch(operator, LLAMA, "chat", {"metadata": {"generation": 2}, "spec": HUGE})
         planned = await eventually(
-            lambda: (c := _condition(operator, "Planned"))["status"] == "False" and c
+            lambda: (c := condition_of(operator, "Planned"))["status"] == "False" and c
         )
         assert "the last good plan keeps serving unchanged" in planned["message"]
         assert planned["observedGeneration"] == 2
@@ -110,7 +97,7 @@ class TestBadEditKeepsServing:
         ]
         assert touched == []
         assert obj(operator, DEPLOYMENTS, "chat-primary") == before
-        status = _status(operator)
+        status = status_of(operator)
         assert status["plan"] == good_plan
         assert status["phase"] == "Degraded"
 
@@ -121,7 +108,7 @@ class TestReadiness:
     ) -> None:
         await create(operator, LLAMA, llama())
         await eventually(lambda: obj(operator, DEPLOYMENTS, "chat-primary"))
-        await eventually(lambda: _status(operator).get("phase") == "Pending")
+        await eventually(lambda: status_of(operator).get("phase") == "Pending")
         # What the Deployment controller would report once the engine's /health is OK.
         await patch(
             operator,
@@ -130,11 +117,11 @@ class TestReadiness:
             {"status": {"replicas": 1, "readyReplicas": 1, "updatedReplicas": 1}},
             subresource="status",
         )
-        await eventually(lambda: _status(operator).get("phase") == "Ready", message="Ready")
-        status = _status(operator)
+        await eventually(lambda: status_of(operator).get("phase") == "Ready", message="Ready")
+        status = status_of(operator)
         assert status["readyReplicas"] == status["replicas"] == 1
-        assert _condition(operator, "Ready")["status"] == "True"
-        assert _condition(operator, "Available")["status"] == "True"
+        assert condition_of(operator, "Ready")["status"] == "True"
+        assert condition_of(operator, "Available")["status"] == "True"
 
 
 DISCOVERY_CONFIG = "images: {vllm: 'vllm/vllm-openai:v0.11.0'}\n"  # no pools: discover
@@ -153,14 +140,16 @@ class TestDiscovery:
         assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod[
             "tolerations"
         ]
-        plan = await eventually(lambda: _status(operator).get("plan"))
+        plan = await eventually(lambda: status_of(operator).get("plan"))
         assert plan["pool"] == "nvidia-h100-80gb-hbm3"
         assert "costPerHour" not in plan  # discovered pools carry no price
 
     @pytest.mark.operator_config(DISCOVERY_CONFIG)
-    async def test_no_pools_anywhere_is_a_clear_condition(self, operator: ApplyingEmulator) -> None:
+    async def test_no_pools_anywhere_is_a_clear_condition(
+        self, operator: ApplyingEmulator
+    ) -> None:
         await create(operator, LLAMA, llama())
-        planned = await eventually(lambda: _condition(operator, "Planned"))
+        planned = await eventually(lambda: condition_of(operator, "Planned"))
         assert planned["reason"] == "NoGPUPools"
         assert not exists(operator, DEPLOYMENTS, "chat-primary")
 
@@ -171,10 +160,10 @@ class TestHubFacts:
     ) -> None:
         # Served from the offline Hugging Face cache fixture through huggingface_hub.
         await create(operator, LLAMA, llama(spec={"model": {"id": "example-org/tiny-llama"}}))
-        plan = await eventually(lambda: _status(operator).get("plan"))
+        plan = await eventually(lambda: status_of(operator).get("plan"))
         assert "8.03B" in plan["reason"]
         deployment = obj(operator, DEPLOYMENTS, "chat-primary")
-        assert "example-org/tiny-llama" in _args(deployment)
+        assert "example-org/tiny-llama" in container_args(deployment)
 
 
 class TestNotYetActive:
@@ -186,7 +175,7 @@ class TestNotYetActive:
             "autoscaling": {"minReplicas": 1, "maxReplicas": 3},
         }
         await create(operator, LLAMA, llama(spec=spec))
-        condition = await eventually(lambda: _condition(operator, "NotYetActive"))
+        condition = await eventually(lambda: condition_of(operator, "NotYetActive"))
         assert condition["status"] == "True"
         assert "spec.autoscaling" in condition["message"]
         assert exists(operator, DEPLOYMENTS, "chat-primary")  # still serves what it can

@@ -10,31 +10,19 @@ from kube import (
     LLAMA,
     SERVICES,
     ApplyingEmulator,
+    condition_of,
+    container_args,
     create,
     eventually,
     exists,
     llama,
     obj,
     patch,
+    status_of,
     writes,
 )
 
 from llama_operator import builders, handlers
-
-
-def _status(cluster: ApplyingEmulator, name: str = "chat") -> dict[str, Any]:
-    return dict(obj(cluster, LLAMA, name).get("status") or {})
-
-
-def _condition(cluster: ApplyingEmulator, type_: str, name: str = "chat") -> dict[str, Any]:
-    for condition in _status(cluster, name).get("conditions") or []:
-        if condition["type"] == type_:
-            return dict(condition)
-    raise KeyError(type_)
-
-
-def _args(deployment: dict[str, Any]) -> list[str]:
-    return list(deployment["spec"]["template"]["spec"]["containers"][0]["args"])
 
 
 class TestCreate:
@@ -59,16 +47,16 @@ class TestCreate:
                 "blockOwnerDeletion": True,
             }
             assert child["metadata"]["labels"]["llamaops.dev/deployment"] == "chat"
-        assert "meta-llama/Llama-3.1-8B-Instruct" in _args(deployment)
+        assert "meta-llama/Llama-3.1-8B-Instruct" in container_args(deployment)
 
-        plan = await eventually(lambda: _status(operator).get("plan"), message="status.plan")
+        plan = await eventually(lambda: status_of(operator).get("plan"), message="status.plan")
         assert plan["engine"] == "vllm"
         assert plan["gpusPerReplica"] == plan["tensorParallel"] >= 1
         assert plan["reason"]
-        planned = _condition(operator, "Planned")
+        planned = condition_of(operator, "Planned")
         assert planned["status"] == "True"
         assert planned["observedGeneration"] == 1
-        status = _status(operator)
+        status = status_of(operator)
         assert status["selector"] == "llamaops.dev/deployment=chat,llamaops.dev/variant=primary"
         assert status["phase"] == "Pending"  # no pods yet: nothing runs the Deployment here
 
@@ -92,7 +80,7 @@ class TestIdempotency:
         self, operator: ApplyingEmulator, monkeypatch: Any
     ) -> None:
         await create(operator, LLAMA, llama())
-        await eventually(lambda: _status(operator).get("plan"))
+        await eventually(lambda: status_of(operator).get("plan"))
         await eventually(lambda: exists(operator, SERVICES, "chat-primary"))
         # Let every watch event of our own writes settle before counting.
         await asyncio.sleep(1.0)
@@ -131,13 +119,13 @@ class TestUpdate:
         updated = await eventually(
             lambda: (
                 (d := obj(operator, DEPLOYMENTS, "chat-primary"))
-                and "meta-llama/Llama-3.2-3B-Instruct" in _args(d)
+                and "meta-llama/Llama-3.2-3B-Instruct" in container_args(d)
                 and d
             ),
             message="Deployment with the new model",
         )
         assert updated["metadata"]["annotations"][builders.HASH_ANNOTATION] != old_hash
         await eventually(
-            lambda: _condition(operator, "Planned")["observedGeneration"] == 2,
+            lambda: condition_of(operator, "Planned")["observedGeneration"] == 2,
             message="Planned condition for generation 2",
         )

@@ -9,6 +9,7 @@ in maintenance mode upstream since 2025-12; it stays supported, never the defaul
 from __future__ import annotations
 
 from llama_operator import api
+from llama_operator.engines import flags
 
 ENGINE: api.Engine = "tgi"
 DISPLAY_NAME = "TGI"
@@ -32,12 +33,7 @@ QUANTIZATION: dict[api.Quantization, str | None] = {
 
 def quantization_flag(*, quantization: api.Quantization) -> str | None:
     """The ``--quantize`` value for a planned quantization, or None for 16-bit."""
-    if quantization not in QUANTIZATION:
-        supported = ", ".join(sorted(QUANTIZATION))
-        raise ValueError(
-            f"{DISPLAY_NAME} cannot serve quantization {quantization!r}; supported: {supported}"
-        )
-    return QUANTIZATION[quantization]
+    return flags.quantization(table=QUANTIZATION, engine=DISPLAY_NAME, quantization=quantization)
 
 
 def args(*, spec: api.LlamaDeploymentSpec, plan: api.Plan, host: str, port: int) -> list[str]:
