@@ -53,6 +53,24 @@ class ApplyingEmulator(kmock.KubernetesEmulator):  # type: ignore[misc]
             exc = kmock.KubernetesError(status=422, reason="Invalid", message=str(exc))
         return await super()._render_error(exc)
 
+    def _bump_generation(self, request: kmock.Request) -> None:
+        """metadata.generation: 1 on create, +1 on every change of spec (as the API server)."""
+        if not isinstance(request.data, dict) or request.subresource is not None:
+            return
+        meta = request.data.setdefault("metadata", {})
+        if request.action == kmock.action.CREATE:
+            meta.setdefault("generation", 1)
+            return
+        if "spec" not in request.data or "generation" in meta:
+            return  # a test may set the generation itself
+        try:
+            current = self._objects[request.resource, request.namespace, request.name]
+        except KeyError:
+            meta["generation"] = 1  # a server-side apply that creates
+            return
+        if not current.deleted and current.raw.get("spec") != request.data["spec"]:
+            meta["generation"] = int(current.raw.get("metadata", {}).get("generation") or 0) + 1
+
     def _next_version(self) -> str:
         type(self)._version += 1
         return str(type(self)._version)
@@ -61,6 +79,7 @@ class ApplyingEmulator(kmock.KubernetesEmulator):  # type: ignore[misc]
         # Every write bumps resourceVersion, as on a real API server: Kopf relies on it to
         # tell the echo of its own patch from a newer state of the object.
         if request.action in (kmock.action.CREATE, kmock.action.UPDATE):
+            self._bump_generation(request)
             version = self._next_version()
             if isinstance(request.data, dict):
                 request.data.setdefault("metadata", {})["resourceVersion"] = version

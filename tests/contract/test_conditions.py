@@ -145,9 +145,7 @@ class TestDiscovery:
         assert "costPerHour" not in plan  # discovered pools carry no price
 
     @pytest.mark.operator_config(DISCOVERY_CONFIG)
-    async def test_no_pools_anywhere_is_a_clear_condition(
-        self, operator: ApplyingEmulator
-    ) -> None:
+    async def test_no_pools_anywhere_is_a_clear_condition(self, operator: ApplyingEmulator) -> None:
         await create(operator, LLAMA, llama())
         planned = await eventually(lambda: condition_of(operator, "Planned"))
         assert planned["reason"] == "NoGPUPools"

@@ -129,3 +129,30 @@ class TestUpdate:
             lambda: condition_of(operator, "Planned")["observedGeneration"] == 2,
             message="Planned condition for generation 2",
         )
+
+
+class TestDrift:
+    async def test_an_outside_edit_of_the_deployment_is_reverted(
+        self, operator: ApplyingEmulator
+    ) -> None:
+        await create(operator, LLAMA, llama())
+        ours = await eventually(lambda: obj(operator, DEPLOYMENTS, "chat-primary"))
+        await eventually(lambda: status_of(operator).get("plan"))
+        await asyncio.sleep(1.0)
+        template = ours["spec"]["template"]
+        edited = {**template["spec"]["containers"][0], "args": ["--evil"]}
+        await patch(
+            operator,
+            DEPLOYMENTS,
+            "chat-primary",
+            {"spec": {"template": {"spec": {"containers": [edited]}}}},
+        )
+        restored = await eventually(
+            lambda: (
+                (d := obj(operator, DEPLOYMENTS, "chat-primary"))
+                and container_args(d) == container_args(ours)
+                and d
+            ),
+            message="our args back on the Deployment",
+        )
+        assert restored["metadata"]["generation"] > ours["metadata"]["generation"] + 1
