@@ -385,8 +385,8 @@ class Plan(Model):
         default=None,
         description=(
             "Hash of the spec fields the plan was made from (model, engine, placement). "
-            "The plan is kept until they change: replicas, prices or new pools never move "
-            "a running endpoint."
+            "The plan is kept while they are unchanged and it still fits its pool: "
+            "replicas, prices or new pools never move a running endpoint."
         ),
     )
 

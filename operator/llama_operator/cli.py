@@ -194,7 +194,11 @@ def _cmd_render(args: argparse.Namespace) -> int:
     settings, catalogue = _settings_and_pools(args)
     objects: list[dict[str, Any]] = []
     failed = False
-    for origin, doc in _documents(args.filename):
+    documents = list(_documents(args.filename))
+    if not documents:
+        print(f"error: no {api.KIND} found in {', '.join(args.filename)}", file=sys.stderr)
+        return 1
+    for origin, doc in documents:
         try:
             objects.extend(_desired(doc, settings, catalogue).objects)
         except reconcile.PlanningError as exc:

@@ -103,7 +103,7 @@ def on_change(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **kwargs: Any
 
 @kopf.timer(*RESOURCE, interval=TIMER_INTERVAL_SECONDS, initial_delay=TIMER_INTERVAL_SECONDS)
 def on_timer(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **kwargs: Any) -> None:
-    """Refresh status from the children and re-apply any child that went missing."""
+    """Refresh status from the children; re-create deleted ones, re-apply edited ones."""
     _reconcile(body, patch, memo, kwargs)
 
 

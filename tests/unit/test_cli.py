@@ -210,10 +210,12 @@ class TestRun:
 
 
 class TestNoInput:
+    @pytest.mark.parametrize("command", ["plan", "render"])
     def test_a_file_without_llamadeployments_is_an_error(
-        self, capsys: pytest.CaptureFixture[str], tmp_path: pathlib.Path
+        self, capsys: pytest.CaptureFixture[str], tmp_path: pathlib.Path, command: str
     ) -> None:
-        code, _, err = run(capsys, "plan", "-f", write(tmp_path, "cm.yaml", {"kind": "ConfigMap"}))
+        path = write(tmp_path, "cm.yaml", {"kind": "ConfigMap"})
+        code, _, err = run(capsys, command, "-f", path)
         assert code == 1
         assert "no LlamaDeployment found" in err
 
