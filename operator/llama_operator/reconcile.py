@@ -162,7 +162,7 @@ def reconcile(
 ) -> Outcome:
     """Reconcile one LlamaDeployment.
 
-    ``generations`` remembers, per child name, the ``metadata.generation`` our last
+    ``generations`` remembers, per child ("Kind/name"), the ``metadata.generation`` our last
     apply produced (the handlers keep it in the object's memo): a live generation past
     it means someone else edited the child, which is then re-applied.
     """
@@ -197,18 +197,19 @@ def reconcile(
         plan = wanted.plan
         for obj in wanted.objects:
             kind, obj_name = obj["kind"], obj["metadata"]["name"]
+            child = f"{kind}/{obj_name}"
             live = lookup(kind, namespace, obj_name)
             if (
                 live is not None
                 and _live_hash(live) == _live_hash(obj)
-                and not _edited_by_others(live, obj_name, generations)
+                and not _edited_by_others(live, child, generations)
             ):
                 continue  # unchanged since our last apply: no write
             result = client.apply(obj)
             applied_generation = (result.get("metadata") or {}).get("generation")
             if isinstance(applied_generation, int):
-                generations[obj_name] = applied_generation
-            written.append(f"{kind}/{obj_name}")
+                generations[child] = applied_generation
+            written.append(child)
             if kind == "Deployment" and obj_name == primary_name:
                 deployment = result
         if plan.model_dump(mode="json", exclude_none=True) != previous.get("plan"):
@@ -246,12 +247,12 @@ def _current_plan(previous: Mapping[str, Any]) -> api.Plan | None:
 
 
 def _edited_by_others(
-    live: Mapping[str, Any], name: str, generations: MutableMapping[str, int]
+    live: Mapping[str, Any], child: str, generations: MutableMapping[str, int]
 ) -> bool:
     live_generation = (live.get("metadata") or {}).get("generation")
     if not isinstance(live_generation, int):
         return False  # kinds without a generation (Services): the hash alone decides
-    ours = generations.setdefault(name, live_generation)  # first sight: take it as ours
+    ours = generations.setdefault(child, live_generation)  # first sight: take it as ours
     # Only a newer generation is an edit: an older one is a watch that has not caught
     # up with our own apply yet.
     return live_generation > ours

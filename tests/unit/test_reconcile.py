@@ -46,11 +46,12 @@ def run(
     live: dict[tuple[str, str], dict[str, Any]] | None = None,
     client: RecordingClient | None = None,
     fetch: reconcile.HubFetch | None = None,
+    settings: config.OperatorConfig = SETTINGS,
 ) -> tuple[reconcile.Outcome, RecordingClient]:
     client = client or RecordingClient()
     outcome = reconcile.reconcile(
         body=b,
-        settings=SETTINGS,
+        settings=settings,
         client=client,  # type: ignore[arg-type]
         lookup=lambda kind, ns, name: (live or {}).get((kind, name)),
         gpu_nodes=[],
@@ -185,15 +186,7 @@ class TestPlanStickiness:
             update={"name": "l4-spot", "costPerGPUHour": 0.1}
         )
         settings = config.OperatorConfig(pools=(*config.default_pools(), cheaper))
-        outcome = reconcile.reconcile(
-            body=body(SPEC, status=previous),
-            settings=settings,
-            client=RecordingClient(),  # type: ignore[arg-type]
-            lookup=lambda *_: None,
-            gpu_nodes=[],
-            fetch=None,
-            now="2026-01-01T00:00:00Z",
-        )
+        outcome, _ = run(body(SPEC, status=previous), settings=settings)
         assert "plan" not in outcome.status_patch  # unchanged: still l4
 
     def test_scaling_keeps_the_plan(self) -> None:
@@ -214,15 +207,7 @@ class TestPlanStickiness:
         settings = config.OperatorConfig(
             pools=tuple(p for p in config.default_pools() if p.name != "l4")
         )
-        outcome = reconcile.reconcile(
-            body=body(SPEC, status=previous),
-            settings=settings,
-            client=RecordingClient(),  # type: ignore[arg-type]
-            lookup=lambda *_: None,
-            gpu_nodes=[],
-            fetch=None,
-            now="2026-01-01T00:00:00Z",
-        )
+        outcome, _ = run(body(SPEC, status=previous), settings=settings)
         assert outcome.status_patch["plan"]["pool"] != "l4"
 
 
@@ -252,16 +237,16 @@ class TestDrift:
         return client
 
     def test_a_deployment_edited_by_someone_else_is_reapplied(self) -> None:
-        generations = {"chat-primary": 3}
+        generations = {"Deployment/chat-primary": 3}
         client = self.reconcile_with(self.live_after_first_apply(5), generations)
         assert [o["metadata"]["name"] for o in client.applied] == ["chat-primary"]
 
     def test_a_lagging_watch_is_not_mistaken_for_an_edit(self) -> None:
-        client = self.reconcile_with(self.live_after_first_apply(2), {"chat-primary": 3})
+        client = self.reconcile_with(self.live_after_first_apply(2), {"Deployment/chat-primary": 3})
         assert client.applied == []
 
     def test_first_sight_takes_the_live_generation_as_ours(self) -> None:
         generations: dict[str, int] = {}
         client = self.reconcile_with(self.live_after_first_apply(7), generations)
         assert client.applied == []
-        assert generations == {"chat-primary": 7}
+        assert generations == {"Deployment/chat-primary": 7}
