@@ -14,13 +14,14 @@ STAMP  := $(VENV)/.installed
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-$(STAMP): pyproject.toml constraints.txt
+$(STAMP): pyproject.toml constraints.txt hack/get_helm.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test,dev]'
+	$(BIN)/python hack/get_helm.py .cache/bin
 	@touch $(STAMP)
 
-setup: $(STAMP) ## create .venv and install the operator with test and dev tools
+setup: $(STAMP) ## create .venv, install the operator with test and dev tools, fetch helm
 
 demo: $(STAMP) ## plan and render the bundled examples (no cluster needed)
 	$(BIN)/llama-operator plan -f manifests/examples/
@@ -48,12 +49,12 @@ drift: $(STAMP) ## fail when a generated file differs from what the generators p
 	{ echo "generated files drifted: run 'make generate' and commit"; exit 1; }
 
 lint: $(STAMP) ## ruff lint and format check
-	$(BIN)/ruff check operator tests benchmarks
-	$(BIN)/ruff format --check operator tests benchmarks
+	$(BIN)/ruff check operator tests benchmarks hack
+	$(BIN)/ruff format --check operator tests benchmarks hack
 
 format: $(STAMP) ## apply ruff fixes and formatting
-	$(BIN)/ruff check --fix operator tests benchmarks
-	$(BIN)/ruff format operator tests benchmarks
+	$(BIN)/ruff check --fix operator tests benchmarks hack
+	$(BIN)/ruff format operator tests benchmarks hack
 
 typecheck: $(STAMP) ## mypy --strict with the pydantic plugin
 	$(BIN)/mypy

@@ -14,12 +14,13 @@ import datetime
 import logging
 import os
 import threading
+import time
 from collections.abc import Mapping
 from typing import Any
 
 import kopf
 
-from llama_operator import api, builders, config, k8s, pools, reconcile
+from llama_operator import api, builders, config, k8s, metrics, pools, reconcile
 
 RESOURCE = (api.GROUP, api.VERSION, api.PLURAL)
 MANAGED = {"app.kubernetes.io/managed-by": "llama-operator"}
@@ -33,6 +34,7 @@ TIMER_INTERVAL_SECONDS = float(os.environ.get(RESYNC_ENV, "15"))
 def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     operator_config = config.load()
     memo.config = operator_config
+    memo.metrics_server = metrics.serve()
     memo.client = k8s.Client.from_environment(field_manager=operator_config.fieldManager)
     # Our own prefixes, so Kopf's bookkeeping is recognisably ours and never collides
     # with another Kopf-based operator watching the same objects.
@@ -53,6 +55,19 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     # Sync handlers share this pool: size it for many LlamaDeployments reconciling at
     # once (each mostly waits on the API server).
     settings.execution.max_workers = 16
+
+
+@kopf.on.cleanup()
+def stop_metrics(memo: kopf.Memo, **_: Any) -> None:
+    server = memo.get("metrics_server")
+    if server is not None:
+        server.shutdown()
+        server.server_close()
+
+
+@kopf.on.delete(*RESOURCE, optional=True)  # optional: no finalizer of its own
+def forget(uid: str, **_: Any) -> None:
+    metrics.forget(uid)
 
 
 @kopf.on.login()
@@ -136,20 +151,32 @@ def _reconcile_locked(
     nodes: kopf.Index[None, dict[str, Any]],
 ) -> None:
     indexes = {"Deployment": deployments, "Service": services}
+    started = time.monotonic()
 
     def lookup(kind: str, namespace: str, name: str) -> Mapping[str, Any] | None:
         store = indexes[kind].get((namespace, name))
         return next(iter(store), None) if store else None
 
-    outcome = reconcile.reconcile(
-        body=body,
-        settings=memo.config,
-        client=memo.client,
-        lookup=lookup,
-        gpu_nodes=nodes.get(None, []),
-        fetch=reconcile.token_fetcher(memo.client),
-        now=datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        generations=memo.setdefault("child_generations", {}),
+    try:
+        outcome = reconcile.reconcile(
+            body=body,
+            settings=memo.config,
+            client=memo.client,
+            lookup=lookup,
+            gpu_nodes=nodes.get(None, []),
+            fetch=reconcile.token_fetcher(memo.client),
+            now=datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            generations=memo.setdefault("child_generations", {}),
+        )
+    except Exception:
+        metrics.record_error(seconds=time.monotonic() - started)
+        raise  # Kopf retries with back-off
+    metrics.record(
+        uid=body.metadata.uid or "",
+        phase=outcome.phase,
+        written=outcome.written,
+        failure=outcome.failure,
+        seconds=time.monotonic() - started,
     )
     if outcome.status_patch:
         patch.status.update(outcome.status_patch)

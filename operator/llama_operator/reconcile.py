@@ -49,6 +49,8 @@ class Outcome:
     status_patch: dict[str, Any]
     events: list[Event]
     written: list[str]
+    phase: str
+    failure: str | None  # the Planned=False reason, when the spec could not be planned
 
 
 @dataclasses.dataclass(frozen=True)
@@ -232,7 +234,13 @@ def reconcile(
         )
     )
     events.extend(_condition_events(previous, new_status))
-    return Outcome(status_patch=status.diff(previous, new_status), events=events, written=written)
+    return Outcome(
+        status_patch=status.diff(previous, new_status),
+        events=events,
+        written=written,
+        phase=new_status["phase"],
+        failure=failure.reason if failure is not None else None,
+    )
 
 
 def _current_plan(previous: Mapping[str, Any]) -> api.Plan | None:

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import os
 import pathlib
+import socket
 from collections.abc import AsyncIterator
 
 import kmock
@@ -33,6 +34,12 @@ from llama_operator import handlers as _handlers  # noqa: F401 - registers them 
 from llama_operator import hub, k8s
 
 
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 @pytest.fixture
 async def cluster(
     tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
@@ -47,6 +54,9 @@ async def cluster(
         operator_config.write_text(marker.args[0] if marker else POOLS_YAML.read_text())
         monkeypatch.setenv("LLAMA_OPERATOR_CONFIG", str(operator_config))
         monkeypatch.setenv("HF_HUB_CACHE", str(FIXTURES / "hf-cache"))
+        # The operator's /metrics endpoint: loopback only, on a port free right now.
+        monkeypatch.setenv("LLAMA_OPERATOR_METRICS_ADDRESS", "127.0.0.1")
+        monkeypatch.setenv("LLAMA_OPERATOR_METRICS_PORT", str(free_port()))
         hub.clear_cache()
         k8s.reset()
         yield emulator

@@ -1,0 +1,123 @@
+"""The operator's own Prometheus metrics, and the HTTP endpoint that serves them.
+
+Handlers record each reconcile here; ``serve`` exposes them on ``:9090/metrics``
+(``LLAMA_OPERATOR_METRICS_PORT``, ``0`` disables). A private registry keeps the
+output to our metrics (plus the process collector), so a scrape stays small.
+Phases are kept per object and counted at scrape time, so a deleted
+LlamaDeployment stops counting as soon as ``forget`` is called for it.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from wsgiref.simple_server import WSGIServer
+
+import prometheus_client
+from prometheus_client import core, registry
+
+import llama_operator
+
+PORT_ENV = "LLAMA_OPERATOR_METRICS_PORT"
+ADDRESS_ENV = "LLAMA_OPERATOR_METRICS_ADDRESS"
+DEFAULT_PORT = 9090
+PHASES = ("Pending", "Progressing", "Ready", "Degraded", "Failed")
+
+REGISTRY = prometheus_client.CollectorRegistry()
+prometheus_client.ProcessCollector(registry=REGISTRY)
+
+RECONCILES = prometheus_client.Counter(
+    "llama_operator_reconciles",
+    "Reconciles of LlamaDeployments, by outcome (unchanged, applied, planning_failed, error).",
+    ["outcome"],
+    registry=REGISTRY,
+)
+DURATION = prometheus_client.Histogram(
+    "llama_operator_reconcile_duration_seconds",
+    "Wall time of one reconcile, including API calls.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+    registry=REGISTRY,
+)
+APPLIES = prometheus_client.Counter(
+    "llama_operator_applies",
+    "Server-side applies of child objects, by kind.",
+    ["kind"],
+    registry=REGISTRY,
+)
+PLANNING_FAILURES = prometheus_client.Counter(
+    "llama_operator_planning_failures",
+    "Reconciles whose spec could not be planned, by reason (the Planned condition's reason).",
+    ["reason"],
+    registry=REGISTRY,
+)
+BUILD = prometheus_client.Info(
+    "llama_operator_build", "The running operator's version.", registry=REGISTRY
+)
+BUILD.info({"version": llama_operator.__version__})
+
+_phases: dict[str, str] = {}
+_lock = threading.Lock()
+
+
+class _PhaseCollector(registry.Collector):
+    def collect(self) -> Iterator[core.Metric]:
+        gauge = core.GaugeMetricFamily(
+            "llama_operator_llamadeployments",
+            "LlamaDeployments handled by this operator, by phase.",
+            labels=["phase"],
+        )
+        with _lock:
+            counts = dict.fromkeys(PHASES, 0)
+            for phase in _phases.values():
+                counts[phase] = counts.get(phase, 0) + 1
+        for phase, count in sorted(counts.items()):
+            gauge.add_metric([phase], count)
+        yield gauge
+
+
+REGISTRY.register(_PhaseCollector())
+
+
+def record(
+    *, uid: str, phase: str | None, written: list[str], failure: str | None, seconds: float
+) -> None:
+    """Account for one finished reconcile."""
+    DURATION.observe(seconds)
+    for child in written:
+        APPLIES.labels(kind=child.split("/", 1)[0]).inc()
+    if failure is not None:
+        PLANNING_FAILURES.labels(reason=failure).inc()
+        RECONCILES.labels(outcome="planning_failed").inc()
+    else:
+        RECONCILES.labels(outcome="applied" if written else "unchanged").inc()
+    if phase is not None:
+        with _lock:
+            _phases[uid] = phase
+
+
+def record_error(*, seconds: float) -> None:
+    """A reconcile that raised (Kopf retries it)."""
+    DURATION.observe(seconds)
+    RECONCILES.labels(outcome="error").inc()
+
+
+def forget(uid: str) -> None:
+    with _lock:
+        _phases.pop(uid, None)
+
+
+def render() -> bytes:
+    """The exposition text, as a scrape would see it."""
+    return prometheus_client.generate_latest(REGISTRY)
+
+
+def serve() -> WSGIServer | None:
+    """Start the /metrics endpoint in a background thread (None when disabled)."""
+    port = int(os.environ.get(PORT_ENV, str(DEFAULT_PORT)))
+    if port == 0:
+        return None
+    # All interfaces by default: Prometheus scrapes the pod from elsewhere.
+    address = os.environ.get(ADDRESS_ENV, "0.0.0.0")
+    server, _thread = prometheus_client.start_http_server(port, addr=address, registry=REGISTRY)
+    return server
