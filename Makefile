@@ -14,11 +14,12 @@ STAMP  := $(VENV)/.installed
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-$(STAMP): pyproject.toml constraints.txt hack/get_helm.py
+$(STAMP): pyproject.toml constraints.txt hack/get_helm.py hack/wheelhouse.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test,dev]'
 	$(BIN)/python hack/get_helm.py .cache/bin
+	$(BIN)/python hack/wheelhouse.py .cache/wheelhouse
 	@touch $(STAMP)
 
 setup: $(STAMP) ## create .venv, install the operator with test and dev tools, fetch helm
@@ -33,10 +34,12 @@ plan: $(STAMP) ## plan FILE=path (default: every bundled example), OUTPUT=text|j
 render: $(STAMP) ## render FILE=path: every object the operator would create
 	$(BIN)/llama-operator render -f $(or $(FILE),manifests/examples/)
 
-generate: $(STAMP) ## regenerate crds/ and docs/reference/api.md from the API models
+generate: $(STAMP) ## regenerate crds/, docs/reference/api.md, the chart's CRD and manifests/
 	$(BIN)/llama-operator crds > crds/llamadeployments.llamaops.dev.yaml
 	$(BIN)/python -c "from llama_operator import crd; import pathlib; \
 	  pathlib.Path('docs/reference/api.md').write_text(crd.reference_markdown())"
+	$(BIN)/python hack/generate_chart.py
+	$(BIN)/python hack/generate_argocd.py
 
 drift: $(STAMP) ## fail when a generated file differs from what the generators produce
 	@tmp=$$(mktemp -d) && \
@@ -45,6 +48,8 @@ drift: $(STAMP) ## fail when a generated file differs from what the generators p
 	  sys.stdout.write(crd.reference_markdown())" > $$tmp/api.md && \
 	diff -u crds/llamadeployments.llamaops.dev.yaml $$tmp/crd.yaml && \
 	diff -u docs/reference/api.md $$tmp/api.md && \
+	$(BIN)/python hack/generate_chart.py --check && \
+	$(BIN)/python hack/generate_argocd.py --check && \
 	echo "generated files are up to date" || \
 	{ echo "generated files drifted: run 'make generate' and commit"; exit 1; }
 

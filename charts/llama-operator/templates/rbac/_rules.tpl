@@ -1,0 +1,83 @@
+{{/*
+The operator's RBAC rules, derived from the code (docs/how-to/run-against-a-cluster.md):
+handlers.py (Kopf handlers and indexes), k8s.py (the operator's own API calls) and the
+Kopf framework. Every rule says why it exists; nothing is deleted by the operator (its
+children go away through owner references), so no rule grants delete.
+
+"llama-operator.rules.namespaced": what the operator needs wherever LlamaDeployments live.
+A ClusterRole in all-namespaces mode, a Role per watched namespace otherwise.
+*/}}
+{{- define "llama-operator.rules.namespaced" -}}
+# Application: the custom resource. Kopf watches it and patches its metadata (the
+# finalizer and its bookkeeping annotations).
+- apiGroups: [llamaops.dev]
+  resources: [llamadeployments]
+  verbs: [list, watch, patch]
+# Application: status (plan, conditions, replicas) is written through the status subresource.
+- apiGroups: [llamaops.dev]
+  resources: [llamadeployments/status]
+  verbs: [patch]
+# Application: children carry ownerReferences with blockOwnerDeletion, which clusters
+# with the OwnerReferencesPermissionEnforcement admission plugin (OpenShift) check.
+- apiGroups: [llamaops.dev]
+  resources: [llamadeployments/finalizers]
+  verbs: [update]
+# Application: serving Deployments. Watched (a Kopf index, filtered to the label
+# app.kubernetes.io/managed-by=llama-operator in the operator) and written with
+# server-side apply: a PATCH, which needs create when the object is new.
+- apiGroups: [apps]
+  resources: [deployments]
+  verbs: [list, watch, create, patch]
+# Application: serving Services, watched and applied like the Deployments.
+- apiGroups: [""]
+  resources: [services]
+  verbs: [list, watch, create, patch]
+# Application: the Hugging Face token of spec.model.tokenSecretRef, read by name only
+# when a model outside the built-in catalogue is looked up on the Hub. No list/watch.
+- apiGroups: [""]
+  resources: [secrets]
+  verbs: [get]
+# Application: Events on LlamaDeployments (Planned, Applied, failures) for kubectl describe.
+- apiGroups: [""]
+  resources: [events]
+  verbs: [create]
+{{- if and .Values.peering.enabled .Values.watchNamespaces }}
+# Framework (Kopf peering, namespaced mode): watch the KopfPeering of each namespace and
+# patch this pod's keep-alive into it.
+- apiGroups: [kopf.dev]
+  resources: [kopfpeerings]
+  verbs: [list, watch, patch]
+{{- end }}
+{{- end }}
+
+{{/*
+"llama-operator.rules.cluster": what is cluster-scoped and therefore always in a
+ClusterRole, also in namespaced mode.
+*/}}
+{{- define "llama-operator.rules.cluster" -}}
+# Application: GPU nodes (label nvidia.com/gpu.product) for pool discovery. Nodes are
+# cluster-scoped. Needed even when config.pools is set: Kopf runs no handler until every
+# index, this one included, has been filled.
+- apiGroups: [""]
+  resources: [nodes]
+  verbs: [list, watch]
+# Framework (Kopf): notice CRDs added or removed at runtime (without it Kopf warns and
+# scans only once, at startup).
+- apiGroups: [apiextensions.k8s.io]
+  resources: [customresourcedefinitions]
+  verbs: [list, watch]
+{{- if .Values.watchNamespaces }}
+# Framework (Kopf, -n mode only): follow the watched namespaces being created and
+# deleted (without it Kopf warns and assumes they exist).
+- apiGroups: [""]
+  resources: [namespaces]
+  verbs: [list, watch]
+{{- end }}
+{{- if and .Values.peering.enabled (not .Values.watchNamespaces) }}
+# Framework (Kopf peering, all-namespaces mode): watch the ClusterKopfPeering and patch
+# this pod's keep-alive into it.
+- apiGroups: [kopf.dev]
+  resources: [clusterkopfpeerings]
+  verbs: [list, watch, patch]
+{{- end }}
+{{- end }}

@@ -1,0 +1,202 @@
+"""RBAC of least privilege: exactly what the operator and Kopf use, each rule explained.
+
+All-namespaces mode has one ClusterRole; namespaced mode (watchNamespaces) grants the
+namespaced rules through a Role per namespace and keeps only cluster-scoped reads (Nodes,
+CRDs, namespaces) in a ClusterRole. No wildcard, no delete, anywhere.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import chartkit
+import pytest
+
+from llama_operator import api, k8s
+
+Rule = tuple[str, str, tuple[str, ...]]  # (apiGroup, resource, verbs)
+
+NAMESPACED_RULES: list[Rule] = [
+    ("llamaops.dev", "llamadeployments", ("list", "watch", "patch")),
+    ("llamaops.dev", "llamadeployments/status", ("patch",)),
+    ("llamaops.dev", "llamadeployments/finalizers", ("update",)),
+    ("apps", "deployments", ("list", "watch", "create", "patch")),
+    ("", "services", ("list", "watch", "create", "patch")),
+    ("", "secrets", ("get",)),
+    ("", "events", ("create",)),
+]
+CLUSTER_RULES: list[Rule] = [
+    ("", "nodes", ("list", "watch")),
+    ("apiextensions.k8s.io", "customresourcedefinitions", ("list", "watch")),
+]
+NAMESPACES_RULE: Rule = ("", "namespaces", ("list", "watch"))
+CLUSTER_PEERING_RULE: Rule = ("kopf.dev", "clusterkopfpeerings", ("list", "watch", "patch"))
+PEERING_RULE: Rule = ("kopf.dev", "kopfpeerings", ("list", "watch", "patch"))
+ALL_RULES = [*NAMESPACED_RULES, *CLUSTER_RULES]
+
+
+def rules(role: dict[str, Any]) -> list[Rule]:
+    flat: list[Rule] = []
+    for rule in role["rules"]:
+        assert set(rule) == {"apiGroups", "resources", "verbs"}, rule
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                flat.append((group, resource, tuple(rule["verbs"])))
+    return flat
+
+
+def operator_roles(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The operator's own roles (not the users' llamadeployment-viewer/-editor)."""
+    roles = [*chartkit.of_kind(objects, "ClusterRole"), *chartkit.of_kind(objects, "Role")]
+    return [role for role in roles if "llamadeployment-" not in role["metadata"]["name"]]
+
+
+def aggregated_into(role: dict[str, Any]) -> set[str]:
+    prefix = "rbac.authorization.k8s.io/aggregate-to-"
+    labels: dict[str, str] = role["metadata"]["labels"]
+    return {
+        key.removeprefix(prefix)
+        for key, value in labels.items()
+        if key.startswith(prefix) and value == "true"
+    }
+
+
+DANGEROUS_VERBS = {"delete", "deletecollection", "escalate", "bind", "impersonate"}
+
+
+@pytest.mark.parametrize("name", sorted(chartkit.VALUE_SETS))
+def test_no_wildcards_and_no_delete(name: str) -> None:
+    objects = chartkit.render(chartkit.VALUE_SETS[name])
+    for role in [*chartkit.of_kind(objects, "ClusterRole"), *chartkit.of_kind(objects, "Role")]:
+        for rule in role["rules"]:
+            for field in ("apiGroups", "resources", "verbs"):
+                assert "*" not in rule[field], (role["metadata"]["name"], rule)
+            assert "nonResourceURLs" not in rule
+            assert "resourceNames" not in rule
+    for role in operator_roles(objects):
+        for _, _, verbs in rules(role):
+            assert not DANGEROUS_VERBS & set(verbs)
+
+
+def test_cluster_role_all_namespaces() -> None:
+    objects = chartkit.render()
+    role = chartkit.find(objects, "ClusterRole", "llama-operator")
+    assert rules(role) == ALL_RULES
+    assert not chartkit.of_kind(objects, "Role")
+    assert not chartkit.of_kind(objects, "RoleBinding")
+
+
+def test_cluster_role_with_peering() -> None:
+    objects = chartkit.render(chartkit.VALUE_SETS["peering"])
+    role = chartkit.find(objects, "ClusterRole", "llama-operator")
+    assert rules(role) == [*NAMESPACED_RULES, *CLUSTER_RULES, CLUSTER_PEERING_RULE]
+
+
+def test_rules_cover_what_the_handlers_watch() -> None:
+    # The custom resource and the children and nodes that handlers.py indexes; the kinds
+    # k8s.py applies (server-side apply: create and patch).
+    granted = {(group, resource): verbs for group, resource, verbs in ALL_RULES}
+    assert {"list", "watch", "patch"} <= set(granted[(api.GROUP, api.PLURAL)])
+    for key in (("apps", "deployments"), ("", "services"), ("", "nodes")):
+        assert {"list", "watch"} <= set(granted[key])
+    for kind in ("Deployment", "Service"):
+        plural, _ = k8s.PLURALS[kind]
+        group = "apps" if kind == "Deployment" else ""
+        assert {"create", "patch"} <= set(granted[(group, plural)])
+
+
+def test_namespaced_mode() -> None:
+    objects = chartkit.render(chartkit.VALUE_SETS["namespaced"])
+    cluster_role = chartkit.find(objects, "ClusterRole", "llama-operator")
+    # Nodes are cluster-scoped, Kopf watches CRDs and follows the named namespaces.
+    assert rules(cluster_role) == [*CLUSTER_RULES, NAMESPACES_RULE]
+    roles = chartkit.of_kind(objects, "Role")
+    bindings = chartkit.of_kind(objects, "RoleBinding")
+    assert sorted(role["metadata"]["namespace"] for role in roles) == ["ai", "team-b"]
+    assert sorted(binding["metadata"]["namespace"] for binding in bindings) == ["ai", "team-b"]
+    for role in roles:
+        assert rules(role) == NAMESPACED_RULES
+    for binding in bindings:
+        assert binding["roleRef"] == {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "Role",
+            "name": "llama-operator",
+        }
+        assert binding["subjects"] == [
+            {"kind": "ServiceAccount", "name": "llama-operator", "namespace": chartkit.NAMESPACE}
+        ]
+    args = chartkit.container(objects)["args"]
+    assert args[:4] == ["-n", "ai", "-n", "team-b"]
+    assert "--all-namespaces" not in args
+
+
+def test_namespaced_mode_with_peering() -> None:
+    objects = chartkit.render(chartkit.VALUE_SETS["peering-namespaced"])
+    cluster_role = chartkit.find(objects, "ClusterRole", "llama-operator")
+    assert rules(cluster_role) == [*CLUSTER_RULES, NAMESPACES_RULE]
+    for role in chartkit.of_kind(objects, "Role"):
+        assert rules(role) == [*NAMESPACED_RULES, PEERING_RULE]
+
+
+def test_cluster_role_binding() -> None:
+    binding = chartkit.find(chartkit.render(), "ClusterRoleBinding")
+    assert binding["roleRef"]["name"] == "llama-operator"
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "llama-operator", "namespace": chartkit.NAMESPACE}
+    ]
+
+
+def test_rbac_can_be_left_out() -> None:
+    objects = chartkit.render({"rbac": {"create": False, "userRoles": False}})
+    kinds = {obj["kind"] for obj in objects}
+    assert not kinds & {"ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}
+
+
+def test_user_roles_aggregate_into_the_builtin_roles() -> None:
+    objects = chartkit.render()
+    viewer = chartkit.find(objects, "ClusterRole", "llama-operator-llamadeployment-viewer")
+    editor = chartkit.find(objects, "ClusterRole", "llama-operator-llamadeployment-editor")
+    assert aggregated_into(viewer) == {"view", "edit", "admin"}
+    assert aggregated_into(editor) == {"edit", "admin"}
+    assert rules(viewer) == [
+        ("llamaops.dev", "llamadeployments", ("get", "list", "watch")),
+        ("llamaops.dev", "llamadeployments/status", ("get",)),
+    ]
+    editor_rules = {(group, resource): set(verbs) for group, resource, verbs in rules(editor)}
+    assert editor_rules[("llamaops.dev", "llamadeployments/scale")] == {"get", "update", "patch"}
+    crud = editor_rules[("llamaops.dev", "llamadeployments")]
+    assert {"create", "update", "patch", "delete"} <= crud
+    assert editor_rules[("llamaops.dev", "llamadeployments/status")] == {"get"}
+
+
+RULE_FILES = ["templates/rbac/_rules.tpl", "templates/rbac/user-roles.yaml"]
+
+
+@pytest.mark.parametrize("path", RULE_FILES)
+def test_every_rule_is_commented_in_the_template(path: str) -> None:
+    lines = (chartkit.CHART / path).read_text(encoding="utf-8").splitlines()
+    starts = [index for index, line in enumerate(lines) if line.startswith("- apiGroups:")]
+    assert starts
+    for index in starts:
+        assert lines[index - 1].startswith("# "), f"{path}:{index + 1} has no comment"
+
+
+def test_rules_are_commented_in_install_yaml() -> None:
+    # The comments travel with the rules into manifests/install.yaml.
+    lines = (chartkit.ROOT / "manifests" / "install.yaml").read_text(encoding="utf-8").splitlines()
+    starts = [index for index, line in enumerate(lines) if line.startswith("- apiGroups:")]
+    assert starts
+    for index in starts:
+        assert lines[index - 1].startswith("# ")
+
+
+def test_framework_and_application_rules_are_told_apart() -> None:
+    text = (chartkit.CHART / "templates/rbac/_rules.tpl").read_text(encoding="utf-8")
+    lines = text.splitlines()
+    for index, line in enumerate(lines):
+        if line.startswith("- apiGroups:"):
+            # The first line of the rule's comment block names who needs it.
+            block_start = index - 1
+            while block_start > 0 and lines[block_start - 1].startswith("# "):
+                block_start -= 1
+            assert lines[block_start].startswith(("# Application", "# Framework")), line

@@ -1,0 +1,176 @@
+"""RBAC contract: the chart's ClusterRole grants exactly what the operator calls.
+
+The real operator runs through scenarios that exercise every code path that talks to
+the API (create, update, readiness, an unplannable spec, a Hub lookup that reads a
+token Secret, GPU-node discovery, an outside edit, deletion). Every request kmock saw
+is mapped to the (API group, resource, verb) the API server would authorise, and
+compared with the rules of the ClusterRole rendered by the real ``helm``: nothing the
+operator calls may be missing, and nothing may be granted that it never calls, except
+the few rules listed in ``NEEDED_BUT_NOT_CALLED`` with the reason they are needed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import pathlib
+import subprocess
+from typing import Any
+
+import pytest
+import yaml
+from kube import (
+    DEPLOYMENTS,
+    LLAMA,
+    SECRETS,
+    ApplyingEmulator,
+    create,
+    eventually,
+    gpu_node,
+    llama,
+    obj,
+    patch,
+    path,
+    status_of,
+)
+
+ROOT = pathlib.Path(__file__).parents[2]
+HELM = ROOT / ".cache" / "bin" / "helm"
+CHART = ROOT / "charts" / "llama-operator"
+
+Permission = tuple[str, str, str]  # (API group, resource[/subresource], verb)
+
+# Granted although no request in a run shows them, each for a stated reason.
+NEEDED_BUT_NOT_CALLED: dict[Permission, str] = {
+    ("llamaops.dev", "llamadeployments/finalizers", "update"): (
+        "children carry ownerReferences with blockOwnerDeletion; clusters running the "
+        "OwnerReferencesPermissionEnforcement admission plugin (OpenShift) require it"
+    ),
+}
+DISCOVERY_CONFIG = "images: {vllm: 'vllm/vllm-openai:v0.11.0'}\n"  # no pools: nodes are read
+
+
+def permissions(request: Any) -> set[Permission]:
+    """What the API server authorises for one recorded request (empty for discovery)."""
+    parts = [p for p in request.url.path.split("/") if p]
+    if len(parts) < 3:
+        return set()  # /api, /apis, /version: discovery, allowed to everyone
+    if parts[:1] == ["api"]:
+        group, rest = "", parts[2:]
+    elif parts[:1] == ["apis"]:
+        group, rest = parts[1], parts[3:]
+    else:
+        return set()
+    if len(rest) >= 2 and rest[0] == "namespaces" and len(rest) != 2:
+        rest = rest[2:]  # namespaced resource: drop namespaces/<ns>
+    if not rest:
+        return set()  # discovery (/api/v1, /apis/group/version): allowed to everyone
+    resource = rest[0]
+    named = len(rest) >= 2
+    if len(rest) >= 3:
+        resource = f"{resource}/{rest[2]}"
+    method = str(request.method.value)
+    if method == "GET":
+        if request.params.get("watch") in ("true", "1"):
+            verbs = {"watch"}
+        else:
+            verbs = {"get"} if named else {"list"}
+    elif method == "POST":
+        verbs = {"create"}
+    elif method == "PATCH":
+        # A server-side apply may create the object, which is authorised as create.
+        apply = "apply-patch" in request.headers.get("Content-Type", "")
+        verbs = {"patch", "create"} if apply else {"patch"}
+    elif method == "PUT":
+        verbs = {"update"}
+    else:
+        verbs = {method.lower()}
+    return {(group, resource, verb) for verb in verbs}
+
+
+def granted_by_chart() -> set[Permission]:
+    if not HELM.exists():
+        pytest.fail(f"helm not found at {HELM}: run make setup", pytrace=False)
+    homes = {
+        f"HELM_{k}_HOME": f"/tmp/llama-rbac-helm-{k.lower()}" for k in ("CACHE", "CONFIG", "DATA")
+    }
+    rendered = subprocess.run(
+        [str(HELM), "template", "llama-operator", str(CHART), "-n", "llama-operator"],
+        check=True,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **homes},
+    ).stdout
+    objects = [o for o in yaml.safe_load_all(rendered) if o]
+    (binding,) = [o for o in objects if o["kind"] == "ClusterRoleBinding"]
+    role_name = binding["roleRef"]["name"]
+    (role,) = [
+        o for o in objects if o["kind"] == "ClusterRole" and o["metadata"]["name"] == role_name
+    ]
+    granted: set[Permission] = set()
+    for rule in role["rules"]:
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                for verb in rule["verbs"]:
+                    assert "*" not in (group, resource, verb), rule
+                    granted.add((group, resource, verb))
+    return granted
+
+
+@pytest.mark.operator_config(DISCOVERY_CONFIG)
+async def test_chart_clusterrole_grants_exactly_what_the_operator_calls(
+    operator: ApplyingEmulator,
+) -> None:
+    async with operator.post("/api/v1/nodes", json=gpu_node("gpu-1", "NVIDIA-L4", 4, 23034)) as r:
+        assert r.status < 300
+    # A model outside the catalog with a token: the Hub lookup reads the Secret.
+    await create(
+        operator,
+        SECRETS,
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "hf", "namespace": "ai"},
+            "data": {"token": "aGZfdGVzdA=="},
+        },
+    )
+    hub_spec = {
+        "model": {"id": "example-org/tiny-llama", "tokenSecretRef": {"name": "hf", "key": "token"}}
+    }
+    await create(operator, LLAMA, llama("hub", spec=hub_spec))
+    await create(operator, LLAMA, llama("chat"))
+    await create(operator, LLAMA, llama("bad", spec={"model": {"id": "x/unknown"}}))
+    await eventually(lambda: obj(operator, DEPLOYMENTS, "chat-primary"))
+    await eventually(lambda: obj(operator, DEPLOYMENTS, "hub-primary"))
+    await eventually(lambda: status_of(operator, "bad").get("phase") == "Failed")
+    await patch(
+        operator,
+        DEPLOYMENTS,
+        "chat-primary",
+        {"status": {"replicas": 1, "readyReplicas": 1, "updatedReplicas": 1}},
+        subresource="status",
+    )
+    await eventually(lambda: status_of(operator).get("phase") == "Ready")
+    await patch(
+        operator, LLAMA, "chat", {"spec": {"model": {"id": "meta-llama/Llama-3.2-3B-Instruct"}}}
+    )
+    await eventually(lambda: status_of(operator).get("observedGeneration") == 2)
+    async with operator.delete(path(LLAMA, "hub")) as r:  # Kopf releases its finalizer
+        assert r.status < 300
+    await asyncio.sleep(1.0)
+
+    # The test's own requests (its creates and patches) are not the operator's.
+    ours = {"kmock", "python"}
+    called: set[Permission] = set()
+    for request in operator:
+        agent = request.headers.get("User-Agent", "")
+        if any(agent.lower().startswith(prefix) for prefix in ours):
+            continue
+        called |= permissions(request)
+    granted = granted_by_chart()
+
+    assert called - granted == set(), "the operator calls what the ClusterRole does not grant"
+    unused = granted - called - set(NEEDED_BUT_NOT_CALLED)
+    assert unused == set(), "the ClusterRole grants what the operator never calls"
+    assert ("", "secrets", "get") in called  # the scenario really covered the token read
+    assert ("", "nodes", "watch") in called
