@@ -81,9 +81,10 @@ test-contract: $(STAMP) ## only the Kopf-against-kmock contract tests
 test-e2e: $(STAMP) ## opt-in: the e2e tier against the current kube context (a test cluster)
 	$(BIN)/pytest --with-e2e tests/e2e
 
-bench: $(STAMP) ## benchmarks: planner vs brute force, reconcile cost against kmock
+bench: $(STAMP) ## benchmarks: planner vs brute force, reconcile cost, install footprint
 	$(BIN)/python benchmarks/bench_planner.py
 	$(BIN)/python benchmarks/bench_reconcile.py
+	$(BIN)/python benchmarks/bench_footprint.py
 
 run: $(STAMP) ## run the operator against the current kubeconfig (all namespaces)
 	$(BIN)/llama-operator run --all-namespaces
