@@ -25,6 +25,7 @@ from typing import Any
 import hypothesis
 import jsonschema
 import pytest
+import samples
 import yaml
 from hypothesis import strategies as st
 from lupa import lua51
@@ -114,23 +115,7 @@ def run(obj: Mapping[str, Any]) -> dict[str, Any]:
     return verdict
 
 
-PLAN = api.Plan(
-    engine="vllm",
-    pool="l4",
-    gpuProduct="NVIDIA-L4",
-    gpusPerReplica=1,
-    tensorParallel=1,
-    quantization="none",
-    dtype="bfloat16",
-    maxModelLen=7680,
-    maxConcurrentSequences=4,
-    gpuMemoryUtilization=0.9,
-    weightsGiB=14.96,
-    estimatedGPUMemoryGiB=20.2,
-    kvCacheGiB=3.8,
-    costPerHour=0.8,
-    reason="8.03B at 16-bit needs 15 GiB of weights; 1x NVIDIA-L4 (l4) at bf16 fits",
-)
+PLAN = samples.PLAN
 PLAN_JSON = PLAN.model_dump(mode="json", exclude_none=True)
 SUMMARY = "l4 (1x NVIDIA-L4, none)"
 NOW = "2026-01-01T00:00:00Z"

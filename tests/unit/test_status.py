@@ -5,26 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+import samples
 
-from llama_operator import api, conditions, status
+from llama_operator import conditions, status
 
-PLAN = api.Plan(
-    engine="vllm",
-    pool="l4",
-    gpuProduct="NVIDIA-L4",
-    gpusPerReplica=1,
-    tensorParallel=1,
-    quantization="none",
-    dtype="bfloat16",
-    maxModelLen=7680,
-    maxConcurrentSequences=4,
-    gpuMemoryUtilization=0.9,
-    weightsGiB=14.96,
-    estimatedGPUMemoryGiB=20.2,
-    kvCacheGiB=3.8,
-    costPerHour=0.8,
-    reason="because",
-)
+PLAN = samples.PLAN
 T0, T1 = "2026-01-01T00:00:00Z", "2026-01-01T00:05:00Z"
 
 
@@ -105,7 +90,7 @@ class TestConditions:
         for type_ in ("Planned", "Available", "Ready"):
             assert condition(result, type_)["status"] == "True"
             assert condition(result, type_)["observedGeneration"] == 1
-        assert condition(result, "Planned")["message"] == "because"
+        assert condition(result, "Planned")["message"] == PLAN.reason
 
     def test_transition_time_moves_only_when_status_changes(self) -> None:
         first = status.compute(observe(deployment=deployment(ready=0)))
