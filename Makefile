@@ -34,12 +34,13 @@ plan: $(STAMP) ## plan FILE=path (default: every bundled example), OUTPUT=text|j
 render: $(STAMP) ## render FILE=path: every object the operator would create
 	$(BIN)/llama-operator render -f $(or $(FILE),manifests/examples/)
 
-generate: $(STAMP) ## regenerate crds/, docs/reference/api.md, the chart's CRD and manifests/
+generate: $(STAMP) ## regenerate crds/, the chart's CRD, manifests/, reference docs
 	$(BIN)/llama-operator crds > crds/llamadeployments.llamaops.dev.yaml
 	$(BIN)/python -c "from llama_operator import crd; import pathlib; \
 	  pathlib.Path('docs/reference/api.md').write_text(crd.reference_markdown())"
 	$(BIN)/python hack/generate_chart.py
 	$(BIN)/python hack/generate_argocd.py
+	$(BIN)/python hack/generate_values_doc.py
 
 drift: $(STAMP) ## fail when a generated file differs from what the generators produce
 	@tmp=$$(mktemp -d) && \
@@ -50,6 +51,7 @@ drift: $(STAMP) ## fail when a generated file differs from what the generators p
 	diff -u docs/reference/api.md $$tmp/api.md && \
 	$(BIN)/python hack/generate_chart.py --check && \
 	$(BIN)/python hack/generate_argocd.py --check && \
+	$(BIN)/python hack/generate_values_doc.py --check && \
 	echo "generated files are up to date" || \
 	{ echo "generated files drifted: run 'make generate' and commit"; exit 1; }
 
