@@ -10,9 +10,11 @@ WORKDIR /src
 RUN python -m venv /opt/llama-operator
 COPY pyproject.toml constraints.txt README.md ./
 COPY operator ./operator
-# Exact versions from constraints.txt: the image holds what CI tested.
-RUN /opt/llama-operator/bin/pip install --upgrade pip \
- && /opt/llama-operator/bin/pip install -c constraints.txt .
+# Exact versions from constraints.txt: the image holds what CI tested. pip and the
+# venv's own setuptools are removed afterwards: the running operator needs neither,
+# and an unused, unpinned installer is only attack surface.
+RUN /opt/llama-operator/bin/pip install -c constraints.txt . \
+ && /opt/llama-operator/bin/pip uninstall --yes pip setuptools
 
 FROM ${PYTHON_IMAGE}
 # No compilers, no pip cache, no source tree: only the virtualenv.

@@ -231,6 +231,7 @@ def parse_dockerfile(path: pathlib.Path = ROOT / "Dockerfile") -> Dockerfile:
 _ALLOWED_COMMANDS = (
     r"python3? -m venv {venv}",
     r"{venv}/bin/(pip|python -m pip) install( \S+)+",
+    r"{venv}/bin/(pip|python -m pip) uninstall( \S+)+",
 )
 
 
