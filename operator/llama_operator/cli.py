@@ -20,7 +20,7 @@ import yaml
 from kopf import cli as kopf_cli
 
 import llama_operator
-from llama_operator import api, config, crd, facts, hub, pools, reconcile
+from llama_operator import api, catalog, config, crd, facts, hub, licenses, pools, reconcile
 
 PLACEHOLDER_UID = "00000000-0000-0000-0000-000000000000"
 
@@ -76,6 +76,10 @@ def _parser() -> argparse.ArgumentParser:
     render = sub.add_parser("render", help="print every object the operator would create")
     with_inputs(render)
     render.set_defaults(func=_cmd_render)
+
+    lic = sub.add_parser("licenses", help="list the model licences the operator knows")
+    lic.add_argument("-o", "--output", choices=("text", "json", "yaml"), default="text")
+    lic.set_defaults(func=_cmd_licenses)
 
     crds = sub.add_parser("crds", help="print the CustomResourceDefinition")
     crds.set_defaults(func=_cmd_crds)
@@ -156,6 +160,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
             entry["error"] = {"reason": exc.failure.reason, "message": exc.failure.message}
         else:
             entry["plan"] = wanted.plan.model_dump(mode="json")
+        entry["license"] = _license_entry(doc)
         results.append(entry)
 
     if not results:
@@ -166,17 +171,56 @@ def _cmd_plan(args: argparse.Namespace) -> int:
             print(_plan_text(entry))
     else:
         payload: Any = results[0] if len(results) == 1 else {"items": results}
+        # Unescaped, so the licence notice reads exactly as it must be reproduced.
         if args.output == "json":
-            print(json.dumps(payload, indent=2))
+            print(json.dumps(payload, indent=2, ensure_ascii=False))
         else:
-            print(yaml.safe_dump(payload, sort_keys=False), end="")
+            print(yaml.safe_dump(payload, sort_keys=False, allow_unicode=True), end="")
     return 1 if failed or not results else 0
+
+
+def _license_entry(doc: dict[str, Any]) -> dict[str, Any]:
+    """The licence of a document's model, from what is known offline (no Hub card yet)."""
+    spec = _mapping(doc.get("spec"))
+    model, chosen = _mapping(spec.get("model")), _mapping(spec.get("license"))
+    model_id = str(model.get("id") or "")
+    override = chosen.get("id")
+    entry = catalog.lookup(model_id) if model_id else None
+    found = licenses.detect(
+        model_id=model_id,
+        override=str(override) if override is not None else None,
+        catalog_license=entry.license if entry is not None else None,
+    )
+    return {
+        **found.as_dict(),
+        "euMultimodal": licenses.eu_multimodal_notice(found.license, model_id),
+    }
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _license_text(found: dict[str, Any]) -> str:
+    if found["id"] is None:
+        return f"  license: unknown ({found['source']}) {found['detail']}\n"
+    parts = [str(found["name"])]
+    if found["acceptanceRequired"]:
+        parts.append(f"accept the use policy {found['aupURL']}")
+    if found["attribution"]:
+        parts.append(f'display "{found["attribution"]}"')
+    if found["restricted"]:
+        parts.append(f"RESTRICTED: {found['restricted']}")
+    if found["euMultimodal"]:
+        parts.append("multimodal: not licensed in the EU (see the use policy)")
+    return f"  license: {found['id']} ({found['source']}) {'; '.join(parts)}\n"
 
 
 def _plan_text(entry: dict[str, Any]) -> str:
     head = f"{entry['namespace']}/{entry['name']} ({entry['model']})"
+    found = _license_text(entry["license"])
     if "error" in entry:
-        return f"{head}\n  ERROR {entry['error']['reason']}: {entry['error']['message']}\n"
+        return f"{head}\n  ERROR {entry['error']['reason']}: {entry['error']['message']}\n{found}"
     p = entry["plan"]
     cost = f", ${p['costPerHour']:.2f}/h per replica" if p.get("costPerHour") is not None else ""
     return (
@@ -187,7 +231,35 @@ def _plan_text(entry: dict[str, Any]) -> str:
         f"  memory per GPU ~{p['estimatedGPUMemoryGiB']} GiB, KV cache {p['kvCacheGiB']} GiB "
         f"per replica ({p['maxConcurrentSequences']} full-length sequences)\n"
         f"  why: {p['reason']}\n"
+        f"{found}"
     )
+
+
+def _cmd_licenses(args: argparse.Namespace) -> int:
+    items = [lic.as_dict() for lic in licenses.REGISTRY.values()]
+    if args.output == "json":
+        print(json.dumps({"items": items}, indent=2, ensure_ascii=False))
+    elif args.output == "yaml":
+        print(yaml.safe_dump({"items": items}, sort_keys=False, allow_unicode=True), end="")
+    else:
+        for lic in licenses.REGISTRY.values():
+            print(_license_block(lic))
+    return 0
+
+
+def _license_block(lic: licenses.License) -> str:
+    gate = "acceptance required" if lic.acceptance_required else "no acceptance needed"
+    lines = [f"{lic.id}: {lic.name} ({gate})", f"  licence: {lic.license_url}"]
+    if lic.notice:
+        lines.append(f"  notice: {lic.notice}")
+    if lic.attribution:
+        lines.append(f"  attribution: {lic.attribution}")
+    if lic.aup_url:
+        lines.append(f"  use policy: {lic.aup_url}")
+    if lic.restricted:
+        lines.append(f"  RESTRICTED: {lic.restricted}")
+    lines.extend(f"  - {clause}" for clause in lic.clauses)
+    return "\n".join(lines) + "\n"
 
 
 def _cmd_render(args: argparse.Namespace) -> int:
