@@ -7,34 +7,21 @@ missing helm fails the tests: it is part of ``make setup``, never optional.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import pathlib
 import subprocess
 import tempfile
 from collections.abc import Mapping, Sequence
-from types import ModuleType
 from typing import Any
 
 import pytest
 import yaml
+from hack import generate_chart as generator
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "llama-operator"
 RELEASE = "llama-operator"
 NAMESPACE = "llama-operator"
-
-
-def _load_generator() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("generate_chart", ROOT / "hack/generate_chart.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-generator = _load_generator()
 
 
 def helm_path() -> pathlib.Path:

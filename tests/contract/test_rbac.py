@@ -12,13 +12,12 @@ the few rules listed in ``NEEDED_BUT_NOT_CALLED`` with the reason they are neede
 from __future__ import annotations
 
 import asyncio
-import os
 import pathlib
-import subprocess
 from typing import Any
 
 import pytest
 import yaml
+from hack import generate_chart
 from kube import (
     DEPLOYMENTS,
     LLAMA,
@@ -91,16 +90,11 @@ def permissions(request: Any) -> set[Permission]:
 def granted_by_chart() -> set[Permission]:
     if not HELM.exists():
         pytest.fail(f"helm not found at {HELM}: run make setup", pytrace=False)
-    homes = {
-        f"HELM_{k}_HOME": f"/tmp/llama-rbac-helm-{k.lower()}" for k in ("CACHE", "CONFIG", "DATA")
-    }
-    rendered = subprocess.run(
-        [str(HELM), "template", "llama-operator", str(CHART), "-n", "llama-operator"],
-        check=True,
-        capture_output=True,
-        text=True,
-        env={**os.environ, **homes},
-    ).stdout
+    done = generate_chart.helm(
+        "template", "llama-operator", str(CHART), "-n", "llama-operator", helm_path=HELM
+    )
+    assert done.returncode == 0, done.stderr
+    rendered = done.stdout
     objects = [o for o in yaml.safe_load_all(rendered) if o]
     (binding,) = [o for o in objects if o["kind"] == "ClusterRoleBinding"]
     role_name = binding["roleRef"]["name"]

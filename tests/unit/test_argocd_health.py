@@ -13,12 +13,8 @@ statuses made by the real ``status.compute``, so the script and the operator can
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import os
 import pathlib
-import subprocess
-import types
 from collections.abc import Mapping
 from typing import Any
 
@@ -27,6 +23,7 @@ import jsonschema
 import pytest
 import samples
 import yaml
+from hack import generate_argocd, generate_chart
 from hypothesis import strategies as st
 from lupa import lua51
 
@@ -420,36 +417,8 @@ def test_the_sandbox_really_lacks_the_string_library() -> None:
 # operator really writes.
 
 
-def deployment(
-    *, replicas: int = 1, ready: int = 0, updated: int | None = None, deadline: bool = False
-) -> dict[str, Any]:
-    exceeded = [{"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded"}]
-    return {
-        "metadata": {"generation": 1},
-        "status": {
-            "replicas": replicas,
-            "readyReplicas": ready,
-            "updatedReplicas": replicas if updated is None else updated,
-            "observedGeneration": 1,
-            "conditions": exceeded if deadline else [],
-        },
-    }
-
-
-def observe(**overrides: Any) -> status.Observation:
-    values: dict[str, Any] = {
-        "generation": 1,
-        "previous": {},
-        "plan": PLAN,
-        "failure": None,
-        "deployment": None,
-        "desired_replicas": 1,
-        "selector": "llamaops.dev/deployment=chat,llamaops.dev/variant=primary",
-        "not_yet_active": (),
-        "now": NOW,
-    }
-    values.update(overrides)
-    return status.Observation(**values)
+deployment = samples.deployment
+observe = samples.observe
 
 
 def computed(observation: status.Observation, *, generation: int | None = None) -> dict[str, Any]:
@@ -581,31 +550,20 @@ def test_every_computed_phase_maps_to_its_health(observation: status.Observation
 # The generated argocd-cm patch and the example Applications.
 
 
-def generator() -> types.ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "generate_argocd", ROOT / "hack" / "generate_argocd.py"
-    )
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 class TestConfigMapPatch:
     def test_committed_patch_is_what_the_generator_renders(self) -> None:
-        assert CM_PATCH.read_text() == generator().render(SCRIPT), (
+        assert CM_PATCH.read_text() == generate_argocd.render(SCRIPT), (
             "run: python hack/generate_argocd.py"
         )
 
     def test_generator_check_mode_agrees(self) -> None:
-        assert generator().main(["--check"]) == 0
+        assert generate_argocd.main(["--check"]) == 0
 
     def test_key_is_argo_cds_group_kind_format(self) -> None:
         patch = yaml.safe_load(CM_PATCH.read_text())
         assert list(patch["data"]) == [HEALTH_KEY]
         assert (
-            generator().HEALTH_KEY
+            generate_argocd.HEALTH_KEY
             == HEALTH_KEY
             == (f"resource.customizations.health.{api.GROUP}_{api.KIND}")
         )
@@ -620,7 +578,7 @@ class TestConfigMapPatch:
     @pytest.mark.parametrize("lua", ["", "x", "x\n\n", "\tx\n", "x  \n", " x\n", "x\r\n"])
     def test_refuses_scripts_yaml_would_not_return_unchanged(self, lua: str) -> None:
         with pytest.raises(ValueError, match=r"health\.lua"):
-            generator().render(lua)
+            generate_argocd.render(lua)
 
 
 def load_app(path: pathlib.Path) -> dict[str, Any]:
@@ -682,15 +640,19 @@ class TestApplications:
         values.write_text(
             json.dumps(load_app(OPERATOR_APP)["spec"]["source"]["helm"]["valuesObject"])
         )
-        homes = {f"HELM_{kind}_HOME": str(tmp_path / kind) for kind in ("CACHE", "CONFIG", "DATA")}
-        command = [str(HELM), "template", "llama-operator", str(CHART), "-f", str(values)]
-        rendered = subprocess.run(
-            [*command, "--namespace", "llama-operator", "--kube-version", "1.30.0"],
-            capture_output=True,
-            text=True,
-            check=True,
-            env={"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path), **homes},
+        rendered = generate_chart.helm(
+            "template",
+            "llama-operator",
+            str(CHART),
+            "-f",
+            str(values),
+            "--namespace",
+            "llama-operator",
+            "--kube-version",
+            "1.30.0",
+            helm_path=HELM,
         )
+        assert rendered.returncode == 0, rendered.stderr
         waves = {
             (doc["kind"], doc["metadata"]["name"]): int(
                 (doc["metadata"].get("annotations") or {}).get("argocd.argoproj.io/sync-wave", 0)

@@ -13,42 +13,8 @@ PLAN = samples.PLAN
 T0, T1 = "2026-01-01T00:00:00Z", "2026-01-01T00:05:00Z"
 
 
-def deployment(
-    *,
-    replicas: int = 1,
-    ready: int = 0,
-    updated: int | None = None,
-    generation: int = 1,
-    observed: int = 1,
-    deadline: bool = False,
-) -> dict[str, Any]:
-    conds = [{"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded"}]
-    return {
-        "metadata": {"generation": generation},
-        "status": {
-            "replicas": replicas,
-            "readyReplicas": ready,
-            "updatedReplicas": replicas if updated is None else updated,
-            "observedGeneration": observed,
-            "conditions": conds if deadline else [],
-        },
-    }
-
-
-def observe(**overrides: Any) -> status.Observation:
-    values: dict[str, Any] = {
-        "generation": 1,
-        "previous": {},
-        "plan": PLAN,
-        "failure": None,
-        "deployment": None,
-        "desired_replicas": 1,
-        "selector": "s",
-        "not_yet_active": (),
-        "now": T0,
-    }
-    values.update(overrides)
-    return status.Observation(**values)
+deployment = samples.deployment
+observe = samples.observe
 
 
 def condition(result: dict[str, Any], type_: str) -> dict[str, Any]:

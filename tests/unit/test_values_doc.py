@@ -9,33 +9,18 @@ types and examples, on small synthetic charts.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import pathlib
 import re
-from types import ModuleType
 from typing import Any
 
 import pytest
 import yaml
+from hack import generate_values_doc as gen
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "reference" / "helm-values.md"
 VALUES = ROOT / "charts" / "llama-operator" / "values.yaml"
-
-
-def _load_generator() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "generate_values_doc", ROOT / "hack" / "generate_values_doc.py"
-    )
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-gen = _load_generator()
 
 
 def _rows(page: str) -> dict[str, str]:

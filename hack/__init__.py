@@ -1,0 +1,1 @@
+"""Build and generation scripts (run as ``python hack/NAME.py``; tests import them)."""
