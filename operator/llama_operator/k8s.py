@@ -19,7 +19,6 @@ import base64
 import dataclasses
 import json
 import os
-import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -146,23 +145,3 @@ class Client:
         if encoded is None:
             return None
         return base64.b64decode(encoded).decode().strip()
-
-
-_lock = threading.Lock()
-_shared: Client | None = None
-
-
-def shared(*, field_manager: str) -> Client:
-    """A process-wide client, created on first use (handlers run in several threads)."""
-    global _shared  # noqa: PLW0603 - one connection pool per process is the point
-    with _lock:
-        if _shared is None:
-            _shared = Client.from_environment(field_manager=field_manager)
-        return _shared
-
-
-def reset() -> None:
-    """Forget the shared client (a new operator run may point at another cluster)."""
-    global _shared  # noqa: PLW0603
-    with _lock:
-        _shared = None

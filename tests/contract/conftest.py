@@ -31,7 +31,7 @@ from kube import (
 )
 
 from llama_operator import handlers as _handlers  # noqa: F401 - registers them with Kopf
-from llama_operator import hub, k8s
+from llama_operator import hub
 
 
 def free_port() -> int:
@@ -58,7 +58,6 @@ async def cluster(
         monkeypatch.setenv("LLAMA_OPERATOR_METRICS_ADDRESS", "127.0.0.1")
         monkeypatch.setenv("LLAMA_OPERATOR_METRICS_PORT", str(free_port()))
         hub.clear_cache()
-        k8s.reset()
         yield emulator
 
 

@@ -23,7 +23,7 @@ import pytest
 from kubernetes import client as kclient
 from kubernetes import config as kconfig
 
-from llama_operator import api, crd, k8s
+from llama_operator import api, crd
 
 pytestmark = pytest.mark.e2e
 
@@ -82,7 +82,6 @@ async def operator(
     config_file = tmp_path / "config.yaml"
     config_file.write_text(POOLS)
     monkeypatch.setenv("LLAMA_OPERATOR_CONFIG", str(config_file))
-    k8s.reset()
     stop = asyncio.Event()
     task = asyncio.create_task(
         kopf.operator(namespaces=[namespace], standalone=True, stop_flag=stop)

@@ -72,8 +72,6 @@ METRICS: dict[api.Engine, dict[Signal, tuple[str, ...]]] = {
     },
 }
 
-DISPLAY_NAMES: dict[api.Engine, str] = {"vllm": vllm.DISPLAY_NAME, "tgi": tgi.DISPLAY_NAME}
-
 
 def image(*, spec: api.LlamaDeploymentSpec, plan: api.Plan, settings: config.OperatorConfig) -> str:
     """The engine image: the spec's override, else the operator's pinned image."""
