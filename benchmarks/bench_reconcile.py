@@ -481,7 +481,11 @@ async def wait_quiet(cluster: Emulator, timeout: float) -> float:
 
 
 def spec_for(index: int) -> dict[str, Any]:
-    return {"model": {"id": MODELS[index % len(MODELS)]}, "replicas": 1}
+    return {
+        "model": {"id": MODELS[index % len(MODELS)]},
+        "replicas": 1,
+        "license": {"accept": True},  # every bundled model is a Llama: serve after acceptance
+    }
 
 
 @contextlib.asynccontextmanager

@@ -12,7 +12,10 @@
 --   Progressing  no status yet; status for an older generation; no plan chosen yet;
 --                phase Pending or Progressing (the first start downloads the model,
 --                which can take long); phase Ready while condition Ready is not True
---   Degraded     condition Planned=False; phase Failed or Degraded
+--   Degraded     condition Planned=False; a closed gate (LicenseAccepted=False: the
+--                model licence's use policy is not accepted; ModelAccessible=False:
+--                no access to a gated model), which waits for a person, so it is not
+--                shown as progress; phase Failed or Degraded
 
 local function field(value, key)
   if type(value) ~= "table" then
@@ -108,6 +111,18 @@ local function assess(o)
       m = text(reason) .. ": " .. m
     end
     return verdict("Degraded", m)
+  end
+
+  for _, kind in ipairs({"LicenseAccepted", "ModelAccessible"}) do
+    local gate = condition(conditions, kind)
+    if field(gate, "status") == "False" then
+      local m = message_of(gate) or "see the LlamaDeployment's conditions"
+      local reason = field(gate, "reason")
+      if reason ~= nil then
+        m = text(reason) .. ": " .. m
+      end
+      return verdict("Degraded", m)
+    end
   end
 
   if phase == "Failed" or phase == "Degraded" then

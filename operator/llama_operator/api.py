@@ -8,7 +8,7 @@ descriptions from the ``Field(description=...)`` texts, CEL rules from
 schema the API server enforces and the one the operator trusts cannot drift apart.
 
 Fields that later capabilities will act on (autoscaling, rollout, traffic,
-fallbacks, licence) are declared and validated now so the API is designed once;
+fallbacks) are declared and validated now so the API is designed once;
 ``NOT_YET_ACTIVE`` lists them, and the reconciler reports a warning condition when
 one is set, never accepting it silently.
 """
@@ -306,13 +306,25 @@ class Fallback(Model):
 
 
 class License(Model):
-    """Acceptance of the model licence's use policy (acted on in a later release)."""
+    """The model licence: acceptance of its use policy, and an optional override of its id."""
 
     accept: bool = Field(
-        default=False, description="Accept the licence and its Acceptable Use Policy."
+        default=False,
+        description=(
+            "Accept the model's licence and its Acceptable Use Policy. Licences with a use "
+            "policy (every Llama version, Gemma) are served only once this is true; "
+            "`llama-operator licenses` lists which. Setting it back to false on a serving "
+            "deployment is refused and reported, never acted on by tearing the endpoint down."
+        ),
     )
     id: str | None = Field(
-        default=None, max_length=64, description="Override the detected licence id, e.g. llama3.1."
+        default=None,
+        min_length=1,
+        max_length=64,
+        description=(
+            "Override the detected licence id (e.g. llama3.1), for a model whose card and name "
+            "do not say. Must be an id `llama-operator licenses` lists."
+        ),
     )
 
 
@@ -356,7 +368,7 @@ class LlamaDeploymentSpec(Model):
 
 
 # Spec fields that are validated now but whose behaviour ships in later releases.
-NOT_YET_ACTIVE: tuple[str, ...] = ("autoscaling", "rollout", "traffic", "fallbacks", "license")
+NOT_YET_ACTIVE: tuple[str, ...] = ("autoscaling", "rollout", "traffic", "fallbacks")
 
 
 class Plan(Model):
@@ -404,11 +416,46 @@ class Condition(Model):
     )
 
 
+class LicenseStatus(Model):
+    """The licence the model is served under, and what the operator carries for it."""
+
+    id: str | None = Field(default=None, description="Licence id; absent when unknown.")
+    name: str | None = Field(default=None, description="Licence name.")
+    source: Literal["spec", "card", "base-model", "catalog", "pattern", "unknown"] = Field(
+        description=(
+            "Where the licence was found: spec.license.id, the Hugging Face card, a base "
+            "model the card names, the built-in catalog, the repository name, or unknown."
+        )
+    )
+    detail: str = Field(default="", description="Why this licence, in one line.")
+    notice: str | None = Field(
+        default=None, description="The NOTICE sentence every serving pod carries."
+    )
+    attribution: str | None = Field(
+        default=None, description='The attribution to display, e.g. "Built with Llama".'
+    )
+    licenseURL: str | None = Field(default=None, description="The licence text.")
+    aupURL: str | None = Field(default=None, description="The Acceptable Use Policy.")
+    acceptanceRequired: bool = Field(
+        default=False, description="Whether serving waits for spec.license.accept."
+    )
+    accepted: bool = Field(
+        default=False,
+        description="Whether the pods serve under an acceptance given in spec.license.accept.",
+    )
+    configMap: str | None = Field(
+        default=None, description="The ConfigMap mounted at /licenses in every serving pod."
+    )
+
+
 class LlamaDeploymentStatus(Model):
     """What the operator observed and decided."""
 
     phase: Phase | None = Field(default=None, description="Summary state.")
     plan: Plan | None = Field(default=None, description="The primary variant's plan.")
+    license: LicenseStatus | None = Field(
+        default=None, description="The model licence and its obligations."
+    )
     replicas: int = Field(default=0, description="Serving pods that exist (for /scale).")
     readyReplicas: int = Field(default=0, description="Serving pods that are ready.")
     selector: str | None = Field(

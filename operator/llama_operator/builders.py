@@ -1,8 +1,9 @@
 """Builders: the Kubernetes objects one LlamaDeployment owns, as plain dicts.
 
 Pipeline position: planner (Plan) -> engines (container) -> **builders** (Deployment,
-Services) -> k8s (server-side apply). Pure: spec, plan, pool and settings in, objects
-out, no I/O; ``k8s`` applies what comes out unchanged.
+Services, the licence ConfigMap) -> k8s (server-side apply). Pure: spec, plan, pool,
+settings and the detected licence in, objects out, no I/O; ``k8s`` applies what comes
+out unchanged.
 
 Every object carries ``HASH_ANNOTATION``, a hash of the rest of the object, so the
 reconciler can compare it with the live object's annotation and skip writes that
@@ -17,11 +18,13 @@ import json
 import math
 from typing import Any
 
-from llama_operator import api, config, engines, pools, sizing
+from llama_operator import api, config, engines, licenses, licensing, pools, sizing
 
 HASH_ANNOTATION = f"{api.GROUP}/spec-hash"
 MODEL_ANNOTATION = f"{api.GROUP}/model"
 PLAN_ANNOTATION = f"{api.GROUP}/plan"
+LICENSE_ANNOTATION = f"{api.GROUP}/license"
+AUP_ANNOTATION = f"{api.GROUP}/aup-url"
 DEPLOYMENT_LABEL = f"{api.GROUP}/deployment"
 VARIANT_LABEL = f"{api.GROUP}/variant"
 PRIMARY = "primary"
@@ -89,7 +92,7 @@ def checkpoint_gib(*, plan: api.Plan) -> float:
     return plan.weightsGiB * ratio
 
 
-def volumes(*, spec: api.LlamaDeploymentSpec, plan: api.Plan) -> list[dict[str, Any]]:
+def volumes(*, name: str, spec: api.LlamaDeploymentSpec, plan: api.Plan) -> list[dict[str, Any]]:
     """The pod volumes the engine container mounts (``engines.volume_mounts``)."""
     cache = spec.modelCache
     if cache.volume == "persistentVolumeClaim":
@@ -106,7 +109,14 @@ def volumes(*, spec: api.LlamaDeploymentSpec, plan: api.Plan) -> list[dict[str, 
         # without letting a runaway cache fill the node's disk.
         size = cache.sizeLimit or f"{math.ceil(2 * checkpoint_gib(plan=plan))}Gi"
         model_cache = {"name": engines.CACHE_VOLUME, "emptyDir": {"sizeLimit": size}}
-    result = [model_cache, {"name": engines.TMP_VOLUME, "emptyDir": {}}]
+    result = [
+        model_cache,
+        {"name": engines.TMP_VOLUME, "emptyDir": {}},
+        {
+            "name": engines.LICENSE_VOLUME,
+            "configMap": {"name": licensing.config_map_name(name), "defaultMode": 0o444},
+        },
+    ]
     if engines.needs_shared_memory(plan=plan):
         # Memory-backed, so it counts against the pod's memory; bounded for that reason.
         result.append(
@@ -129,6 +139,7 @@ def deployment(
     pool: pools.Pool,
     settings: config.OperatorConfig,
     replicas: int,
+    detection: licenses.Detection,
 ) -> dict[str, Any]:
     """The Deployment serving one variant (primary, later canary and fallbacks)."""
     if pool.name != plan.pool:
@@ -151,7 +162,7 @@ def deployment(
             "fsGroup": FS_GROUP,
             "seccompProfile": {"type": "RuntimeDefault"},
         },
-        "volumes": volumes(spec=spec, plan=plan),
+        "volumes": volumes(name=name, spec=spec, plan=plan),
     }
     return {
         "apiVersion": "apps/v1",
@@ -180,6 +191,7 @@ def deployment(
                     "annotations": {
                         MODEL_ANNOTATION: spec.model.id,
                         PLAN_ANNOTATION: plan_summary(plan=plan),
+                        **license_annotations(detection),
                     },
                 },
                 "spec": pod_spec,
@@ -188,8 +200,54 @@ def deployment(
     }
 
 
+def license_annotations(detection: licenses.Detection) -> dict[str, str]:
+    """The licence id (``unknown`` when it is) and the use-policy link, for pods and Services."""
+    result = {LICENSE_ANNOTATION: detection.id or "unknown"}
+    if detection.license is not None and detection.license.aup_url:
+        result[AUP_ANNOTATION] = detection.license.aup_url
+    return result
+
+
+def license_config_map(
+    *, name: str, namespace: str, uid: str, model_id: str, detection: licenses.Detection
+) -> dict[str, Any]:
+    """``<name>-license``: the NOTICE, the links and the obligations, mounted at /licenses.
+
+    Keys are files in the mount: ``NOTICE`` (the licence's exact sentence, then the
+    attribution line) only when the licence has one, ``LICENSE_URL`` and ``AUP_URL`` when
+    known, ``LICENSE_ID`` and ``README`` always.
+    """
+    lic = detection.license
+    data: dict[str, str] = {"LICENSE_ID": (detection.id or "unknown") + "\n"}
+    if lic is not None:
+        if lic.notice_text():
+            data["NOTICE"] = lic.notice_text() + "\n"
+        data["LICENSE_URL"] = lic.license_url + "\n"
+        if lic.aup_url:
+            data["AUP_URL"] = lic.aup_url + "\n"
+    data["README"] = licenses.readme(detection, model_id)
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": licensing.config_map_name(name),
+            "namespace": namespace,
+            "labels": labels(name=name, variant="license"),
+            "annotations": license_annotations(detection),
+            "ownerReferences": [owner_reference(name=name, uid=uid)],
+        },
+        "data": data,
+    }
+
+
 def service(
-    *, name: str, namespace: str, uid: str, service_name: str, variant: str
+    *,
+    name: str,
+    namespace: str,
+    uid: str,
+    service_name: str,
+    variant: str,
+    detection: licenses.Detection,
 ) -> dict[str, Any]:
     """A ClusterIP Service named ``service_name`` in front of one variant's pods."""
     return {
@@ -199,6 +257,7 @@ def service(
             "name": service_name,
             "namespace": namespace,
             "labels": labels(name=name, variant=variant),
+            "annotations": license_annotations(detection),
             "ownerReferences": [owner_reference(name=name, uid=uid)],
         },
         "spec": {
@@ -226,9 +285,13 @@ def build_all(
     plan: api.Plan,
     pool: pools.Pool,
     settings: config.OperatorConfig,
+    detection: licenses.Detection,
 ) -> list[dict[str, Any]]:
     """Everything one LlamaDeployment owns today, each object hashed."""
     objects = [
+        license_config_map(
+            name=name, namespace=namespace, uid=uid, model_id=spec.model.id, detection=detection
+        ),
         deployment(
             name=name,
             namespace=namespace,
@@ -239,16 +302,25 @@ def build_all(
             pool=pool,
             settings=settings,
             replicas=spec.replicas,
+            detection=detection,
         ),
         # The stable entry point users call. It selects the primary until rollouts
         # and fallbacks move traffic between variants.
-        service(name=name, namespace=namespace, uid=uid, service_name=name, variant=PRIMARY),
+        service(
+            name=name,
+            namespace=namespace,
+            uid=uid,
+            service_name=name,
+            variant=PRIMARY,
+            detection=detection,
+        ),
         service(
             name=name,
             namespace=namespace,
             uid=uid,
             service_name=f"{name}-{PRIMARY}",
             variant=PRIMARY,
+            detection=detection,
         ),
     ]
     return [with_hash(obj) for obj in objects]

@@ -20,7 +20,19 @@ import yaml
 from kopf import cli as kopf_cli
 
 import llama_operator
-from llama_operator import api, catalog, config, crd, facts, hub, licenses, pools, reconcile
+from llama_operator import (
+    api,
+    builders,
+    catalog,
+    config,
+    crd,
+    facts,
+    hub,
+    licenses,
+    licensing,
+    pools,
+    reconcile,
+)
 
 PLACEHOLDER_UID = "00000000-0000-0000-0000-000000000000"
 
@@ -35,6 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    hub.bound_requests()  # plan and render may read Hub cards: never wait forever
     try:
         result: int = args.func(args)
     except (OSError, yaml.YAMLError, config.ConfigError, pools.CatalogueError) as exc:
@@ -126,6 +139,10 @@ def _cli_fetch(model: api.ModelSpec, _namespace: str) -> facts.PartialFacts:
     return hub.fetch(repo_id=model.id, revision=model.revision, token=os.environ.get("HF_TOKEN"))
 
 
+def _cli_card(repo_id: str, revision: str, _model: api.ModelSpec, _namespace: str) -> hub.Card:
+    return hub.card(repo_id=repo_id, revision=revision, token=lambda: os.environ.get("HF_TOKEN"))
+
+
 def _desired(
     doc: dict[str, Any], settings: config.OperatorConfig, catalogue: tuple[pools.Pool, ...]
 ) -> reconcile.Desired:
@@ -138,7 +155,36 @@ def _desired(
         settings=settings,
         available=catalogue,
         fetch=_cli_fetch,
+        card=_cli_card,
     )
+
+
+def _verdict(wanted: reconcile.Desired) -> tuple[licensing.Verdict, str | None]:
+    """The gates as the operator would first apply them (nothing serving yet).
+
+    The licence gate, then what the Hub card alone says about access (a gated repository
+    without spec.model.tokenSecretRef). The token itself is never checked here: the CLI
+    does not read Secrets. Returns the licence verdict and why serving is held, if it is.
+    """
+    model = wanted.spec.model
+    verdict = licensing.license_verdict(
+        detection=wanted.detection,
+        model_id=model.id,
+        spec_license=wanted.spec.license,
+        previous=None,
+        serving=False,
+    )
+    accessible = licensing.access_check(
+        model_id=model.id,
+        page=hub.model_page(model.id),
+        token_referenced=model.tokenSecretRef is not None,
+        card_gated=wanted.card_gated,
+        answer=None,
+    )
+    hold = verdict.hold
+    if hold is None and accessible is not None and licensing.holds(accessible):
+        hold = accessible.message
+    return verdict, hold
 
 
 def _cmd_plan(args: argparse.Namespace) -> int:
@@ -158,9 +204,10 @@ def _cmd_plan(args: argparse.Namespace) -> int:
         except reconcile.PlanningError as exc:
             failed = True
             entry["error"] = {"reason": exc.failure.reason, "message": exc.failure.message}
+            entry["license"] = _license_entry(doc)
         else:
             entry["plan"] = wanted.plan.model_dump(mode="json")
-        entry["license"] = _license_entry(doc)
+            entry["license"] = _license_entry(doc, wanted)
         results.append(entry)
 
     if not results:
@@ -179,21 +226,43 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     return 1 if failed or not results else 0
 
 
-def _license_entry(doc: dict[str, Any]) -> dict[str, Any]:
-    """The licence of a document's model, from what is known offline (no Hub card yet)."""
+def _license_entry(doc: dict[str, Any], wanted: reconcile.Desired | None = None) -> dict[str, Any]:
+    """The licence of a document's model, and what the operator does about it.
+
+    With a plan, the detection the operator itself made (Hub card included when the Hub
+    is reachable) plus the gate and what is injected into the pods; without one (the
+    spec could not be planned), what is known offline.
+    """
     spec = _mapping(doc.get("spec"))
     model, chosen = _mapping(spec.get("model")), _mapping(spec.get("license"))
     model_id = str(model.get("id") or "")
-    override = chosen.get("id")
-    entry = catalog.lookup(model_id) if model_id else None
-    found = licenses.detect(
-        model_id=model_id,
-        override=str(override) if override is not None else None,
-        catalog_license=entry.license if entry is not None else None,
-    )
+    if wanted is None:
+        override = chosen.get("id")
+        entry = catalog.lookup(model_id) if model_id else None
+        found = licenses.detect(
+            model_id=model_id,
+            override=str(override) if override is not None else None,
+            catalog_license=entry.license if entry is not None else None,
+        )
+        return {
+            **found.as_dict(),
+            "euMultimodal": licenses.eu_multimodal_notice(found.license, model_id),
+        }
+    found = wanted.detection
+    verdict, hold = _verdict(wanted)
+    (config_map,) = [o for o in wanted.objects if o["kind"] == "ConfigMap"]
     return {
         **found.as_dict(),
         "euMultimodal": licenses.eu_multimodal_notice(found.license, model_id),
+        "accepted": verdict.accepted,
+        "serving": "held" if hold else "allowed",
+        "held": hold,
+        "injected": {
+            "configMap": config_map["metadata"]["name"],
+            "mountPath": licensing.MOUNT_PATH,
+            "files": sorted(config_map["data"]),
+            "annotations": builders.license_annotations(found),
+        },
     }
 
 
@@ -203,7 +272,23 @@ def _mapping(value: Any) -> dict[str, Any]:
 
 def _license_text(found: dict[str, Any]) -> str:
     if found["id"] is None:
-        return f"  license: unknown ({found['source']}) {found['detail']}\n"
+        text = f"  license: unknown ({found['source']}) {found['detail']}\n"
+    else:
+        text = _known_license_text(found)
+    injected = found.get("injected")
+    if injected:
+        text += (
+            f"  injected: ConfigMap {injected['configMap']} ({', '.join(injected['files'])}) "
+            f"at {injected['mountPath']}; annotations "
+            + ", ".join(f"{k}={v}" for k, v in injected["annotations"].items())
+            + "\n"
+        )
+    if found.get("held"):
+        text += f"  HELD: {found['held']}\n"
+    return text
+
+
+def _known_license_text(found: dict[str, Any]) -> str:
     parts = [str(found["name"])]
     if found["acceptanceRequired"]:
         parts.append(f"accept the use policy {found['aupURL']}")
@@ -271,13 +356,26 @@ def _cmd_render(args: argparse.Namespace) -> int:
         print(f"error: no {api.KIND} found in {', '.join(args.filename)}", file=sys.stderr)
         return 1
     for origin, doc in documents:
+        name = (doc.get("metadata") or {}).get("name")
         try:
-            objects.extend(_desired(doc, settings, catalogue).objects)
+            wanted = _desired(doc, settings, catalogue)
         except reconcile.PlanningError as exc:
             failed = True
-            name = (doc.get("metadata") or {}).get("name")
             print(f"error: {origin}: {name}: {exc.failure.message}", file=sys.stderr)
-    print(yaml.safe_dump_all(objects, sort_keys=False), end="")
+            continue
+        _, hold = _verdict(wanted)
+        for obj in wanted.objects:
+            if obj["kind"] == "Deployment" and hold is not None:
+                # What the operator does: no serving pods until the gate opens.
+                print(
+                    f"note: {origin}: {name}: Deployment {obj['metadata']['name']} is held "
+                    f"back: {hold}",
+                    file=sys.stderr,
+                )
+                continue
+            objects.append(obj)
+    # Unescaped, so the NOTICE in the licence ConfigMap reads as it must be reproduced.
+    print(yaml.safe_dump_all(objects, sort_keys=False, allow_unicode=True), end="")
     return 1 if failed else 0
 
 

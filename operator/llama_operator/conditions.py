@@ -14,9 +14,20 @@ PLANNED = "Planned"
 AVAILABLE = "Available"
 READY = "Ready"
 NOT_YET_ACTIVE = "NotYetActive"
+LICENSE_ACCEPTED = "LicenseAccepted"
+LICENSE_RESTRICTED = "LicenseRestricted"
+MODEL_ACCESSIBLE = "ModelAccessible"
 
 # Order in which types are listed in status (stable output, stable diffs).
-ORDER = (PLANNED, AVAILABLE, READY, NOT_YET_ACTIVE)
+ORDER = (
+    PLANNED,
+    LICENSE_ACCEPTED,
+    MODEL_ACCESSIBLE,
+    AVAILABLE,
+    READY,
+    LICENSE_RESTRICTED,
+    NOT_YET_ACTIVE,
+)
 
 Status = Literal["True", "False", "Unknown"]
 

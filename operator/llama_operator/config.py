@@ -30,6 +30,26 @@ class Images(pydantic.BaseModel):
     tgi: str = "ghcr.io/huggingface/text-generation-inference:3.3.6"
 
 
+class Hub(pydantic.BaseModel):
+    """How the operator talks to the Hugging Face Hub (endpoint: $HF_ENDPOINT)."""
+
+    model_config = pydantic.ConfigDict(frozen=True, extra="forbid")
+
+    # A refused gated-access check is asked again after this long, doubling up to the
+    # maximum, so a grant given later is picked up without hammering the Hub.
+    accessRetrySeconds: float = Field(default=30.0, ge=0.1, le=3600)
+    accessMaxRetrySeconds: float = Field(default=600.0, ge=0.1, le=86400)
+
+    @pydantic.model_validator(mode="after")
+    def _ordered(self) -> Hub:
+        if self.accessRetrySeconds > self.accessMaxRetrySeconds:
+            raise ValueError(
+                f"accessRetrySeconds ({self.accessRetrySeconds:g}) must not exceed "
+                f"accessMaxRetrySeconds ({self.accessMaxRetrySeconds:g})"
+            )
+        return self
+
+
 class OperatorConfig(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(frozen=True, extra="forbid")
 
@@ -40,6 +60,7 @@ class OperatorConfig(pydantic.BaseModel):
     runtimeOverheadGiB: float = Field(default=1.5, ge=0, le=16)
     fieldManager: str = "llama-operator"
     imagePullPolicy: str = Field(default="IfNotPresent", pattern=r"^(Always|IfNotPresent|Never)$")
+    hub: Hub = Field(default_factory=Hub)
 
 
 class ConfigError(ValueError):

@@ -56,6 +56,12 @@ PRINTER_COLUMNS: tuple[dict[str, str], ...] = (
         "description": "Serving quantization (none = 16-bit).",
     },
     {
+        "name": "License",
+        "type": "string",
+        "jsonPath": ".status.license.id",
+        "description": "Licence the model is served under (empty while unknown).",
+    },
+    {
         "name": "Ready",
         "type": "string",
         "jsonPath": '.status.conditions[?(@.type=="Ready")].status',

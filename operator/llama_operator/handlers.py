@@ -1,8 +1,9 @@
 """Kopf handlers: the operator's entry points, kept a few lines each.
 
 Create, update and resume all call one ``reconcile.reconcile``; a timer calls it
-again to pick up children's readiness, re-create deleted children and re-apply
-Deployments someone else edited. Children (Deployments,
+again to pick up children's readiness, re-create deleted children, re-apply
+Deployments someone else edited, and re-check a closed gate (licence acceptance,
+gated-model access) so serving starts once it opens. Children (Deployments,
 Services) and GPU nodes are read from Kopf indexes fed by watches, so a reconcile
 that has nothing to change issues no API request at all. Handlers are sync: Kopf
 runs them in its thread pool, where the blocking ``kubernetes`` client is fine.
@@ -20,7 +21,7 @@ from typing import Any
 
 import kopf
 
-from llama_operator import api, builders, config, k8s, metrics, pools, reconcile
+from llama_operator import api, builders, config, hub, k8s, metrics, pools, reconcile
 
 RESOURCE = (api.GROUP, api.VERSION, api.PLURAL)
 MANAGED = {"app.kubernetes.io/managed-by": "llama-operator"}
@@ -36,6 +37,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     memo.config = operator_config
     memo.metrics_server = metrics.serve()
     memo.client = k8s.Client.from_environment(field_manager=operator_config.fieldManager)
+    hub.bound_requests()  # no Hub request may hang a reconcile
     # Our own prefixes, so Kopf's bookkeeping is recognisably ours and never collides
     # with another Kopf-based operator watching the same objects.
     settings.persistence.finalizer = f"{api.GROUP}/finalizer"
@@ -167,6 +169,9 @@ def _reconcile_locked(
             fetch=reconcile.token_fetcher(memo.client),
             now=datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
             generations=memo.setdefault("child_generations", {}),
+            card=reconcile.card_fetcher(memo.client),
+            access=reconcile.access_checker(memo.client, memo.config),
+            unwatched=memo.setdefault("unwatched_children", {}),
         )
     except Exception:
         metrics.record_error(seconds=time.monotonic() - started)

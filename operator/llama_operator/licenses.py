@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 Source = Literal["spec", "card", "base-model", "catalog", "pattern", "unknown"]
@@ -36,6 +36,9 @@ class License:
     acceptance_required: bool = False
     restricted: str | None = None  # why this licence excludes ordinary hosted use
     clauses: tuple[str, ...] = ()
+    # Whether a model derived from one under this licence is still under it. Permissive
+    # licences (Apache-2.0, MIT) let a fine-tune be published under other terms.
+    binds_derivatives: bool = True
 
     def notice_text(self) -> str:
         """The NOTICE file: the sentence, then the attribution line when there is one."""
@@ -220,6 +223,18 @@ _LICENSES: tuple[License, ...] = (
         clauses=("research use only; hosting by a commercial entity is excluded",),
     ),
     License(
+        id="mnpl",
+        name="Mistral AI Non-Production License",
+        notice=None,
+        license_url="https://mistral.ai/licenses/MNPL-0.1.md",
+        restricted="non-production use only (research, testing, evaluation); a production or "
+        "commercial deployment needs a commercial licence from Mistral AI",
+        clauses=(
+            "non-production use only: research, testing and evaluation; no production or "
+            "commercial use without a separate licence from Mistral AI",
+        ),
+    ),
+    License(
         id="deepseek",
         name="DeepSeek License Agreement v1.0",
         notice=None,
@@ -235,6 +250,7 @@ _LICENSES: tuple[License, ...] = (
         notice=None,
         license_url="https://www.apache.org/licenses/LICENSE-2.0",
         clauses=("no use policy; keep upstream NOTICE files if shipped",),
+        binds_derivatives=False,
     ),
     License(
         id="mit",
@@ -242,6 +258,7 @@ _LICENSES: tuple[License, ...] = (
         notice=None,
         license_url="https://opensource.org/license/mit",
         clauses=("no use policy; keep the copyright and permission notice if shipped",),
+        binds_derivatives=False,
     ),
 )
 
@@ -252,6 +269,7 @@ _CARD_NAMES: dict[str, str] = {
     "qwen": "qwen",
     "tongyi-qianwen": "tongyi-qianwen",
     "mrl": "mrl",
+    "mnpl": "mnpl",
     "deepseek": "deepseek",
     "deepseek-license": "deepseek",
 }
@@ -333,6 +351,7 @@ def detect(
     card_license: str | None = None,
     card_license_name: str | None = None,
     base_models: Sequence[str] = (),
+    base_cards: Mapping[str, tuple[str | None, str | None]] | None = None,
     catalog_license: str | None = None,
 ) -> Detection:
     """Which licence ``model_id`` is under, where that came from, and why.
@@ -340,7 +359,14 @@ def detect(
     spec.license.id > the Hub card (the ``base_models`` chain first: a fine-tune inherits
     its base's licence even when its card says otherwise) > the catalog's licence id >
     the model id pattern > unknown.
+
+    ``base_models`` lists every ancestor, nearest first; ``base_cards`` maps an ancestor
+    to its own card's (``license``, ``license_name``). An ancestor passes its licence on
+    when its repository name or, failing that, its card names a licence whose terms bind
+    derivatives (every registry licence but the permissive apache-2.0 and mit, which do
+    not override the fine-tune's own card).
     """
+    base_cards = base_cards or {}
     if override is not None:
         chosen = REGISTRY.get(override.strip().lower())
         if chosen is None:
@@ -353,16 +379,23 @@ def detect(
         return Detection(chosen, "spec", f"set by spec.license.id ({chosen.id})")
 
     card = from_card(card_license, card_license_name)
+    inherited: list[tuple[str, License]] = []  # (ancestor, the licence it passes on)
     for base in base_models:
-        inherited = by_pattern(base)
-        if inherited is not None:
-            said = _card_text(card_license, card_license_name)
-            said = "" if card is inherited else f"; its card says {said}"
-            return Detection(
-                inherited,
-                "base-model",
-                f"fine-tune of {base}, and a fine-tune inherits its base's licence{said}",
-            )
+        passed = by_pattern(base)
+        if passed is None and base in base_cards:
+            passed = from_card(*base_cards[base])
+        if passed is not None and passed.binds_derivatives:
+            inherited.append((base, passed))
+    # A card that agrees with an ancestor is simply right; one that does not is overruled.
+    if inherited and all(passed is not card for _, passed in inherited):
+        base, passed = inherited[0]
+        said = _card_text(card_license, card_license_name)
+        return Detection(
+            passed,
+            "base-model",
+            f"fine-tune of {base}, and a fine-tune inherits its base's licence; its card "
+            f"says {said}",
+        )
     if card is not None:
         return Detection(
             card,
@@ -407,3 +440,51 @@ def eu_multimodal_notice(license: License | None, model_id: str) -> str | None:
         "companies with principal place of business in, the EU; end users of a product "
         "that incorporates it are not affected"
     )
+
+
+def readme(detection: Detection, model_id: str) -> str:
+    """The ``README`` of the licence ConfigMap: what the licence asks of this deployment.
+
+    Plain text for whoever opens ``/licenses`` in a pod or the ConfigMap: the licence,
+    where it was detected from, the files beside it, and the obligations. Facts from
+    the licence texts, not legal advice.
+    """
+    lic = detection.license
+    lines = [f"Model: {model_id}"]
+    if lic is None:
+        lines += [
+            "Licence: unknown",
+            f"Why: {detection.detail}",
+            "",
+            "The operator could not tell which licence this model is under, so it carries",
+            "no NOTICE for it. Read the model card, then set spec.license.id.",
+        ]
+        return "\n".join(lines) + "\n"
+    lines += [f"Licence: {lic.name} ({lic.id})", f"Detected from: {detection.detail}", ""]
+    lines.append("Files here:")
+    if lic.notice or lic.attribution:
+        lines.append("  NOTICE       the notice to keep with the model (and the attribution line)")
+    lines.append("  LICENSE_ID   the licence id")
+    lines.append("  LICENSE_URL  the licence text")
+    if lic.aup_url:
+        lines.append("  AUP_URL      the Acceptable Use Policy")
+    lines.append("  README       this file")
+    lines += ["", "Obligations:"]
+    if lic.acceptance_required:
+        lines.append(
+            f"  - serving requires accepting the licence and its use policy ({lic.aup_url})"
+        )
+    if lic.attribution:
+        lines.append(f'  - display "{lic.attribution}" where the service is presented')
+    if lic.restricted:
+        lines.append(f"  - RESTRICTED: {lic.restricted}")
+    lines.extend(f"  - {clause}" for clause in lic.clauses)
+    eu = eu_multimodal_notice(lic, model_id)
+    if eu is not None:
+        lines.append(f"  - {eu}")
+    lines += [
+        "",
+        "These are facts from the licence text, made visible by llama-operator.",
+        "This is not legal advice; the licence text is what binds.",
+    ]
+    return "\n".join(lines) + "\n"

@@ -2,17 +2,23 @@
 
 The pipeline of architecture.md in one place: parse the spec, resolve model facts
 (spec > catalog > Hub), choose GPU pools (operator config, else discovered nodes),
-plan, render the children, apply only the children whose content hash differs from
-what is live, and compute the status and Events. Decisions are delegated to pure
-modules; the only I/O is through the injected ``k8s.Client`` and ``hub.fetch``.
+plan, detect the licence (spec > Hub card and its base models > catalog > name),
+render the children, pass the licence and gated-access gates, apply only the
+children whose content hash differs from what is live, and compute the status and
+Events. Decisions are delegated to pure modules; the only I/O is through the
+injected ``k8s.Client`` and the Hub callables.
 
 A spec that cannot be planned never touches the children: whatever was serving
-keeps serving, and the ``Planned`` condition names the field to fix.
+keeps serving, and the ``Planned`` condition names the field to fix. A closed gate
+(licence not accepted, no access to a gated model) holds back the serving
+Deployments only: nothing that serves is torn down or changed, and the licence
+ConfigMap and Services are still applied.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequence
 from typing import Any, Literal
 
@@ -27,6 +33,8 @@ from llama_operator import (
     facts,
     hub,
     k8s,
+    licenses,
+    licensing,
     planner,
     pools,
     status,
@@ -35,6 +43,19 @@ from llama_operator import (
 # (kind, namespace, name) -> the live object as last seen by a watch, or None.
 Lookup = Callable[[str, str, str], Mapping[str, Any] | None]
 HubFetch = Callable[[api.ModelSpec, str], facts.PartialFacts]
+# (repository, revision, the model whose token to use, namespace) -> its Hub card.
+CardFetch = Callable[[str, str, api.ModelSpec, str], hub.Card]
+# (model, namespace) -> whether the referenced token can read the repository.
+AccessCheck = Callable[[api.ModelSpec, str], licensing.AccessAnswer]
+
+# How many ancestors of a fine-tune are looked up on the Hub at most.
+MAX_BASE_MODELS = 8
+# Kinds the operator writes but does not watch: watching every ConfigMap in the cluster
+# to find our few costs far more than one no-op apply now and then. Their last applied
+# hash is remembered in process; they are re-applied when it changes, and every
+# REAPPLY_SECONDS anyway, which restores one deleted or edited by hand.
+UNWATCHED_KINDS = frozenset({"ConfigMap"})
+REAPPLY_SECONDS = 300.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,16 +69,20 @@ class Event:
 class Outcome:
     status_patch: dict[str, Any]
     events: list[Event]
-    written: list[str]
+    written: list[str]  # "Kind/name" applied because they changed
     phase: str
     failure: str | None  # the Planned=False reason, when the spec could not be planned
+    refreshed: list[str] = dataclasses.field(default_factory=list)  # re-applied unchanged
 
 
 @dataclasses.dataclass(frozen=True)
 class Desired:
+    spec: api.LlamaDeploymentSpec
     model: facts.ModelFacts
     plan: api.Plan
     pool: pools.Pool
+    detection: licenses.Detection
+    card_gated: bool | None  # None: the Hub card could not be read
     objects: list[dict[str, Any]]
 
 
@@ -94,6 +119,7 @@ def desired(
     available: Sequence[pools.Pool],
     fetch: HubFetch | None,
     keep: api.Plan | None = None,
+    card: CardFetch | None = None,
 ) -> Desired:
     """Everything the operator wants to exist for this resource, or ``PlanningError``.
 
@@ -120,6 +146,7 @@ def desired(
         reason = "NoGPUPools" if not request.pools else "NoFeasiblePlan"
         raise PlanningError(status.PlanningFailure(reason, f"{exc.field}: {exc}")) from exc
     pool = next(p for p in request.pools if p.name == plan.pool)
+    detection, card_gated = detect_license(spec=spec, namespace=namespace, card=card)
     objects = builders.build_all(
         name=name,
         namespace=namespace,
@@ -128,8 +155,64 @@ def desired(
         plan=plan,
         pool=pool,
         settings=settings,
+        detection=detection,
     )
-    return Desired(model=model, plan=plan, pool=pool, objects=objects)
+    return Desired(
+        spec=spec,
+        model=model,
+        plan=plan,
+        pool=pool,
+        detection=detection,
+        card_gated=card_gated,
+        objects=objects,
+    )
+
+
+def detect_license(
+    *, spec: api.LlamaDeploymentSpec, namespace: str, card: CardFetch | None
+) -> tuple[licenses.Detection, bool | None]:
+    """The model's licence, and whether its repository is gated (None: card unreadable).
+
+    Reads the model's Hub card and, for a fine-tune, the cards of its ancestors (nearest
+    first, at most ``MAX_BASE_MODELS``; an ancestor whose repository name already tells
+    its licence is not looked up). A Hub that cannot be reached is not an error here:
+    detection falls back to the catalog and the repository name.
+    """
+    model = spec.model
+    entry = catalog.lookup(model.id)
+    own: hub.Card | None = None
+    bases: list[str] = []
+    base_cards: dict[str, tuple[str | None, str | None]] = {}
+    if card is not None:
+        try:
+            own = card(model.id, model.revision, model, namespace)
+        except hub.HubError:
+            own = None
+    if own is not None:
+        queue = list(own.base_models)
+        while queue and len(bases) < MAX_BASE_MODELS:
+            base = queue.pop(0)
+            if base in bases or base == model.id:
+                continue
+            bases.append(base)
+            if card is None or licenses.by_pattern(base) is not None:
+                continue
+            try:
+                ancestor = card(base, "main", model, namespace)
+            except hub.HubError:
+                continue
+            base_cards[base] = (ancestor.license, ancestor.license_name)
+            queue.extend(ancestor.base_models)
+    detection = licenses.detect(
+        model_id=model.id,
+        override=spec.license.id if spec.license is not None else None,
+        card_license=own.license if own else None,
+        card_license_name=own.license_name if own else None,
+        base_models=bases,
+        base_cards=base_cards,
+        catalog_license=entry.license if entry is not None else None,
+    )
+    return detection, (own.gated if own is not None else None)
 
 
 def _still_fits(request: planner.Request, plan: api.Plan) -> bool:
@@ -161,14 +244,24 @@ def reconcile(
     fetch: HubFetch | None,
     now: str,
     generations: MutableMapping[str, int] | None = None,
+    card: CardFetch | None = None,
+    access: AccessCheck | None = None,
+    unwatched: MutableMapping[str, tuple[str | None, float]] | None = None,
+    clock: Callable[[], float] = time.monotonic,
 ) -> Outcome:
     """Reconcile one LlamaDeployment.
 
     ``generations`` remembers, per child ("Kind/name"), the ``metadata.generation`` our last
     apply produced (the handlers keep it in the object's memo): a live generation past
     it means someone else edited the child, which is then re-applied.
+
+    ``card`` reads Hub cards (licence detection, gating); ``access`` checks a referenced
+    token against a gated repository, and is called only when a serving Deployment is
+    about to be created or changed. Either may be None (not available: offline CLI,
+    tests), which leaves the licence to the catalog and access unchecked.
     """
     generations = {} if generations is None else generations
+    unwatched = {} if unwatched is None else unwatched
     meta = body.get("metadata") or {}
     name, namespace, uid = meta["name"], meta["namespace"], meta["uid"]
     generation = meta.get("generation")
@@ -178,9 +271,12 @@ def reconcile(
     primary_name = f"{name}-primary"
 
     events: list[Event] = []
-    written: list[str] = []
+    written: list[str] = []  # applied because they changed
+    refreshed: list[str] = []  # applied unchanged: the periodic re-apply of unwatched kinds
     plan: api.Plan | None = None
     failure: status.PlanningFailure | None = None
+    gate: Gate | None = None
+    held_back: str | None = None
     deployment = lookup("Deployment", namespace, primary_name)
     try:
         wanted = desired(
@@ -192,29 +288,64 @@ def reconcile(
             available=available,
             fetch=fetch,
             keep=_current_plan(previous),
+            card=card,
         )
     except PlanningError as exc:
         failure = exc.failure
     else:
         plan = wanted.plan
-        for obj in wanted.objects:
+        reasons = {
+            id(obj): _write_reason(
+                obj,
+                namespace,
+                lookup=lookup,
+                generations=generations,
+                unwatched=unwatched,
+                now=clock(),
+                # status.license is written once the licence ConfigMap has been applied:
+                # without it the ConfigMap is new, with it a first sight is a restart.
+                new=not previous.get("license"),
+            )
+            for obj in wanted.objects
+        }
+        pending = [obj for obj in wanted.objects if reasons[id(obj)] is not None]
+        gate = _gate(
+            wanted,
+            name=name,
+            namespace=namespace,
+            previous=previous,
+            serving=deployment is not None,
+            creating_pods=any(obj["kind"] == "Deployment" for obj in pending),
+            access=access,
+        )
+        serving = deployment is not None
+        for obj in pending:
             kind, obj_name = obj["kind"], obj["metadata"]["name"]
-            child = f"{kind}/{obj_name}"
-            live = lookup(kind, namespace, obj_name)
-            if (
-                live is not None
-                and _live_hash(live) == _live_hash(obj)
-                and not _edited_by_others(live, child, generations)
-            ):
-                continue  # unchanged since our last apply: no write
+            # A closed gate: no serving Deployment is created or changed. While one serves,
+            # nothing else changes either, so the /licenses its pods mount and the
+            # annotations keep describing what actually runs.
+            if gate.hold is not None and (kind == "Deployment" or serving):
+                if reasons[id(obj)] == "change":
+                    held_back = gate.hold
+                continue
             result = client.apply(obj)
+            child = f"{kind}/{obj_name}"
             applied_generation = (result.get("metadata") or {}).get("generation")
             if isinstance(applied_generation, int):
                 generations[child] = applied_generation
-            written.append(child)
+            if kind in UNWATCHED_KINDS:
+                unwatched[child] = (_live_hash(obj), clock())
+            if reasons[id(obj)] == "change":
+                written.append(child)
+            else:
+                refreshed.append(child)
             if kind == "Deployment" and obj_name == primary_name:
                 deployment = result
-        if plan.model_dump(mode="json", exclude_none=True) != previous.get("plan"):
+        if held_back is not None and serving:
+            # status describes what runs: the held plan and licence are not it (the
+            # conditions say what is held and why).
+            plan, gate = None, dataclasses.replace(gate, license=None)
+        elif plan.model_dump(mode="json", exclude_none=True) != previous.get("plan"):
             events.append(Event("Normal", "Planned", plan.reason))
         if written:
             events.append(Event("Normal", "Applied", ", ".join(written)))
@@ -231,6 +362,10 @@ def reconcile(
             selector=builders.selector_string(name=name, variant="primary"),
             not_yet_active=not_yet_active(raw_spec),
             now=now,
+            license=gate.license if gate is not None else None,
+            checks=gate.checks if gate is not None else (),
+            removed=gate.removed if gate is not None else (),
+            held_back=held_back,
         )
     )
     events.extend(_condition_events(previous, new_status))
@@ -240,7 +375,96 @@ def reconcile(
         written=written,
         phase=new_status["phase"],
         failure=failure.reason if failure is not None else None,
+        refreshed=refreshed,
     )
+
+
+@dataclasses.dataclass(frozen=True)
+class Gate:
+    hold: str | None  # why serving Deployments are held back, or None
+    license: dict[str, Any] | None  # status.license; None keeps the one in status
+    checks: tuple[licensing.Check, ...]
+    removed: tuple[str, ...]
+
+
+def _gate(
+    wanted: Desired,
+    *,
+    name: str,
+    namespace: str,
+    previous: Mapping[str, Any],
+    serving: bool,
+    creating_pods: bool,
+    access: AccessCheck | None,
+) -> Gate:
+    """The licence gate, then (only when pods are about to be created or changed) access."""
+    model = wanted.spec.model
+    verdict = licensing.license_verdict(
+        detection=wanted.detection,
+        model_id=model.id,
+        spec_license=wanted.spec.license,
+        previous=previous.get("license"),
+        serving=serving,
+    )
+    answer: licensing.AccessAnswer | None = None
+    token_referenced = model.tokenSecretRef is not None
+    if token_referenced and creating_pods and verdict.hold is None and access is not None:
+        answer = access(model, namespace)  # the Hub is asked only when it matters
+    accessible = licensing.access_check(
+        model_id=model.id,
+        page=hub.model_page(model.id),
+        token_referenced=token_referenced,
+        card_gated=wanted.card_gated,
+        answer=answer,
+    )
+    hold = verdict.hold
+    if hold is None and licensing.holds(accessible):
+        assert accessible is not None
+        hold = accessible.message
+    checks = verdict.checks + ((accessible,) if accessible is not None else ())
+    return Gate(
+        hold=hold,
+        license=licensing.license_status(
+            detection=wanted.detection,
+            accepted=verdict.accepted,
+            config_map=licensing.config_map_name(name),
+        ),
+        checks=checks,
+        removed=verdict.removed,
+    )
+
+
+def _write_reason(
+    obj: Mapping[str, Any],
+    namespace: str,
+    *,
+    lookup: Lookup,
+    generations: MutableMapping[str, int],
+    unwatched: Mapping[str, tuple[str | None, float]],
+    now: float,
+    new: bool,
+) -> Literal["change", "refresh"] | None:
+    """Why ``obj`` must be applied: it differs from what is live ("change"), or an unwatched
+    child is due for its periodic re-apply ("refresh": neither an Event nor counted as an
+    apply in the metrics, which would otherwise show churn); else None."""
+    kind, obj_name = obj["kind"], obj["metadata"]["name"]
+    if kind in UNWATCHED_KINDS:
+        last = unwatched.get(f"{kind}/{obj_name}")
+        if (last is None and new) or (last is not None and last[0] != _live_hash(obj)):
+            return "change"
+        # Never applied by this process (a restart) or applied long ago: the live object is
+        # unknown, so apply it quietly; server-side apply of the same content changes nothing.
+        if last is None or now - last[1] >= REAPPLY_SECONDS:
+            return "refresh"
+        return None
+    live = lookup(kind, namespace, obj_name)
+    if (
+        live is None
+        or _live_hash(live) != _live_hash(obj)
+        or _edited_by_others(live, f"{kind}/{obj_name}", generations)
+    ):
+        return "change"
+    return None
 
 
 def _current_plan(previous: Mapping[str, Any]) -> api.Plan | None:
@@ -272,24 +496,40 @@ def _live_hash(obj: Mapping[str, Any]) -> str | None:
     return str(value) if value is not None else None
 
 
+# Condition types whose move to this status is a Warning Event (once, not every tick).
+_WARN_WHEN = {
+    conditions.PLANNED: "False",
+    conditions.NOT_YET_ACTIVE: "True",
+    conditions.LICENSE_ACCEPTED: "False",
+    conditions.MODEL_ACCESSIBLE: "False",
+    conditions.LICENSE_RESTRICTED: "True",
+}
+# ...and those whose recovery from a warning is worth a Normal Event.
+_RECOVERED_WHEN = {conditions.LICENSE_ACCEPTED: "True", conditions.MODEL_ACCESSIBLE: "True"}
+
+
 def _condition_events(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[Event]:
-    """Warnings for conditions that newly went bad (not on every tick they stay bad)."""
+    """Events for conditions that newly went bad, or recovered (not on every tick)."""
     result = []
     old_conditions = old.get("conditions") or []
-    for type_ in (conditions.PLANNED, conditions.NOT_YET_ACTIVE):
+    for type_, bad in _WARN_WHEN.items():
         after = conditions.find(new.get("conditions") or [], type_)
         before = conditions.find(old_conditions, type_)
         if after is None:
             continue
-        bad = (type_ == conditions.PLANNED and after["status"] == "False") or (
-            type_ == conditions.NOT_YET_ACTIVE and after["status"] == "True"
-        )
-        if bad and (
+        changed = (
             before is None
             or before.get("status") != after["status"]
             or before.get("message") != after.get("message")
-        ):
+        )
+        if after["status"] == bad and changed:
             result.append(Event("Warning", after["reason"], after["message"]))
+        elif (
+            _RECOVERED_WHEN.get(type_) == after["status"]
+            and before is not None
+            and before.get("status") == bad
+        ):
+            result.append(Event("Normal", after["reason"], after["message"]))
     return result
 
 
@@ -308,3 +548,58 @@ def token_fetcher(client: k8s.Client) -> HubFetch:
         return hub.fetch(repo_id=model.id, revision=model.revision, token=token)
 
     return fetch
+
+
+def _token_of(client: k8s.Client, model: api.ModelSpec, namespace: str) -> Callable[[], str | None]:
+    """Reads the referenced token when called: the Secret is read only if the Hub is asked."""
+
+    def read() -> str | None:
+        ref = model.tokenSecretRef
+        if ref is None:
+            return None
+        return client.read_secret_value(namespace=namespace, name=ref.name, key=ref.key)
+
+    return read
+
+
+def card_fetcher(client: k8s.Client) -> CardFetch:
+    """Hub cards, with the model's token read only on a lookup that goes to the Hub."""
+
+    def fetch(repo_id: str, revision: str, model: api.ModelSpec, namespace: str) -> hub.Card:
+        return hub.card(
+            repo_id=repo_id, revision=revision, token=_token_of(client, model, namespace)
+        )
+
+    return fetch
+
+
+def access_checker(client: k8s.Client, settings: config.OperatorConfig) -> AccessCheck:
+    """Gated-access checks of the token in spec.model.tokenSecretRef (never logged)."""
+
+    def check(model: api.ModelSpec, namespace: str) -> licensing.AccessAnswer:
+        ref = model.tokenSecretRef
+        token = _token_of(client, model, namespace)()
+        if ref is None or token is None:
+            where = f"{ref.name!r} (key {ref.key!r})" if ref is not None else "(none)"
+            return licensing.AccessAnswer(
+                "SecretMissing",
+                f"the Secret {where} named in spec.model.tokenSecretRef does not exist in "
+                f"namespace {namespace} or has no such key: create it with a Hugging Face "
+                f"token that has been granted access to {model.id}",
+            )
+        try:
+            answer = hub.access(
+                repo_id=model.id,
+                token=token,
+                retry_seconds=settings.hub.accessRetrySeconds,
+                max_retry_seconds=settings.hub.accessMaxRetrySeconds,
+            )
+        except hub.HubError as exc:
+            return licensing.AccessAnswer(
+                "Unreachable",
+                f"gated access to {model.id} could not be checked ({exc}); serving goes ahead "
+                "and the engine reports any access error itself",
+            )
+        return licensing.AccessAnswer(answer.reason, answer.message)  # type: ignore[arg-type]
+
+    return check

@@ -10,7 +10,8 @@ Phases:
 - Progressing: pods exist but not all are ready, or a new template is rolling out.
 - Ready: every desired replica is ready on the current template.
 - Degraded: something serves but not as asked (a rejected edit left the last good
-  plan running, pods that were ready are failing, or the rollout timed out).
+  plan running, a closed licence or access gate holds an edit back, pods that were
+  ready are failing, or the rollout timed out).
 - Failed: nothing serves and the spec cannot be planned.
 """
 
@@ -20,7 +21,7 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from llama_operator import api, conditions
+from llama_operator import api, conditions, licensing
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,6 +41,10 @@ class Observation:
     selector: str
     not_yet_active: Sequence[str]
     now: str
+    license: Mapping[str, Any] | None = None  # status.license; None: keep the previous one
+    checks: Sequence[licensing.Check] = ()  # licence and access conditions to set
+    removed: Sequence[str] = ()  # condition types that no longer apply
+    held_back: str | None = None  # why a serving Deployment was not created or changed
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,6 +81,8 @@ def phase(observation: Observation, c: Counts) -> api.Phase:
         return "Degraded" if observation.deployment is not None else "Failed"
     if observation.deployment is None:
         return "Pending"
+    if observation.held_back is not None:
+        return "Degraded"
     desired = observation.desired_replicas
     if c.deadline_exceeded:
         return "Degraded"
@@ -137,15 +144,22 @@ def compute(observation: Observation) -> dict[str, Any]:
         now=now,
     )
 
+    held = observation.held_back
     ready_message = {
         "Ready": f"{c.ready}/{observation.desired_replicas} replicas ready",
-        "Pending": "waiting for serving pods to be created and scheduled",
+        "Pending": (
+            f"no serving pods: {held}"
+            if held is not None
+            else "waiting for serving pods to be created and scheduled"
+        ),
         "Progressing": (
             f"{c.ready}/{observation.desired_replicas} replicas ready; the first start "
             "downloads the model and can take a long time"
         ),
         "Degraded": (
-            "the Deployment exceeded its progress deadline"
+            f"the latest spec is held back, the running pods serve unchanged: {held}"
+            if held is not None and observation.failure is None
+            else "the Deployment exceeded its progress deadline"
             if c.deadline_exceeded
             else f"{c.ready}/{observation.desired_replicas} replicas ready"
             if observation.failure is None
@@ -162,6 +176,19 @@ def compute(observation: Observation) -> dict[str, Any]:
         generation=gen,
         now=now,
     )
+
+    for check in observation.checks:
+        conds = conditions.set_condition(
+            conds,
+            type_=check.type,
+            status=check.status,
+            reason=check.reason,
+            message=check.message,
+            generation=gen,
+            now=now,
+        )
+    for type_ in observation.removed:
+        conds = conditions.remove(conds, type_)
 
     if observation.not_yet_active:
         fields = ", ".join(f"spec.{name}" for name in observation.not_yet_active)
@@ -185,7 +212,7 @@ def compute(observation: Observation) -> dict[str, Any]:
         if observation.plan
         else previous.get("plan")
     )
-    return {
+    result: dict[str, Any] = {
         "phase": current_phase,
         "plan": plan,
         "replicas": c.replicas,
@@ -194,6 +221,10 @@ def compute(observation: Observation) -> dict[str, Any]:
         "observedGeneration": gen,
         "conditions": conditions.sort(conds),
     }
+    license = observation.license if observation.license is not None else previous.get("license")
+    if license is not None:
+        result["license"] = dict(license)
+    return result
 
 
 def diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:

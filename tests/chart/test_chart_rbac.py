@@ -22,6 +22,7 @@ NAMESPACED_RULES: list[Rule] = [
     ("llamaops.dev", "llamadeployments/finalizers", ("update",)),
     ("apps", "deployments", ("list", "watch", "create", "patch")),
     ("", "services", ("list", "watch", "create", "patch")),
+    ("", "configmaps", ("create", "patch")),
     ("", "secrets", ("get",)),
     ("", "events", ("create",)),
 ]

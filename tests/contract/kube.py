@@ -29,6 +29,7 @@ from llama_operator import api
 LLAMA = "llamaops.dev/v1alpha1/llamadeployments"
 DEPLOYMENTS = "apps/v1/deployments"
 SERVICES = "v1/services"
+CONFIGMAPS = "v1/configmaps"
 NODES = "v1/nodes"
 EVENTS = "v1/events"
 SECRETS = "v1/secrets"
@@ -139,6 +140,7 @@ def declare_resources(emulator: kmock.KubernetesEmulator) -> None:
     for resource, kind, namespaced in (
         (DEPLOYMENTS, "Deployment", True),
         (SERVICES, "Service", True),
+        (CONFIGMAPS, "ConfigMap", True),
         (NODES, "Node", False),
         (EVENTS, "Event", True),
         (SECRETS, "Secret", True),
@@ -168,7 +170,12 @@ def llama(
             "uid": f"uid-{name}",
             "generation": generation,
         },
-        "spec": spec or {"model": {"id": "meta-llama/Llama-3.1-8B-Instruct"}, "replicas": 1},
+        "spec": spec
+        or {
+            "model": {"id": "meta-llama/Llama-3.1-8B-Instruct"},
+            "replicas": 1,
+            "license": {"accept": True},
+        },
     }
 
 

@@ -171,6 +171,7 @@ class TestNotYetActive:
         spec = {
             "model": {"id": "meta-llama/Llama-3.1-8B-Instruct"},
             "autoscaling": {"minReplicas": 1, "maxReplicas": 3},
+            "license": {"accept": True},
         }
         await create(operator, LLAMA, llama(spec=spec))
         condition = await eventually(lambda: condition_of(operator, "NotYetActive"))

@@ -67,6 +67,7 @@ class TestCreate:
         await eventually(lambda: exists(operator, SERVICES, "chat-primary"))
         applies = [r for r in operator if "apply-patch" in r.headers.get("Content-Type", "")]
         assert {r.url.path for r in applies} == {
+            "/api/v1/namespaces/ai/configmaps/chat-license",
             "/apis/apps/v1/namespaces/ai/deployments/chat-primary",
             "/api/v1/namespaces/ai/services/chat",
             "/api/v1/namespaces/ai/services/chat-primary",

@@ -114,7 +114,10 @@ async def test_llama_deployment_lifecycle(
         "apiVersion": api.API_VERSION,
         "kind": api.KIND,
         "metadata": {"name": "chat", "namespace": namespace},
-        "spec": {"model": {"id": "meta-llama/Llama-3.2-1B-Instruct"}},
+        "spec": {
+            "model": {"id": "meta-llama/Llama-3.2-1B-Instruct"},
+            "license": {"accept": True},
+        },
     }
     created = custom.create_namespaced_custom_object(
         api.GROUP, api.VERSION, namespace, api.PLURAL, body
@@ -132,6 +135,11 @@ async def test_llama_deployment_lifecycle(
     deployment = apps.read_namespaced_deployment("chat-primary", namespace)
     (owner,) = deployment.metadata.owner_references
     assert owner.uid == created["metadata"]["uid"]
+    # The licence ConfigMap every serving pod mounts at /licenses (created, never read back).
+    licence = kclient.CoreV1Api(api_client).read_namespaced_config_map("chat-license", namespace)
+    assert licence.data["LICENSE_ID"] == "llama3.2\n"
+    assert licence.data["NOTICE"].startswith("Llama 3.2 is licensed under")
+    assert llama["status"]["license"]["accepted"] is True
 
     # The API server's CEL rules refuse a contradictory edit before the operator sees it.
     with pytest.raises(kclient.ApiException) as refused:

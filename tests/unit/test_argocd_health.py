@@ -27,7 +27,7 @@ from hack import generate_argocd, generate_chart
 from hypothesis import strategies as st
 from lupa import lua51
 
-from llama_operator import api, config, status
+from llama_operator import api, config, licensing, status
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 ARGOCD = ROOT / "manifests" / "argocd"
@@ -387,6 +387,47 @@ CASES: list[tuple[str, dict[str, Any], str, str]] = [
         "Healthy",
         f"1/1 ready on {SUMMARY}",
     ),
+    (
+        "licence not accepted: waits for a person, so Degraded with the reason",
+        llama(
+            st_(
+                "Pending",
+                PLANNED,
+                cond("LicenseAccepted", "False", "NotAccepted", "set spec.license.accept: true"),
+            )
+        ),
+        "Degraded",
+        "NotAccepted: set spec.license.accept: true",
+    ),
+    (
+        "no access to a gated model",
+        llama(
+            st_(
+                "Pending",
+                PLANNED,
+                cond("LicenseAccepted", "True", "Accepted", "accepted"),
+                cond("ModelAccessible", "False", "NotGranted", "request access at https://hf/x"),
+            )
+        ),
+        "Degraded",
+        "NotGranted: request access at https://hf/x",
+    ),
+    (
+        "gates that are open or unknown do not change the verdict",
+        llama(
+            st_(
+                "Ready",
+                PLANNED,
+                AVAILABLE,
+                READY,
+                cond("LicenseAccepted", "Unknown", "LicenseUnknown", "unknown"),
+                cond("ModelAccessible", "True", "Granted", "ok"),
+                cond("LicenseRestricted", "True", "RestrictedLicense", "research only"),
+            )
+        ),
+        "Healthy",
+        f"1/1 ready on {SUMMARY}",
+    ),
 ]
 
 
@@ -537,14 +578,31 @@ def observations(draw: st.DrawFn) -> status.Observation:
         deployment=live,
         desired_replicas=desired,
         not_yet_active=draw(st.sampled_from([(), ("autoscaling",)])),
+        checks=draw(st.sampled_from(GATES)),
+        held_back=draw(st.sampled_from([None, None, "set spec.license.accept: true"])),
     )
 
 
-@hypothesis.settings(max_examples=150, deadline=None)
+# Licence and access conditions as the reconciler sets them (licensing.Check).
+GATES: list[tuple[licensing.Check, ...]] = [
+    (),
+    (licensing.Check("LicenseAccepted", "True", "Accepted", "accepted"),),
+    (licensing.Check("LicenseAccepted", "Unknown", "LicenseUnknown", "unknown"),),
+    (licensing.Check("LicenseAccepted", "False", "NotAccepted", "accept it"),),
+    (licensing.Check("ModelAccessible", "False", "NotGranted", "ask for access"),),
+    (licensing.Check("LicenseRestricted", "True", "RestrictedLicense", "research only"),),
+]
+
+
+@hypothesis.settings(max_examples=200, deadline=None)
 @hypothesis.given(observations())
 def test_every_computed_phase_maps_to_its_health(observation: status.Observation) -> None:
     obj = computed(observation)
-    assert run(obj)["status"] == PHASE_HEALTH[obj["status"]["phase"]]
+    verdict = run(obj)["status"]
+    if any(check.status == "False" for check in observation.checks):
+        assert verdict == "Degraded"  # a closed gate waits for a person, not for time
+    else:
+        assert verdict == PHASE_HEALTH[obj["status"]["phase"]]
 
 
 # The generated argocd-cm patch and the example Applications.

@@ -7,11 +7,15 @@ from typing import Any
 
 import pytest
 
-from llama_operator import api, builders, catalog, config, facts, planner, pools
+from llama_operator import api, builders, catalog, config, facts, licenses, planner, pools
 
 SETTINGS = config.OperatorConfig()
 POOLS = {pool.name: pool for pool in config.default_pools()}
 UID = "0b7c6d1e-1111-4222-8333-444455556666"
+
+
+def detection(spec: api.LlamaDeploymentSpec) -> licenses.Detection:
+    return licenses.detect(model_id=spec.model.id, override=None)
 
 
 def make_spec(**raw: Any) -> api.LlamaDeploymentSpec:
@@ -32,7 +36,14 @@ def plan_for(spec: api.LlamaDeploymentSpec) -> tuple[api.Plan, pools.Pool]:
 def build(spec: api.LlamaDeploymentSpec, *, name: str = "chat") -> list[dict[str, Any]]:
     plan, pool = plan_for(spec)
     return builders.build_all(
-        name=name, namespace="ai", uid=UID, spec=spec, plan=plan, pool=pool, settings=SETTINGS
+        name=name,
+        namespace="ai",
+        uid=UID,
+        spec=spec,
+        plan=plan,
+        pool=pool,
+        settings=SETTINGS,
+        detection=detection(spec),
     )
 
 
@@ -48,6 +59,7 @@ def make_deployment(spec: api.LlamaDeploymentSpec, *, replicas: int = 1) -> dict
         pool=pool,
         settings=SETTINGS,
         replicas=replicas,
+        detection=detection(spec),
     )
 
 
@@ -150,6 +162,7 @@ class TestDeployment:
                 pool=other,
                 settings=SETTINGS,
                 replicas=1,
+                detection=detection(spec),
             )
 
     def test_pod_hardening(self) -> None:
@@ -172,6 +185,8 @@ class TestDeployment:
         assert annotations == {
             "llamaops.dev/model": "meta-llama/Llama-3.1-8B-Instruct",
             "llamaops.dev/plan": "2x NVIDIA-L40S fp8",
+            "llamaops.dev/license": "llama3.1",
+            "llamaops.dev/aup-url": "https://llama.meta.com/llama3_1/use-policy",
         }
 
     def test_plan_summary_names_16_bit_precision(self) -> None:
@@ -227,7 +242,12 @@ class TestDeployment:
 class TestService:
     def test_cluster_ip_service_selects_variant(self) -> None:
         service = builders.service(
-            name="chat", namespace="ai", uid=UID, service_name="chat", variant="primary"
+            name="chat",
+            namespace="ai",
+            uid=UID,
+            service_name="chat",
+            variant="primary",
+            detection=licenses.detect(model_id="meta-llama/Llama-3.1-8B-Instruct", override=None),
         )
         assert (service["apiVersion"], service["kind"]) == ("v1", "Service")
         assert service["metadata"]["name"] == "chat"
@@ -251,7 +271,12 @@ class TestService:
     def test_target_port_is_a_container_port_name(self) -> None:
         deployment = make_deployment(make_spec())
         service = builders.service(
-            name="chat", namespace="ai", uid=UID, service_name="chat-primary", variant="primary"
+            name="chat",
+            namespace="ai",
+            uid=UID,
+            service_name="chat-primary",
+            variant="primary",
+            detection=licenses.detect(model_id="meta-llama/Llama-3.1-8B-Instruct", override=None),
         )
         container_ports = {
             port["name"]
@@ -264,11 +289,12 @@ class TestBuildAll:
     def test_objects(self) -> None:
         objects = build(make_spec(replicas=2))
         assert [(o["kind"], o["metadata"]["name"]) for o in objects] == [
+            ("ConfigMap", "chat-license"),
             ("Deployment", "chat-primary"),
             ("Service", "chat"),
             ("Service", "chat-primary"),
         ]
-        assert objects[0]["spec"]["replicas"] == 2
+        assert objects[1]["spec"]["replicas"] == 2
         for obj in objects:
             assert obj["metadata"]["namespace"] == "ai"
             assert obj["metadata"]["ownerReferences"][0]["uid"] == UID
@@ -277,13 +303,13 @@ class TestBuildAll:
             )
 
     def test_services_select_primary_pods(self) -> None:
-        deployment, *services = build(make_spec())
+        _, deployment, *services = build(make_spec())
         pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
         for service in services:
             assert matches(service["spec"]["selector"], pod_labels)
 
     def test_zero_replicas(self) -> None:
-        assert build(make_spec(replicas=0))[0]["spec"]["replicas"] == 0
+        assert build(make_spec(replicas=0))[1]["spec"]["replicas"] == 0
 
 
 class TestHash:
@@ -301,8 +327,8 @@ class TestHash:
         assert builders.spec_hash(one) == builders.spec_hash(two)
 
     def test_changes_with_plan(self) -> None:
-        before = build(make_spec())[0]
-        after = build(make_spec(placement={"maxModelLen": 4096}))[0]
+        before = build(make_spec())[1]  # the Deployment
+        after = build(make_spec(placement={"maxModelLen": 4096}))[1]
         annotation = builders.HASH_ANNOTATION
         assert (
             before["metadata"]["annotations"][annotation]

@@ -150,7 +150,24 @@ class TestRender:
         assert ("Deployment", "chat-primary") in names
         assert ("Service", "chat") in names
         assert ("Service", "chat-primary") in names
-        assert len(objects) == 3 * len(list(EXAMPLES.glob("*.yaml")))
+        assert ("ConfigMap", "chat-license") in names
+        # Every example accepts its licence, so nothing is held back.
+        assert len(objects) == 4 * len(list(EXAMPLES.glob("*.yaml")))
+
+    def test_a_deployment_the_licence_gate_holds_is_left_out_and_said(
+        self, capsys: pytest.CaptureFixture[str], tmp_path: pathlib.Path
+    ) -> None:
+        doc = yaml.safe_load((EXAMPLES / "chat-8b.yaml").read_text())
+        del doc["spec"]["license"]
+        path = tmp_path / "chat.yaml"
+        path.write_text(yaml.safe_dump(doc))
+        code, out, err = run(capsys, "render", "-f", str(path))
+        assert code == 0  # not an error: the operator waits for the acceptance
+        kinds = sorted(o["kind"] for o in yaml.safe_load_all(out) if o)
+        assert kinds == ["ConfigMap", "Service", "Service"]
+        assert "Deployment chat-primary is held back" in err
+        assert "spec.license.accept: true" in err
+        assert "https://llama.meta.com/llama3_1/use-policy" in err
 
     def test_unplannable_document_is_reported_and_others_still_render(
         self, capsys: pytest.CaptureFixture[str], tmp_path: pathlib.Path
@@ -170,7 +187,7 @@ class TestRender:
         assert code == 1
         assert "bad" in err
         assert "spec.placement.pools" in err
-        assert len([d for d in yaml.safe_load_all(out) if d]) == 3
+        assert len([d for d in yaml.safe_load_all(out) if d]) == 4
 
 
 class TestCrds:

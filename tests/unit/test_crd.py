@@ -258,6 +258,7 @@ def test_printer_columns() -> None:
         ("Pool", "string", ".status.plan.pool"),
         ("GPUs", "integer", ".status.plan.gpusPerReplica"),
         ("Quant", "string", ".status.plan.quantization"),
+        ("License", "string", ".status.license.id"),
         ("Ready", "string", '.status.conditions[?(@.type=="Ready")].status'),
         ("Phase", "string", ".status.phase"),
         ("Age", "date", ".metadata.creationTimestamp"),

@@ -241,7 +241,7 @@ class TestSharedContainer:
     @pytest.mark.parametrize("engine", ["vllm", "tgi"])
     def test_shm_only_with_tensor_parallel(self, engine: str) -> None:
         single = render(engine=engine)["volumeMounts"]
-        assert [m["name"] for m in single] == ["model-cache", "tmp"]
+        assert [m["name"] for m in single] == ["model-cache", "tmp", "licenses"]
         sharded = render(engine=engine, tensorParallel=2, gpusPerReplica=2)["volumeMounts"]
         assert {"name": "dshm", "mountPath": "/dev/shm"} in sharded
 

@@ -25,6 +25,7 @@ ALL_IDS = (
     "qwen",
     "tongyi-qianwen",
     "mrl",
+    "mnpl",
     "deepseek",
     "apache-2.0",
     "mit",
@@ -106,7 +107,9 @@ class TestRegistry:
         assert not REGISTRY["mit"].acceptance_required
         assert REGISTRY["mrl"].restricted is not None
         assert "research" in REGISTRY["mrl"].restricted
-        assert [lic.id for lic in REGISTRY.values() if lic.restricted] == ["mrl"]
+        assert [lic.id for lic in REGISTRY.values() if lic.restricted] == ["mrl", "mnpl"]
+        assert "non-production" in (REGISTRY["mnpl"].restricted or "")
+        assert licenses.from_card("other", "mnpl") is REGISTRY["mnpl"]
         assert any("100 million" in c for c in REGISTRY["qwen"].clauses)
         assert any("passed on to users" in c for c in REGISTRY["gemma"].clauses)
         assert any("bind users" in c for c in REGISTRY["deepseek"].clauses)
@@ -161,8 +164,8 @@ DETECTIONS: list[tuple[dict[str, Any], str | None, str]] = [
             "card_license": "other",
             "card_license_name": "mnpl",
         },
-        None,
-        "unknown",
+        "mnpl",
+        "card",
     ),
     (
         {
@@ -390,10 +393,21 @@ class TestCli:
         found = {item["model"]: item["license"] for item in yaml.safe_load(out)["items"]}
         assert found["meta-llama/Llama-3.3-70B-Instruct"]["id"] == "llama3.3"
         assert found["meta-llama/Llama-3.1-70B-Instruct"]["id"] == "llama3.1"
-        # Outside the catalog and unknown to the patterns: shown as unknown, never guessed.
+        # Outside the catalog and unknown to the patterns: the example names its licence.
         custom = found["example-org/my-llama-finetune"]
-        assert (custom["id"], custom["source"]) == (None, "unknown")
-        assert "spec.license.id" in custom["detail"]
+        assert (custom["id"], custom["source"]) == ("llama3.1", "spec")
+        for item in found.values():
+            assert item["serving"] == "allowed"  # every example accepts its licence
+            assert item["injected"]["mountPath"] == "/licenses"
+        assert found["meta-llama/Llama-3.3-70B-Instruct"]["injected"] == {
+            "configMap": "big-chat-license",
+            "mountPath": "/licenses",
+            "files": ["AUP_URL", "LICENSE_ID", "LICENSE_URL", "NOTICE", "README"],
+            "annotations": {
+                "llamaops.dev/license": "llama3.3",
+                "llamaops.dev/aup-url": "https://www.llama.com/llama3_3/use-policy",
+            },
+        }
         assert "©" in out  # unescaped
 
     def test_plan_text_has_the_license_line(self, capsys: pytest.CaptureFixture[str]) -> None:
@@ -403,6 +417,13 @@ class TestCli:
         assert line.startswith("  license: llama3.1 (catalog) ")
         assert "https://llama.meta.com/llama3_1/use-policy" in line
         assert '"Built with Llama"' in line
+        injected = next(x for x in out.splitlines() if x.strip().startswith("injected:"))
+        assert injected == (
+            "  injected: ConfigMap chat-license (AUP_URL, LICENSE_ID, LICENSE_URL, NOTICE, README)"
+            " at /licenses; annotations llamaops.dev/license=llama3.1, "
+            "llamaops.dev/aup-url=https://llama.meta.com/llama3_1/use-policy"
+        )
+        assert "HELD" not in out  # the example accepts the licence
 
     def test_plan_shows_the_eu_restriction_for_a_multimodal_model(
         self, capsys: pytest.CaptureFixture[str], tmp_path: pathlib.Path
@@ -427,8 +448,9 @@ class TestCli:
         path = tmp_path / "override.yaml"
         path.write_text(yaml.safe_dump(doc))
         code, out = run(capsys, "plan", "-f", str(path))
-        assert code == 0  # detection never blocks planning in this release
+        assert code == 0  # the plan stands; serving is what waits for a valid licence id
         assert "  license: unknown (spec) spec.license.id 'llama5' is not a known licence id" in out
+        assert "  HELD: spec.license.id 'llama5' is not a known licence id" in out
 
     def test_a_failed_plan_still_shows_the_licence(
         self, capsys: pytest.CaptureFixture[str], tmp_path: pathlib.Path

@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from llama_operator import api, builders, config, facts, hub, reconcile
+import pytest
+
+from llama_operator import api, builders, config, facts, hub, licensing, reconcile
 
 
 class RecordingClient:
@@ -37,7 +39,17 @@ def body(spec: dict[str, Any], status: dict[str, Any] | None = None) -> dict[str
     }
 
 
-SPEC = {"model": {"id": "meta-llama/Llama-3.1-8B-Instruct"}}
+SPEC = {"model": {"id": "meta-llama/Llama-3.1-8B-Instruct"}, "license": {"accept": True}}
+NOW = 1000.0  # the injected monotonic clock
+
+
+def remembered(live: dict[tuple[str, str], dict[str, Any]] | None) -> dict[str, Any]:
+    """What the operator remembers of the unwatched children (ConfigMaps) in ``live``."""
+    return {
+        f"{kind}/{name}": (obj["metadata"]["annotations"][builders.HASH_ANNOTATION], NOW)
+        for (kind, name), obj in (live or {}).items()
+        if kind in reconcile.UNWATCHED_KINDS
+    }
 
 
 def run(
@@ -47,6 +59,10 @@ def run(
     client: RecordingClient | None = None,
     fetch: reconcile.HubFetch | None = None,
     settings: config.OperatorConfig = SETTINGS,
+    card: reconcile.CardFetch | None = None,
+    access: reconcile.AccessCheck | None = None,
+    unwatched: dict[str, Any] | None = None,
+    clock: float = NOW,
 ) -> tuple[reconcile.Outcome, RecordingClient]:
     client = client or RecordingClient()
     outcome = reconcile.reconcile(
@@ -57,6 +73,10 @@ def run(
         gpu_nodes=[],
         fetch=fetch,
         now="2026-01-01T00:00:00Z",
+        card=card,
+        access=access,
+        unwatched=remembered(live) if unwatched is None else unwatched,
+        clock=lambda: clock,
     )
     return outcome, client
 
@@ -64,10 +84,11 @@ def run(
 class TestReconcile:
     def test_first_reconcile_applies_every_child_and_reports_the_plan(self) -> None:
         outcome, client = run(body(SPEC))
-        assert [o["metadata"]["name"] for o in client.applied] == [
-            "chat-primary",
-            "chat",
-            "chat-primary",
+        assert [(o["kind"], o["metadata"]["name"]) for o in client.applied] == [
+            ("ConfigMap", "chat-license"),
+            ("Deployment", "chat-primary"),
+            ("Service", "chat"),
+            ("Service", "chat-primary"),
         ]
         assert outcome.status_patch["plan"]["engine"] == "vllm"
         assert [e.reason for e in outcome.events] == ["Planned", "Applied"]
@@ -140,11 +161,12 @@ class TestReconcile:
             "model": {
                 "id": "meta-llama/Llama-3.1-8B-Instruct",
                 "tokenSecretRef": {"name": "hf", "key": "token"},
-            }
+            },
+            "license": {"accept": True},
         }
         outcome, _ = run(body(spec), client=client, fetch=fetch)
         assert client.secret_reads == []  # catalog model: no Hub, no Secret read
-        deployment = client.applied[0]
+        (deployment,) = [o for o in client.applied if o["kind"] == "Deployment"]
         env = deployment["spec"]["template"]["spec"]["containers"][0]["env"]
         token = next(e for e in env if e["name"] == "HF_TOKEN")
         assert token == {
@@ -160,7 +182,7 @@ class TestReconcile:
             "fallbacks": [{"model": {"id": "meta-llama/Llama-3.2-1B-Instruct"}}],
             "license": {"accept": True},
         }
-        assert reconcile.not_yet_active(spec) == ["fallbacks", "license"]
+        assert reconcile.not_yet_active(spec) == ["fallbacks"]
         outcome, _ = run(body(spec))
         assert any(e.reason == "FieldsNotActive" for e in outcome.events)
 
@@ -197,7 +219,7 @@ class TestPlanStickiness:
     def test_changing_the_model_plans_again(self) -> None:
         previous = self.settled(SPEC)
         outcome, _ = run(
-            body({"model": {"id": "meta-llama/Llama-3.3-70B-Instruct"}}, status=previous)
+            body({**SPEC, "model": {"id": "meta-llama/Llama-3.3-70B-Instruct"}}, status=previous)
         )
         assert outcome.status_patch["plan"]["gpusPerReplica"] >= 2
         assert outcome.status_patch["plan"]["inputsHash"] != previous["plan"]["inputsHash"]
@@ -233,6 +255,8 @@ class TestDrift:
             fetch=None,
             now="2026-01-01T00:00:00Z",
             generations=generations,
+            unwatched=remembered(live),
+            clock=lambda: NOW,
         )
         return client
 
@@ -250,3 +274,303 @@ class TestDrift:
         client = self.reconcile_with(self.live_after_first_apply(7), generations)
         assert client.applied == []
         assert generations == {"Deployment/chat-primary": 7}
+
+
+def cards(table: dict[str, hub.Card], calls: list[str] | None = None) -> reconcile.CardFetch:
+    """A card fetch answering from ``table`` (HubError for anything else)."""
+
+    def fetch(repo_id: str, revision: str, model: api.ModelSpec, namespace: str) -> hub.Card:
+        if calls is not None:
+            calls.append(repo_id)
+        if repo_id not in table:
+            raise hub.HubError(f"{repo_id}: not reachable")
+        return table[repo_id]
+
+    return fetch
+
+
+def answering(
+    reason: licensing.AccessReason, calls: list[str] | None = None
+) -> reconcile.AccessCheck:
+    def check(model: api.ModelSpec, namespace: str) -> licensing.AccessAnswer:
+        if calls is not None:
+            calls.append(model.id)
+        return licensing.AccessAnswer(reason, f"{reason} for {model.id}")
+
+    return check
+
+
+def condition(outcome: reconcile.Outcome, type_: str) -> dict[str, Any]:
+    (found,) = [c for c in outcome.status_patch["conditions"] if c["type"] == type_]
+    return dict(found)
+
+
+def kinds(client: RecordingClient) -> list[str]:
+    return [o["kind"] for o in client.applied]
+
+
+def settle(
+    outcome: reconcile.Outcome, client: RecordingClient
+) -> tuple[dict[str, Any], dict[tuple[str, str], dict[str, Any]]]:
+    """Status and live children after a reconcile (as the API and the watches would hold)."""
+    live = {(o["kind"], o["metadata"]["name"]): o for o in client.applied}
+    return dict(outcome.status_patch), live
+
+
+NOT_ACCEPTED = {"model": {"id": "meta-llama/Llama-3.1-8B-Instruct"}}
+TOKEN = {"name": "hf", "key": "token"}
+
+
+class TestLicenceGate:
+    def test_not_accepted_creates_no_serving_pods_and_says_why(self) -> None:
+        outcome, client = run(body(NOT_ACCEPTED))
+        assert kinds(client) == ["ConfigMap", "Service", "Service"]  # no Deployment
+        accepted = condition(outcome, "LicenseAccepted")
+        assert (accepted["status"], accepted["reason"]) == ("False", "NotAccepted")
+        assert "https://llama.meta.com/llama3_1/use-policy" in accepted["message"]
+        assert "spec.license.accept: true" in accepted["message"]
+        (warning,) = [e for e in outcome.events if e.reason == "NotAccepted"]
+        assert warning.type == "Warning"
+        assert warning.message == accepted["message"]
+        assert outcome.phase == "Pending"
+        ready = condition(outcome, "Ready")
+        assert ready["message"].startswith("no serving pods: ")
+        assert outcome.status_patch["license"]["accepted"] is False
+        assert outcome.status_patch["license"]["id"] == "llama3.1"
+
+    def test_the_warning_is_not_repeated_every_tick(self) -> None:
+        first, client = run(body(NOT_ACCEPTED))
+        status, live = settle(first, client)
+        second, again = run(body(NOT_ACCEPTED, status=status), live=live)
+        assert second.events == []
+        assert again.applied == []
+        assert second.status_patch == {}
+
+    def test_accepting_later_starts_serving_with_no_other_edit(self) -> None:
+        first, client = run(body(NOT_ACCEPTED))
+        status, live = settle(first, client)
+        accepted = {**NOT_ACCEPTED, "license": {"accept": True}}
+        second, again = run(body(accepted, status=status), live=live)
+        assert kinds(again) == ["Deployment"]
+        assert condition(second, "LicenseAccepted")["reason"] == "Accepted"
+        (event,) = [e for e in second.events if e.reason == "Accepted"]
+        assert event.type == "Normal"
+        assert second.status_patch["license"]["accepted"] is True
+
+    def test_revoking_acceptance_while_serving_is_refused(self) -> None:
+        first, client = run(body(SPEC))
+        status, live = settle(first, client)
+        revoked = {**SPEC, "license": {"accept": False}}
+        outcome, again = run(body(revoked, status=status), live=live)
+        assert again.applied == []  # nothing torn down, nothing changed
+        c = condition(outcome, "LicenseAccepted")
+        assert (c["status"], c["reason"]) == ("False", "AcceptanceRevoked")
+        assert [e.reason for e in outcome.events if e.type == "Warning"] == ["AcceptanceRevoked"]
+        assert "license" not in outcome.status_patch  # still serving under the acceptance
+        # An edit made while acceptance is withdrawn is held back, not applied.
+        scaled = {**revoked, "replicas": 3}
+        status = {**status, **outcome.status_patch}
+        _, again = run(body(scaled, status=status), live=live)
+        assert "Deployment" not in kinds(again)
+
+    def test_a_new_licence_on_a_running_deployment_holds_the_change_back(self) -> None:
+        first, client = run(body(SPEC))
+        status, live = settle(first, client)
+        llama4 = {"model": {"id": "meta-llama/Llama-4-Scout-17B-16E-Instruct"}}
+        outcome, again = run(body(llama4, status=status), live=live)
+        assert "Deployment" not in kinds(again)  # the Llama 3.1 pods keep serving
+        assert outcome.phase == "Degraded"
+        assert "held back" in condition(outcome, "Ready")["message"]
+        assert condition(outcome, "LicenseAccepted")["reason"] == "NotAccepted"
+        assert condition(outcome, "LicenseRestricted")["reason"] == "EUMultimodalRestriction"
+
+    def test_unknown_override_holds_serving(self) -> None:
+        spec = {**NOT_ACCEPTED, "license": {"id": "llama9", "accept": True}}
+        outcome, client = run(body(spec))
+        assert "Deployment" not in kinds(client)
+        c = condition(outcome, "LicenseAccepted")
+        assert (c["status"], c["reason"]) == ("False", "UnknownLicenseId")
+
+    def test_restricted_licence_warns_but_serves(self) -> None:
+        spec = {**NOT_ACCEPTED, "license": {"id": "mrl"}}
+        outcome, client = run(body(spec))
+        assert "Deployment" in kinds(client)
+        c = condition(outcome, "LicenseRestricted")
+        assert (c["status"], c["reason"]) == ("True", "RestrictedLicense")
+        assert any(e.reason == "RestrictedLicense" and e.type == "Warning" for e in outcome.events)
+
+
+class TestDetectionThroughTheHub:
+    def test_a_fine_tune_inherits_its_base_licence_through_the_chain(self) -> None:
+        table = {
+            "example-org/chat-tune": hub.Card("apache-2.0", None, ("example-org/mid",), False),
+            "example-org/mid": hub.Card("llama3.2", None, ("example-org/root",), False),
+        }
+        calls: list[str] = []
+        spec = {
+            "model": {
+                "id": "example-org/chat-tune",
+                "parameters": "3.2B",
+                "layers": 28,
+                "attentionHeads": 24,
+                "kvHeads": 8,
+                "headDim": 128,
+                "maxContext": 8192,
+            }
+        }
+        outcome, client = run(body(spec), card=cards(table, calls))
+        found = outcome.status_patch["license"]
+        assert (found["id"], found["source"]) == ("llama3.2", "base-model")
+        assert calls == ["example-org/chat-tune", "example-org/mid", "example-org/root"]
+        assert "Deployment" not in kinds(client)  # a Llama licence: acceptance needed
+
+    def test_an_unreachable_hub_falls_back_to_the_catalog(self) -> None:
+        outcome, _ = run(body(SPEC), card=cards({}))
+        assert outcome.status_patch["license"]["source"] == "catalog"
+        c = condition(outcome, "ModelAccessible")
+        assert (c["status"], c["reason"]) == ("Unknown", "NotChecked")
+
+    def test_a_gated_repository_without_a_token_is_held(self) -> None:
+        table = {"meta-llama/Llama-3.1-8B-Instruct": hub.Card("llama3.1", None, (), True)}
+        outcome, client = run(body(SPEC), card=cards(table))
+        assert "Deployment" not in kinds(client)
+        c = condition(outcome, "ModelAccessible")
+        assert (c["status"], c["reason"]) == ("False", "TokenRequired")
+        assert "spec.model.tokenSecretRef" in c["message"]
+
+
+GATED_SPEC: dict[str, Any] = {**SPEC, "model": {**SPEC["model"], "tokenSecretRef": TOKEN}}  # type: ignore[dict-item]
+
+
+class TestAccessGate:
+    spec = GATED_SPEC
+
+    @pytest.mark.parametrize("reason", ["NotGranted", "BadToken", "NotFound", "SecretMissing"])
+    def test_no_access_creates_no_serving_pods(self, reason: licensing.AccessReason) -> None:
+        outcome, client = run(body(self.spec), access=answering(reason))
+        assert "Deployment" not in kinds(client)
+        c = condition(outcome, "ModelAccessible")
+        assert (c["status"], c["reason"], c["message"]) == (
+            "False",
+            reason,
+            f"{reason} for meta-llama/Llama-3.1-8B-Instruct",
+        )
+        assert any(e.type == "Warning" and e.reason == reason for e in outcome.events)
+
+    def test_access_granted_later_starts_serving(self) -> None:
+        first, client = run(body(self.spec), access=answering("NotGranted"))
+        status, live = settle(first, client)
+        second, again = run(body(self.spec, status=status), live=live, access=answering("Granted"))
+        assert kinds(again) == ["Deployment"]
+        assert condition(second, "ModelAccessible")["reason"] == "Granted"
+        assert any(e.type == "Normal" and e.reason == "Granted" for e in second.events)
+
+    def test_an_unreachable_hub_does_not_hold_serving(self) -> None:
+        outcome, client = run(body(self.spec), access=answering("Unreachable"))
+        assert "Deployment" in kinds(client)
+        assert condition(outcome, "ModelAccessible")["status"] == "Unknown"
+
+    def test_the_hub_is_asked_only_when_pods_would_be_created_or_changed(self) -> None:
+        calls: list[str] = []
+        first, client = run(body(self.spec), access=answering("Granted", calls))
+        assert calls == ["meta-llama/Llama-3.1-8B-Instruct"]
+        status, live = settle(first, client)
+        run(body(self.spec, status=status), live=live, access=answering("Granted", calls))
+        assert len(calls) == 1  # serving and unchanged: no check, no Secret read
+        not_accepted = {**self.spec, "license": {"accept": False}}
+        run(body(not_accepted), access=answering("Granted", calls))
+        assert len(calls) == 1  # the licence gate is closed: no reason to ask
+
+    def test_the_checker_reads_the_secret_and_never_reports_the_token(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        seen: list[str | None] = []
+
+        def fake_access(**kwargs: Any) -> hub.Access:
+            seen.append(kwargs["token"])
+            return hub.Access(False, "NotGranted", "not granted: see https://hub/x")
+
+        monkeypatch.setattr(hub, "access", fake_access)
+        client = RecordingClient()
+        check = reconcile.access_checker(client, SETTINGS)  # type: ignore[arg-type]
+        outcome, _ = run(body(self.spec), client=client, access=check)
+        assert seen == ["hf_secret_value"]
+        assert client.secret_reads == [("ai", "hf", "token")]
+        assert "hf_secret_value" not in repr(outcome)
+        assert "hf_secret_value" not in repr(client.applied)
+
+    def test_a_missing_secret_is_named(self) -> None:
+        class NoSecret(RecordingClient):
+            def read_secret_value(self, *, namespace: str, name: str, key: str) -> str | None:
+                return None
+
+        client = NoSecret()
+        check = reconcile.access_checker(client, SETTINGS)  # type: ignore[arg-type]
+        outcome, _ = run(body(self.spec), client=client, access=check)
+        c = condition(outcome, "ModelAccessible")
+        assert c["reason"] == "SecretMissing"
+        assert "'hf' (key 'token')" in c["message"]
+        assert "namespace ai" in c["message"]
+
+
+class TestUnwatchedConfigMap:
+    def test_reapplied_when_changed_and_after_the_refresh_period(self) -> None:
+        first, client = run(body(SPEC))
+        status, live = settle(first, client)
+        memory = remembered(live)
+        _, again = run(body(SPEC, status=status), live=live, unwatched=memory)
+        assert again.applied == []
+        later = NOW + reconcile.REAPPLY_SECONDS
+        refreshed, again = run(body(SPEC, status=status), live=live, unwatched=memory, clock=later)
+        assert kinds(again) == ["ConfigMap"]  # restores one deleted or edited by hand
+        assert refreshed.written == []  # not a change: the metrics show no churn
+        assert refreshed.refreshed == ["ConfigMap/chat-license"]
+        assert refreshed.events == []  # a routine refresh is not news
+        other = {**SPEC, "license": {"accept": True, "id": "llama3.3"}}
+        changed, again = run(body(other, status=status), live=live, unwatched=memory, clock=later)
+        assert "ConfigMap" in kinds(again)
+        (applied,) = [e for e in changed.events if e.reason == "Applied"]
+        assert "ConfigMap/chat-license" in applied.message
+
+
+class TestHeldWhileServing:
+    def test_a_held_model_change_leaves_the_licence_files_of_the_running_pods_alone(
+        self,
+    ) -> None:
+        first, client = run(body(SPEC))
+        status, live = settle(first, client)
+        llama4 = {"model": {"id": "meta-llama/Llama-4-Scout-17B-16E-Instruct"}}
+        outcome, again = run(body(llama4, status=status), live=live)
+        # The ConfigMap still says Llama 3.1, which is what the pods serve; nothing is written.
+        assert again.applied == []
+        assert outcome.phase == "Degraded"
+        # status keeps describing what runs; the conditions say what is held and why.
+        assert "license" not in outcome.status_patch
+        assert "plan" not in outcome.status_patch
+        accepted = condition(outcome, "LicenseAccepted")
+        assert accepted["reason"] == "NotAccepted"
+        assert "Llama 4" in accepted["message"]
+        assert not [e for e in outcome.events if e.reason == "Planned"]
+
+    def test_before_anything_serves_the_licence_files_are_written(self) -> None:
+        _, client = run(body(NOT_ACCEPTED))
+        (config_map,) = [o for o in client.applied if o["kind"] == "ConfigMap"]
+        assert config_map["data"]["LICENSE_ID"] == "llama3.1\n"
+
+
+class TestConfigMapAcrossRestarts:
+    def test_after_a_restart_the_configmap_is_applied_quietly(self) -> None:
+        first, client = run(body(SPEC))
+        status, live = settle(first, client)
+        # A new process: nothing remembered, but status.license says it was applied before.
+        outcome, again = run(body(SPEC, status=status), live=live, unwatched={})
+        assert kinds(again) == ["ConfigMap"]
+        assert outcome.written == []
+        assert outcome.refreshed == ["ConfigMap/chat-license"]
+        assert outcome.events == []
+
+    def test_a_new_deployment_announces_its_configmap(self) -> None:
+        outcome, _ = run(body(SPEC))
+        assert "ConfigMap/chat-license" in outcome.written
+        (applied,) = [e for e in outcome.events if e.reason == "Applied"]
+        assert applied.message.startswith("ConfigMap/chat-license, Deployment/chat-primary")

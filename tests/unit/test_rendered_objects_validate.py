@@ -14,7 +14,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from llama_operator import api, builders, catalog, config, facts, planner
+from llama_operator import api, builders, catalog, config, facts, licenses, planner
 
 EXAMPLES = sorted((pathlib.Path(__file__).parents[2] / "manifests" / "examples").glob("*.yaml"))
 OLDEST = "1.30"
@@ -41,6 +41,7 @@ def render(path: pathlib.Path) -> list[dict[str, Any]]:
         plan=plan,
         pool=pool,
         settings=config.OperatorConfig(),
+        detection=licenses.detect(model_id=spec.model.id, override=None),
     )
 
 
@@ -57,7 +58,7 @@ def test_newest_version_is_newer_than_oldest() -> None:
 @pytest.mark.parametrize("example", EXAMPLES, ids=lambda path: path.stem)
 def test_rendered_objects_validate(example: pathlib.Path, version: str) -> None:
     objects = render(example)
-    assert [obj["kind"] for obj in objects] == ["Deployment", "Service", "Service"]
+    assert [obj["kind"] for obj in objects] == ["ConfigMap", "Deployment", "Service", "Service"]
     for obj in objects:
         checked = kubernetes_validate.validate(obj, version, strict=True)
         assert checked == ".".join(version.split(".")[:2])
@@ -66,7 +67,7 @@ def test_rendered_objects_validate(example: pathlib.Path, version: str) -> None:
 @pytest.mark.parametrize("version", VERSIONS)
 def test_validator_rejects_a_broken_object(version: str) -> None:
     # The check above is only worth something if the schemas refuse bad objects.
-    deployment = render(EXAMPLES[0])[0]
+    deployment = render(EXAMPLES[0])[1]
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     container["ports"][0]["containerPort"] = "8000"
     with pytest.raises(kubernetes_validate.ValidationError):

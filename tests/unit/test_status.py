@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 import samples
 
-from llama_operator import conditions, status
+from llama_operator import conditions, licensing, status
 
 PLAN = samples.PLAN
 T0, T1 = "2026-01-01T00:00:00Z", "2026-01-01T00:05:00Z"
@@ -24,6 +24,7 @@ def condition(result: dict[str, Any], type_: str) -> dict[str, Any]:
 
 
 FAILURE = status.PlanningFailure("NoFeasiblePlan", "spec.placement: nothing fits")
+HELD = "set spec.license.accept: true to serve it"
 
 
 class TestPhase:
@@ -44,6 +45,8 @@ class TestPhase:
             ({"deployment": deployment(replicas=0), "desired_replicas": 0}, "Ready"),
             ({"failure": FAILURE, "plan": None}, "Failed"),
             ({"failure": FAILURE, "plan": None, "deployment": deployment(ready=1)}, "Degraded"),
+            ({"held_back": HELD}, "Pending"),
+            ({"held_back": HELD, "deployment": deployment(ready=1)}, "Degraded"),
         ],
     )
     def test_phase_table(self, overrides: dict[str, Any], expected: str) -> None:
@@ -118,3 +121,47 @@ class TestDiff:
 
     def test_unmanaged_top_level_keys_are_left_alone(self) -> None:
         assert status.diff({"somethingElse": 1, "phase": "Ready"}, {"phase": "Ready"}) == {}
+
+
+class TestLicence:
+    def test_a_held_back_spec_says_why_in_ready(self) -> None:
+        pending = status.compute(observe(held_back=HELD))
+        assert condition(pending, "Ready")["message"] == f"no serving pods: {HELD}"
+        serving = status.compute(observe(held_back=HELD, deployment=deployment(ready=1)))
+        message = condition(serving, "Ready")["message"]
+        assert message.startswith("the latest spec is held back, the running pods serve")
+        assert message.endswith(HELD)
+        assert condition(serving, "Available")["status"] == "True"  # it still serves
+
+    def test_checks_are_set_and_removed_types_dropped(self) -> None:
+        check = licensing.Check("LicenseAccepted", "False", "NotAccepted", HELD)
+        previous = {
+            "conditions": [
+                {
+                    "type": "LicenseRestricted",
+                    "status": "True",
+                    "reason": "RestrictedLicense",
+                    "message": "research only",
+                    "lastTransitionTime": T0,
+                }
+            ]
+        }
+        result = status.compute(
+            observe(previous=previous, checks=(check,), removed=("LicenseRestricted",), now=T1)
+        )
+        accepted = condition(result, "LicenseAccepted")
+        assert (accepted["status"], accepted["reason"], accepted["message"]) == (
+            "False",
+            "NotAccepted",
+            HELD,
+        )
+        assert conditions.find(result["conditions"], "LicenseRestricted") is None
+        types = [c["type"] for c in result["conditions"]]
+        assert types.index("Planned") < types.index("LicenseAccepted") < types.index("Ready")
+
+    def test_license_status_is_written_and_kept_when_not_recomputed(self) -> None:
+        found = {"id": "llama3.1", "source": "catalog", "accepted": True}
+        assert status.compute(observe(license=found))["license"] == found
+        kept = status.compute(observe(previous={"license": found}, plan=None, failure=FAILURE))
+        assert kept["license"] == found
+        assert "license" not in status.compute(observe())

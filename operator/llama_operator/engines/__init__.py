@@ -35,6 +35,8 @@ SHM_DIR = "/dev/shm"
 CACHE_VOLUME = "model-cache"
 TMP_VOLUME = "tmp"
 SHM_VOLUME = "dshm"
+LICENSE_VOLUME = "licenses"
+LICENSE_DIR = "/licenses"
 RUN_AS_USER = 1000
 RUN_AS_GROUP = 1000
 GPU_RESOURCE = pools.GPU_RESOURCE
@@ -244,6 +246,8 @@ def volume_mounts(*, plan: api.Plan) -> list[dict[str, Any]]:
     result: list[dict[str, Any]] = [
         {"name": CACHE_VOLUME, "mountPath": CACHE_DIR},
         {"name": TMP_VOLUME, "mountPath": TMP_DIR},
+        # The model licence's NOTICE, links and obligations (the "<name>-license" ConfigMap).
+        {"name": LICENSE_VOLUME, "mountPath": LICENSE_DIR, "readOnly": True},
     ]
     if needs_shared_memory(plan=plan):
         # The container runtime's default /dev/shm is 64 MiB, far too small for NCCL.

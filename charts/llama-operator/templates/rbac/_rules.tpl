@@ -32,8 +32,17 @@ A ClusterRole in all-namespaces mode, a Role per watched namespace otherwise.
 - apiGroups: [""]
   resources: [services]
   verbs: [list, watch, create, patch]
+# Application: the model licence's NOTICE, links and obligations (<name>-license),
+# mounted into every serving pod. Written with server-side apply and never read: not
+# watched, because watching every ConfigMap in the cluster to find ours costs more
+# than re-applying it every few minutes.
+- apiGroups: [""]
+  resources: [configmaps]
+  verbs: [create, patch]
 # Application: the Hugging Face token of spec.model.tokenSecretRef, read by name only
-# when a model outside the built-in catalogue is looked up on the Hub. No list/watch.
+# when the Hub is asked: model facts or the card of a model not yet looked up, and the
+# gated-access check, made on each reconcile while serving pods wait to be created or
+# changed (never while the endpoint serves unchanged). No list/watch.
 - apiGroups: [""]
   resources: [secrets]
   verbs: [get]
