@@ -5,7 +5,9 @@ again to pick up children's readiness, re-create deleted children, re-apply
 Deployments someone else edited, and re-check a closed gate (licence acceptance,
 gated-model access) so serving starts once it opens. Children (Deployments,
 Services) and GPU nodes are read from Kopf indexes fed by watches, so a reconcile
-that has nothing to change issues no API request at all. Handlers are sync: Kopf
+that has nothing to change issues no API request (but for the licence ConfigMap's
+re-apply every few minutes, and the token Secret read while serving pods wait for a
+gated-access check). Handlers are sync: Kopf
 runs them in its thread pool, where the blocking ``kubernetes`` client is fine.
 """
 
