@@ -223,24 +223,87 @@ class ModelCache(Model):
     )
 
 
-class Autoscaling(Model):
-    """Autoscaling on request-queue length (accepted now; acted on in a later release)."""
+AutoscalingMetric = Literal["queue", "inflight", "kvCache"]
+# The per-replica target of each metric when none is given: waiting requests, waiting plus
+# running requests, and the fraction of the KV cache in use.
+DEFAULT_TARGETS: dict[str, float] = {"queue": 8.0, "inflight": 32.0, "kvCache": 0.8}
 
-    minReplicas: int = Field(default=1, ge=0, le=1000, description="Lowest replica count.")
-    maxReplicas: int = Field(default=4, ge=1, le=1000, description="Highest replica count.")
-    metric: Literal["queue", "inflight", "kvCache"] = Field(
-        default="queue", description="Per-replica signal to scale on."
+
+class Autoscaling(Model):
+    """Autoscaling on what LLM serving queues (docs/concepts/autoscaling.md)."""
+
+    minReplicas: int = Field(
+        default=1,
+        ge=0,
+        le=1000,
+        description=(
+            "Lowest replica count. 0 (scale to zero) only with engine: keda, whose activation "
+            "trigger can bring the endpoint back; nothing else sees requests while no pod runs."
+        ),
     )
-    targetQueueLength: float = Field(
-        default=8, gt=0, description="Target value of the metric per replica."
+    maxReplicas: int = Field(default=4, ge=1, le=1000, description="Highest replica count.")
+    metric: AutoscalingMetric = Field(
+        default="queue",
+        description=(
+            "Per-replica signal to scale on: queue (requests waiting), inflight (waiting plus "
+            "running), or kvCache (fraction of the KV cache in use; vLLM only)."
+        ),
+    )
+    target: float | None = Field(
+        default=None,
+        gt=0,
+        description=(
+            "Target value of the metric per replica (default: 8 for queue, 32 for inflight, "
+            "0.8 for kvCache, which must be at most 1)."
+        ),
+    )
+    targetQueueLength: float | None = Field(
+        default=None,
+        gt=0,
+        description="Same as target, under the name the queue metric reads best with.",
+    )
+    scaleUpStep: int = Field(
+        default=4,
+        ge=1,
+        le=1000,
+        description="Most replicas one decision adds: a burst is met fast but bounded.",
     )
     scaleDownDelaySeconds: int = Field(
-        default=300, ge=0, le=86400, description="Stabilisation window before scaling down."
+        default=300,
+        ge=0,
+        le=86400,
+        description=(
+            "Stabilisation window: replicas go down only to the highest recommendation of the "
+            "whole window, so a lower recommendation must hold this long first."
+        ),
     )
-    intervalSeconds: int = Field(default=5, ge=1, le=600, description="How often to evaluate.")
+    intervalSeconds: int = Field(
+        default=5, ge=1, le=600, description="How often the built-in scaler evaluates."
+    )
     engine: Literal["builtin", "keda", "hpa"] = Field(
-        default="builtin", description="Who scales: the operator, KEDA or an HPA."
+        default="builtin",
+        description=(
+            "Who scales: builtin (the operator scrapes the pods, no extra components), keda "
+            "(a ScaledObject on this resource's /scale) or hpa (an autoscaling/v2 HPA on "
+            "/scale, for clusters running prometheus-adapter)."
+        ),
     )
+    activationTarget: float | None = Field(
+        default=None,
+        ge=0,
+        description=(
+            "keda only: the metric value above which a deployment scaled to zero is woken "
+            "(KEDA's activationThreshold; default 0, any queued request)."
+        ),
+    )
+
+    def effective_target(self) -> float:
+        """target, else targetQueueLength, else the metric's default."""
+        if self.target is not None:
+            return self.target
+        if self.targetQueueLength is not None:
+            return self.targetQueueLength
+        return DEFAULT_TARGETS[self.metric]
 
 
 class RolloutStep(Model):
@@ -368,7 +431,7 @@ class LlamaDeploymentSpec(Model):
 
 
 # Spec fields that are validated now but whose behaviour ships in later releases.
-NOT_YET_ACTIVE: tuple[str, ...] = ("autoscaling", "rollout", "traffic", "fallbacks")
+NOT_YET_ACTIVE: tuple[str, ...] = ("rollout", "traffic", "fallbacks")
 
 
 class Plan(Model):
@@ -448,6 +511,49 @@ class LicenseStatus(Model):
     )
 
 
+class AutoscalingDecision(Model):
+    """One replica change the built-in autoscaler made."""
+
+    time: str = Field(description="When (RFC 3339).")
+    fromReplicas: int = Field(description="Replicas before.")
+    toReplicas: int = Field(description="Replicas after.")
+    reason: str = Field(description="ScaleUp, ScaleDown or Bounds.")
+    metric: str = Field(description="The metric scaled on.")
+    target: float = Field(description="Its per-replica target.")
+    load: float | None = Field(default=None, description="The metric summed over the ready pods.")
+    message: str = Field(default="", description="The inputs and the rule that decided.")
+
+
+class AutoscalingStatus(Model):
+    """What the built-in autoscaler remembers (it survives an operator restart)."""
+
+    recommendations: list[list[float]] = Field(
+        default_factory=list,
+        description=(
+            "The stabilisation window's recommendations, run-length encoded: [since, "
+            "replicas] pairs, oldest first (since: seconds since the Unix epoch)."
+        ),
+    )
+    capacity: float | None = Field(
+        default=None,
+        description=(
+            "Requests one replica runs when saturated, learned from pods that had a queue; "
+            "with the queue metric, replicas never go below what the running requests need."
+        ),
+    )
+    decisions: list[AutoscalingDecision] = Field(
+        default_factory=list, description="The last replica changes, newest last."
+    )
+    lastScaleTime: str | None = Field(default=None, description="When replicas last changed.")
+
+
+class ExternalScalerRef(Model):
+    """The KEDA ScaledObject or HPA the operator created for spec.autoscaling."""
+
+    kind: Literal["ScaledObject", "HorizontalPodAutoscaler"] = Field(description="Its kind.")
+    name: str = Field(description="Its name (the LlamaDeployment's).")
+
+
 class LlamaDeploymentStatus(Model):
     """What the operator observed and decided."""
 
@@ -455,6 +561,16 @@ class LlamaDeploymentStatus(Model):
     plan: Plan | None = Field(default=None, description="The primary variant's plan.")
     license: LicenseStatus | None = Field(
         default=None, description="The model licence and its obligations."
+    )
+    autoscaling: AutoscalingStatus | None = Field(
+        default=None, description="The built-in autoscaler's window and last decisions."
+    )
+    externalScaler: ExternalScalerRef | None = Field(
+        default=None,
+        description=(
+            "The ScaledObject or HPA created for engine: keda or hpa; removed again when "
+            "the engine changes."
+        ),
     )
     replicas: int = Field(default=0, description="Serving pods that exist (for /scale).")
     readyReplicas: int = Field(default=0, description="Serving pods that are ready.")
@@ -490,6 +606,30 @@ CEL_RULES: dict[str, list[tuple[str, str]]] = {
         (
             "self.minReplicas <= self.maxReplicas",
             "spec.autoscaling.minReplicas must be less than or equal to maxReplicas",
+        ),
+        (
+            "self.minReplicas > 0 || self.engine == 'keda'",
+            "spec.autoscaling.minReplicas: 0 needs engine: keda, whose activation trigger can "
+            "wake a deployment with no pods; builtin and hpa see no requests without a pod",
+        ),
+        (
+            "!has(self.target) || !has(self.targetQueueLength)",
+            "spec.autoscaling: set target or targetQueueLength, not both",
+        ),
+        (
+            "self.metric != 'kvCache' || ((!has(self.target) || self.target <= 1.0) && "
+            "(!has(self.targetQueueLength) || self.targetQueueLength <= 1.0))",
+            "spec.autoscaling.target: the kvCache metric is a fraction, so the target must be "
+            "at most 1",
+        ),
+        (
+            "!has(self.activationTarget) || self.engine == 'keda'",
+            "spec.autoscaling.activationTarget applies to engine: keda only",
+        ),
+        (
+            "self.engine == 'builtin' || self.scaleDownDelaySeconds <= 3600",
+            "spec.autoscaling.scaleDownDelaySeconds: keda and hpa scale through a "
+            "HorizontalPodAutoscaler, whose stabilization window is at most 3600 seconds",
         ),
     ],
     "placement": [
@@ -573,8 +713,8 @@ def _is_union_tag(part: int | str) -> bool:
 def validate_spec(spec: LlamaDeploymentSpec) -> None:
     """The CEL rules of ``CEL_RULES``, in Python, for input that bypassed the API server."""
     a = spec.autoscaling
-    if a is not None and a.minReplicas > a.maxReplicas:
-        raise SpecError("spec.autoscaling.minReplicas", "must be less than or equal to maxReplicas")
+    if a is not None:
+        _validate_autoscaling(a)
     if spec.modelCache.volume == "persistentVolumeClaim" and not spec.modelCache.claimName:
         raise SpecError(
             "spec.modelCache.claimName", "is required when volume is persistentVolumeClaim"
@@ -594,6 +734,32 @@ def validate_spec(spec: LlamaDeploymentSpec) -> None:
             "spec.placement.quantization",
             f"{quant} needs a pre-quantized checkpoint: set spec.model.checkpointQuantization: "
             f"{quant} and point spec.model.id at that repository",
+        )
+
+
+def _validate_autoscaling(a: Autoscaling) -> None:
+    if a.minReplicas > a.maxReplicas:
+        raise SpecError("spec.autoscaling.minReplicas", "must be less than or equal to maxReplicas")
+    if a.minReplicas == 0 and a.engine != "keda":
+        raise SpecError(
+            "spec.autoscaling.minReplicas",
+            "0 needs engine: keda, whose activation trigger can wake a deployment with no pods; "
+            "builtin and hpa see no requests without a pod",
+        )
+    if a.target is not None and a.targetQueueLength is not None:
+        raise SpecError("spec.autoscaling", "set target or targetQueueLength, not both")
+    if a.metric == "kvCache" and a.effective_target() > 1:
+        raise SpecError(
+            "spec.autoscaling.target",
+            "the kvCache metric is a fraction, so the target must be at most 1",
+        )
+    if a.activationTarget is not None and a.engine != "keda":
+        raise SpecError("spec.autoscaling.activationTarget", "applies to engine: keda only")
+    if a.engine != "builtin" and a.scaleDownDelaySeconds > 3600:
+        raise SpecError(
+            "spec.autoscaling.scaleDownDelaySeconds",
+            "keda and hpa scale through a HorizontalPodAutoscaler, whose stabilization window "
+            "is at most 3600 seconds",
         )
 
 

@@ -17,6 +17,7 @@ NOT_YET_ACTIVE = "NotYetActive"
 LICENSE_ACCEPTED = "LicenseAccepted"
 LICENSE_RESTRICTED = "LicenseRestricted"
 MODEL_ACCESSIBLE = "ModelAccessible"
+AUTOSCALING = "Autoscaling"
 
 # Order in which types are listed in status (stable output, stable diffs).
 ORDER = (
@@ -25,6 +26,7 @@ ORDER = (
     MODEL_ACCESSIBLE,
     AVAILABLE,
     READY,
+    AUTOSCALING,
     LICENSE_RESTRICTED,
     NOT_YET_ACTIVE,
 )

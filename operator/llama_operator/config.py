@@ -50,6 +50,57 @@ class Hub(pydantic.BaseModel):
         return self
 
 
+# PromQL per engine and autoscaling metric, for engine: keda. string.Template
+# placeholders: ${namespace} and ${pods} (a regular expression matching the names of
+# the primary variant's pods). Each must sum to one number over the deployment's pods.
+DEFAULT_QUERIES: dict[str, dict[str, str]] = {
+    "vllm": {
+        "queue": 'sum(vllm:num_requests_waiting{namespace="${namespace}",pod=~"${pods}"})',
+        "inflight": (
+            'sum(vllm:num_requests_waiting{namespace="${namespace}",pod=~"${pods}"})'
+            ' + sum(vllm:num_requests_running{namespace="${namespace}",pod=~"${pods}"})'
+        ),
+        "kvCache": 'sum(vllm:kv_cache_usage_perc{namespace="${namespace}",pod=~"${pods}"})',
+    },
+    "tgi": {
+        "queue": 'sum(tgi_queue_size{namespace="${namespace}",pod=~"${pods}"})',
+        "inflight": (
+            'sum(tgi_queue_size{namespace="${namespace}",pod=~"${pods}"})'
+            ' + sum(tgi_batch_current_size{namespace="${namespace}",pod=~"${pods}"})'
+        ),
+    },
+}
+# Custom-metrics API names per engine and metric, for engine: hpa: what your
+# prometheus-adapter rules expose for pods (colons are not allowed in those names).
+DEFAULT_POD_METRICS: dict[str, dict[str, str]] = {
+    "vllm": {
+        "queue": "vllm_num_requests_waiting",
+        "inflight": "vllm_num_requests_inflight",
+        "kvCache": "vllm_kv_cache_usage_perc",
+    },
+    "tgi": {"queue": "tgi_queue_size", "inflight": "tgi_requests_inflight"},
+}
+
+
+class Autoscaling(pydantic.BaseModel):
+    """Operator-wide settings of the keda and hpa autoscaling engines."""
+
+    model_config = pydantic.ConfigDict(frozen=True, extra="forbid")
+
+    # Where KEDA's Prometheus scaler sends the queries.
+    prometheusAddress: str = Field(
+        default="http://prometheus-operated.monitoring.svc:9090", min_length=1
+    )
+    queries: dict[str, dict[str, str]] = Field(default_factory=lambda: DEFAULT_QUERIES)
+    podMetrics: dict[str, dict[str, str]] = Field(default_factory=lambda: DEFAULT_POD_METRICS)
+    # Scale to zero (engine: keda, minReplicas: 0) needs a signal that exists while no
+    # pod runs: the pods' own metrics vanish with the pods. A PromQL query, summed over
+    # what sits in front of the endpoint (a gateway's or ingress's request rate or
+    # pending requests), with ${namespace} and ${name} (the LlamaDeployment) and
+    # ${service} (its entry Service). None: scale to zero is refused.
+    activationQuery: str | None = Field(default=None, min_length=1)
+
+
 class OperatorConfig(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(frozen=True, extra="forbid")
 
@@ -61,6 +112,7 @@ class OperatorConfig(pydantic.BaseModel):
     fieldManager: str = "llama-operator"
     imagePullPolicy: str = Field(default="IfNotPresent", pattern=r"^(Always|IfNotPresent|Never)$")
     hub: Hub = Field(default_factory=Hub)
+    autoscaling: Autoscaling = Field(default_factory=Autoscaling)
 
 
 class ConfigError(ValueError):

@@ -21,9 +21,20 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+import aiohttp
 import kopf
 
-from llama_operator import api, builders, config, hub, k8s, metrics, pools, reconcile
+from llama_operator import (
+    api,
+    builders,
+    config,
+    hub,
+    k8s,
+    metrics,
+    pools,
+    reconcile,
+    scaling,
+)
 
 RESOURCE = (api.GROUP, api.VERSION, api.PLURAL)
 MANAGED = {"app.kubernetes.io/managed-by": "llama-operator"}
@@ -99,6 +110,30 @@ def llama_services(
     return {(namespace, name): _summary(body)}
 
 
+@kopf.index("discovery.k8s.io", "v1", "endpointslices", labels=MANAGED)
+def llama_endpointslices(
+    namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any
+) -> dict[tuple[str | None, str], dict[str, Any]] | None:
+    """Ready pods behind our Services: EndpointSlices carry their Service's labels."""
+    service = labels.get("kubernetes.io/service-name")
+    if not service:
+        return None
+    return {
+        (namespace, service): {
+            "addressType": body.get("addressType"),
+            "ports": list(body.get("ports") or []),
+            "endpoints": [
+                {
+                    "addresses": list(e.get("addresses") or []),
+                    "conditions": dict(e.get("conditions") or {}),
+                    "targetRef": {"name": (e.get("targetRef") or {}).get("name")},
+                }
+                for e in body.get("endpoints") or []
+            ],
+        }
+    }
+
+
 @kopf.index("", "v1", "nodes", labels={pools.PRODUCT_LABEL: kopf.PRESENT})
 def gpu_nodes(body: kopf.Body, **_: Any) -> dict[None, dict[str, Any]]:
     return {
@@ -124,6 +159,80 @@ def on_change(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **kwargs: Any
 def on_timer(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **kwargs: Any) -> None:
     """Refresh status from the children; re-create deleted ones, re-apply edited ones."""
     _reconcile(body, patch, memo, kwargs)
+
+
+def _builtin_autoscaling(spec: kopf.Spec, **_: Any) -> bool:
+    return scaling.enabled(spec)
+
+
+# cancellation_backoff: on stop, the loop is first asked to exit (it does at once:
+# it waits on the stop flag between ticks) and cancelled only if it has not after 5 s.
+@kopf.daemon(
+    *RESOURCE,
+    when=_builtin_autoscaling,
+    cancellation_backoff=5.0,
+    cancellation_timeout=10.0,
+)
+async def autoscale(
+    stopped: kopf.DaemonStopped,
+    body: kopf.Body,
+    memo: kopf.Memo,
+    logger: kopf.Logger,
+    **kwargs: Any,
+) -> None:
+    """The built-in autoscaler: every spec.autoscaling.intervalSeconds, scaling.tick."""
+    slices: kopf.Index[tuple[str | None, str], dict[str, Any]] = kwargs["llama_endpointslices"]
+    try:
+        while not stopped:
+            started = time.monotonic()
+            # body is a live view: a changed interval or target applies from the next tick.
+            interval = float((body.spec.get("autoscaling") or {}).get("intervalSeconds") or 5)
+            await _autoscale_once(body, memo, logger, slices, started)
+            await stopped.wait(max(0.0, interval - (time.monotonic() - started)))
+    finally:
+        metrics.forget_autoscale(body.metadata.uid or "")
+
+
+async def _autoscale_once(
+    body: kopf.Body,
+    memo: kopf.Memo,
+    logger: kopf.Logger,
+    slices: kopf.Index[tuple[str | None, str], dict[str, Any]],
+    started: float,
+) -> None:
+    name, namespace = body.metadata.name or "", body.metadata.namespace or ""
+    try:
+        # One HTTP session per tick: nothing of it outlives a stopped or cancelled daemon.
+        async with aiohttp.ClientSession() as session:
+            outcome = await scaling.tick(
+                body=body,
+                slices=slices.get((namespace, f"{name}-primary"), []),
+                session=session,
+                client=memo.client,
+                now=time.time(),
+                wall=datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            )
+    except k8s.APIError as exc:
+        logger.warning(f"autoscaler: {exc}")  # transient or a conflict: the next tick retries
+        return
+    if outcome is None:
+        return
+    failed = sum(1 for sample in outcome.samples if sample.value is None)
+    metrics.record_autoscale(
+        uid=body.metadata.uid or "",
+        namespace=namespace,
+        name=name,
+        metric=outcome.metric,
+        load=outcome.decision.load,
+        target=outcome.target,
+        replicas=outcome.decision.replicas,
+        previous=outcome.current,
+        scraped=len(outcome.samples) - failed,
+        failed=failed,
+        seconds=time.monotonic() - started,
+    )
+    for event in outcome.events:
+        kopf.event(body, type=event.type, reason=event.reason, message=event.message)
 
 
 def _reconcile(

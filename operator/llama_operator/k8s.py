@@ -35,7 +35,15 @@ PLURALS: dict[str, tuple[str, bool]] = {
     "Secret": ("secrets", True),
     "Node": ("nodes", False),
     "LlamaDeployment": ("llamadeployments", True),
+    "ScaledObject": ("scaledobjects", True),
+    "HorizontalPodAutoscaler": ("horizontalpodautoscalers", True),
 }
+MERGE_PATCH = "application/merge-patch+json"
+# (connect, read) seconds. The client waits forever by default; a request the API
+# server never answers would hold a reconcile (and its object's lock) or an autoscaler
+# tick indefinitely. Kopf retries a reconcile that failed; the autoscaler's next tick
+# tries again.
+REQUEST_TIMEOUT = (10.0, 60.0)
 
 
 class APIError(RuntimeError):
@@ -96,7 +104,7 @@ class Client:
             body=dict(body) if body is not None else None,
             auth_settings=["BearerToken"],
         )
-        response = self.api.call_api(*serialized)
+        response = self.api.call_api(*serialized, _request_timeout=REQUEST_TIMEOUT)
         raw: bytes = response.read()  # type: ignore[no-untyped-call]
         if response.status == 404 and method == "GET":
             return None
@@ -145,3 +153,30 @@ class Client:
         if encoded is None:
             return None
         return base64.b64decode(encoded).decode().strip()
+
+    def merge_patch(
+        self,
+        *,
+        api_version: str,
+        kind: str,
+        namespace: str | None,
+        name: str,
+        body: Mapping[str, Any],
+        subresource: str | None = None,
+    ) -> dict[str, Any]:
+        """A JSON merge patch of one object, or of its ``status`` or ``scale`` subresource."""
+        path = path_for(api_version=api_version, kind=kind, namespace=namespace, name=name)
+        if subresource:
+            path = f"{path}/{subresource}"
+        return self._request("PATCH", path, body=body, content_type=MERGE_PATCH) or {}
+
+    def delete(self, *, api_version: str, kind: str, namespace: str | None, name: str) -> bool:
+        """Delete one object; False when it was already gone."""
+        path = path_for(api_version=api_version, kind=kind, namespace=namespace, name=name)
+        try:
+            self._request("DELETE", path)
+        except APIError as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True

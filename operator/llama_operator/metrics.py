@@ -56,7 +56,28 @@ BUILD = prometheus_client.Info(
 )
 BUILD.info({"version": llama_operator.__version__})
 
+SCALE_EVENTS = prometheus_client.Counter(
+    "llama_operator_autoscaler_scale_events",
+    "Replica changes made by the built-in autoscaler, by direction (up, down).",
+    ["direction"],
+    registry=REGISTRY,
+)
+SCRAPES = prometheus_client.Counter(
+    "llama_operator_autoscaler_scrapes",
+    "Scrapes of serving pods' /metrics by the built-in autoscaler, by result (ok, failed).",
+    ["result"],
+    registry=REGISTRY,
+)
+TICK = prometheus_client.Histogram(
+    "llama_operator_autoscaler_tick_seconds",
+    "Wall time of one autoscaler evaluation: finding pods, scraping them, deciding, acting.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+    registry=REGISTRY,
+)
+
 _phases: dict[str, str] = {}
+# uid -> (namespace, name, metric, load, target, desired replicas) of the last evaluation
+_scaling: dict[str, tuple[str, str, str, float | None, float, int]] = {}
 _lock = threading.Lock()
 
 
@@ -77,6 +98,71 @@ class _PhaseCollector(registry.Collector):
 
 
 REGISTRY.register(_PhaseCollector())
+
+
+class _ScalingCollector(registry.Collector):
+    def collect(self) -> Iterator[core.Metric]:
+        labels = ["namespace", "name", "metric"]
+        desired = core.GaugeMetricFamily(
+            "llama_operator_autoscaler_desired_replicas",
+            "Replicas the built-in autoscaler last decided, per LlamaDeployment.",
+            labels=labels,
+        )
+        load = core.GaugeMetricFamily(
+            "llama_operator_autoscaler_load",
+            "The scaling metric summed over the ready pods at the last evaluation "
+            "(absent when no pod could be scraped).",
+            labels=labels,
+        )
+        target = core.GaugeMetricFamily(
+            "llama_operator_autoscaler_target",
+            "The per-replica target of the scaling metric.",
+            labels=labels,
+        )
+        with _lock:
+            rows = list(_scaling.values())
+        for namespace, name, metric, value, goal, replicas in rows:
+            desired.add_metric([namespace, name, metric], replicas)
+            target.add_metric([namespace, name, metric], goal)
+            if value is not None:
+                load.add_metric([namespace, name, metric], value)
+        yield desired
+        yield load
+        yield target
+
+
+REGISTRY.register(_ScalingCollector())
+
+
+def record_autoscale(
+    *,
+    uid: str,
+    namespace: str,
+    name: str,
+    metric: str,
+    load: float | None,
+    target: float,
+    replicas: int,
+    previous: int,
+    scraped: int,
+    failed: int,
+    seconds: float,
+) -> None:
+    """Account for one built-in autoscaler evaluation."""
+    TICK.observe(seconds)
+    if scraped:
+        SCRAPES.labels(result="ok").inc(scraped)
+    if failed:
+        SCRAPES.labels(result="failed").inc(failed)
+    if replicas != previous:
+        SCALE_EVENTS.labels(direction="up" if replicas > previous else "down").inc()
+    with _lock:
+        _scaling[uid] = (namespace, name, metric, load, target, replicas)
+
+
+def forget_autoscale(uid: str) -> None:
+    with _lock:
+        _scaling.pop(uid, None)
 
 
 def record(
@@ -105,6 +191,7 @@ def record_error(*, seconds: float) -> None:
 def forget(uid: str) -> None:
     with _lock:
         _phases.pop(uid, None)
+        _scaling.pop(uid, None)
 
 
 def render() -> bytes:

@@ -30,6 +30,7 @@ from llama_operator import (
     catalog,
     conditions,
     config,
+    external_scalers,
     facts,
     hub,
     k8s,
@@ -54,7 +55,7 @@ MAX_BASE_MODELS = 8
 # to find our few costs far more than one no-op apply now and then. Their last applied
 # hash is remembered in process; they are re-applied when it changes, and every
 # REAPPLY_SECONDS anyway, which restores one deleted or edited by hand.
-UNWATCHED_KINDS = frozenset({"ConfigMap"})
+UNWATCHED_KINDS = frozenset({"ConfigMap", "ScaledObject", "HorizontalPodAutoscaler"})
 REAPPLY_SECONDS = 300.0
 
 
@@ -146,6 +147,18 @@ def desired(
         reason = "NoGPUPools" if not request.pools else "NoFeasiblePlan"
         raise PlanningError(status.PlanningFailure(reason, f"{exc.field}: {exc}")) from exc
     pool = next(p for p in request.pools if p.name == plan.pool)
+    if (
+        spec.autoscaling is not None
+        and spec.autoscaling.metric == "kvCache"
+        and (plan.engine == "tgi")
+    ):
+        raise PlanningError(
+            status.PlanningFailure(
+                "InvalidSpec",
+                "spec.autoscaling.metric: TGI exposes no KV-cache metric; use queue or "
+                "inflight, or engine: vllm",
+            )
+        )
     detection, card_gated = detect_license(spec=spec, namespace=namespace, card=card)
     objects = builders.build_all(
         name=name,
@@ -157,6 +170,17 @@ def desired(
         settings=settings,
         detection=detection,
     )
+    try:
+        objects += external_scalers.for_spec(
+            name=name,
+            namespace=namespace,
+            uid=uid,
+            spec=spec,
+            engine=plan.engine,
+            settings=settings,
+        )
+    except external_scalers.ScalerError as exc:
+        raise PlanningError(status.PlanningFailure("InvalidSpec", str(exc))) from exc
     return Desired(
         spec=spec,
         model=model,
@@ -277,6 +301,8 @@ def reconcile(
     failure: status.PlanningFailure | None = None
     gate: Gate | None = None
     held_back: str | None = None
+    scaler_missing: str | None = None  # an external scaler kind the cluster does not serve
+    external: dict[str, str] | None = None
     deployment = lookup("Deployment", namespace, primary_name)
     try:
         wanted = desired(
@@ -302,9 +328,10 @@ def reconcile(
                 generations=generations,
                 unwatched=unwatched,
                 now=clock(),
-                # status.license is written once the licence ConfigMap has been applied:
-                # without it the ConfigMap is new, with it a first sight is a restart.
-                new=not previous.get("license"),
+                # status records what was applied before (the licence, the external
+                # scaler): a child it does not name is new, one it names and this process
+                # has not seen is a restart's first sight.
+                new=f"{obj['kind']}/{obj['metadata']['name']}" not in _recorded(name, previous),
             )
             for obj in wanted.objects
         }
@@ -328,8 +355,14 @@ def reconcile(
                 if reasons[id(obj)] == "change":
                     held_back = gate.hold
                 continue
-            result = client.apply(obj)
             child = f"{kind}/{obj_name}"
+            try:
+                result = client.apply(obj)
+            except k8s.APIError as exc:
+                if kind not in EXTERNAL_SCALER_KINDS or exc.status != 404:
+                    raise
+                scaler_missing = f"{obj['apiVersion']} {kind}"
+                continue  # the cluster does not serve the kind: reported, the rest applies
             applied_generation = (result.get("metadata") or {}).get("generation")
             if isinstance(applied_generation, int):
                 generations[child] = applied_generation
@@ -341,6 +374,9 @@ def reconcile(
                 refreshed.append(child)
             if kind == "Deployment" and obj_name == primary_name:
                 deployment = result
+        external = _sync_external_scaler(
+            wanted, previous=previous, client=client, namespace=namespace, missing=scaler_missing
+        )
         if held_back is not None and serving:
             # status describes what runs: the held plan and licence are not it (the
             # conditions say what is held and why).
@@ -363,9 +399,17 @@ def reconcile(
             not_yet_active=not_yet_active(raw_spec),
             now=now,
             license=gate.license if gate is not None else None,
-            checks=gate.checks if gate is not None else (),
-            removed=gate.removed if gate is not None else (),
+            checks=(
+                (*gate.checks, *_autoscaling_checks(wanted.spec, scaler_missing))
+                if gate is not None
+                else ()
+            ),
+            removed=(
+                (*gate.removed, *_autoscaling_removed(wanted.spec)) if gate is not None else ()
+            ),
             held_back=held_back,
+            external_scaler=external,
+            scaler_known=failure is None,
         )
     )
     events.extend(_condition_events(previous, new_status))
@@ -377,6 +421,80 @@ def reconcile(
         failure=failure.reason if failure is not None else None,
         refreshed=refreshed,
     )
+
+
+EXTERNAL_SCALER_KINDS = frozenset({"ScaledObject", "HorizontalPodAutoscaler"})
+_SCALER_API_VERSIONS = {
+    "ScaledObject": external_scalers.KEDA_API_VERSION,
+    "HorizontalPodAutoscaler": external_scalers.HPA_API_VERSION,
+}
+
+
+def _sync_external_scaler(
+    wanted: Desired,
+    *,
+    previous: Mapping[str, Any],
+    client: k8s.Client,
+    namespace: str,
+    missing: str | None,
+) -> dict[str, str] | None:
+    """The external scaler now in place (status.externalScaler); a stale one is deleted.
+
+    Switching spec.autoscaling.engine (or turning autoscaling off) must not leave the old
+    ScaledObject or HPA scaling the endpoint against the new engine, so the one recorded
+    in status is deleted once it is no longer wanted.
+    """
+    current = next(
+        (o for o in wanted.objects if o["kind"] in EXTERNAL_SCALER_KINDS and missing is None),
+        None,
+    )
+    now = (
+        {"kind": current["kind"], "name": current["metadata"]["name"]}
+        if current is not None
+        else None
+    )
+    before = previous.get("externalScaler")
+    if (
+        isinstance(before, Mapping)
+        and before.get("kind") in _SCALER_API_VERSIONS
+        and (now is None or dict(before) != now)
+    ):
+        client.delete(
+            api_version=_SCALER_API_VERSIONS[str(before["kind"])],
+            kind=str(before["kind"]),
+            namespace=namespace,
+            name=str(before.get("name")),
+        )
+    return now
+
+
+def _autoscaling_checks(
+    spec: api.LlamaDeploymentSpec, missing: str | None
+) -> tuple[licensing.Check, ...]:
+    """The Autoscaling condition: who scales this endpoint, on what, or why nobody can."""
+    a = spec.autoscaling
+    if a is None:
+        return ()
+    target = f"target {a.effective_target():g} {a.metric} per replica"
+    bounds = f"{a.minReplicas}..{a.maxReplicas} replicas"
+    if a.engine == "builtin":
+        message = f"the operator scales on {target}, every {a.intervalSeconds}s, {bounds}"
+        return (licensing.Check(conditions.AUTOSCALING, "True", "Builtin", message),)
+    kind = "ScaledObject" if a.engine == "keda" else "HorizontalPodAutoscaler"
+    if missing is not None:
+        fix = "install KEDA" if a.engine == "keda" else "check the autoscaling/v2 API"
+        message = (
+            f"the cluster does not serve {missing}: {fix}, or set spec.autoscaling.engine: "
+            "builtin; replicas stay as spec.replicas says meanwhile"
+        )
+        return (licensing.Check(conditions.AUTOSCALING, "False", "ScalerNotInstalled", message),)
+    who = "KEDA" if a.engine == "keda" else "the HorizontalPodAutoscaler controller"
+    message = f"{who} scales on {target} through the {kind}, {bounds}"
+    return (licensing.Check(conditions.AUTOSCALING, "True", kind, message),)
+
+
+def _autoscaling_removed(spec: api.LlamaDeploymentSpec) -> tuple[str, ...]:
+    return (conditions.AUTOSCALING,) if spec.autoscaling is None else ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -432,6 +550,17 @@ def _gate(
         checks=checks,
         removed=verdict.removed,
     )
+
+
+def _recorded(name: str, previous: Mapping[str, Any]) -> set[str]:
+    """Unwatched children that status says were applied already ("Kind/name")."""
+    known = set()
+    if previous.get("license"):
+        known.add(f"ConfigMap/{licensing.config_map_name(name)}")
+    scaler = previous.get("externalScaler")
+    if isinstance(scaler, Mapping):
+        known.add(f"{scaler.get('kind')}/{scaler.get('name')}")
+    return known
 
 
 def _write_reason(

@@ -45,6 +45,8 @@ class Observation:
     checks: Sequence[licensing.Check] = ()  # licence and access conditions to set
     removed: Sequence[str] = ()  # condition types that no longer apply
     held_back: str | None = None  # why a serving Deployment was not created or changed
+    external_scaler: Mapping[str, Any] | None = None  # status.externalScaler
+    scaler_known: bool = False  # False: keep status.externalScaler as it is
 
 
 @dataclasses.dataclass(frozen=True)
@@ -224,6 +226,10 @@ def compute(observation: Observation) -> dict[str, Any]:
     license = observation.license if observation.license is not None else previous.get("license")
     if license is not None:
         result["license"] = dict(license)
+    if observation.scaler_known:
+        # None deletes the key from status (merge patch), once the scaler is gone.
+        scaler = observation.external_scaler
+        result["externalScaler"] = dict(scaler) if scaler is not None else None
     return result
 
 

@@ -30,6 +30,9 @@ LLAMA = "llamaops.dev/v1alpha1/llamadeployments"
 DEPLOYMENTS = "apps/v1/deployments"
 SERVICES = "v1/services"
 CONFIGMAPS = "v1/configmaps"
+ENDPOINTSLICES = "discovery.k8s.io/v1/endpointslices"
+SCALEDOBJECTS = "keda.sh/v1alpha1/scaledobjects"
+HPAS = "autoscaling/v2/horizontalpodautoscalers"
 NODES = "v1/nodes"
 EVENTS = "v1/events"
 SECRETS = "v1/secrets"
@@ -56,7 +59,8 @@ class ApplyingEmulator(kmock.KubernetesEmulator):  # type: ignore[misc]
 
     def _bump_generation(self, request: kmock.Request) -> None:
         """metadata.generation: 1 on create, +1 on every change of spec (as the API server)."""
-        if not isinstance(request.data, dict) or request.subresource is not None:
+        # A /scale patch changes spec.replicas, which bumps the generation like any spec edit.
+        if not isinstance(request.data, dict) or request.subresource not in (None, "scale"):
             return
         meta = request.data.setdefault("metadata", {})
         if request.action == kmock.action.CREATE:
@@ -102,6 +106,11 @@ class ApplyingEmulator(kmock.KubernetesEmulator):  # type: ignore[misc]
             and request.subresource is None
             and "apply-patch" in content_type
         ):
+            if request.resource not in self.resources:
+                # A kind the API server does not serve (a CRD that is not installed).
+                raise kmock.KubernetesError(
+                    status=404, reason="NotFound", message="the server could not find it"
+                )
             key = (request.resource, request.namespace, request.name)
             created: dict[str, Any] | None = None
             async with self._lock:
@@ -141,6 +150,9 @@ def declare_resources(emulator: kmock.KubernetesEmulator) -> None:
         (DEPLOYMENTS, "Deployment", True),
         (SERVICES, "Service", True),
         (CONFIGMAPS, "ConfigMap", True),
+        (ENDPOINTSLICES, "EndpointSlice", True),
+        (SCALEDOBJECTS, "ScaledObject", True),
+        (HPAS, "HorizontalPodAutoscaler", True),
         (NODES, "Node", False),
         (EVENTS, "Event", True),
         (SECRETS, "Secret", True),

@@ -20,11 +20,15 @@ import yaml
 from hack import generate_chart
 from kube import (
     DEPLOYMENTS,
+    ENDPOINTSLICES,
+    HPAS,
     LLAMA,
+    SCALEDOBJECTS,
     SECRETS,
     ApplyingEmulator,
     create,
     eventually,
+    exists,
     gpu_node,
     llama,
     obj,
@@ -32,6 +36,8 @@ from kube import (
     path,
     status_of,
 )
+
+import podserver
 
 ROOT = pathlib.Path(__file__).parents[2]
 HELM = ROOT / ".cache" / "bin" / "helm"
@@ -47,6 +53,25 @@ NEEDED_BUT_NOT_CALLED: dict[Permission, str] = {
     ),
 }
 DISCOVERY_CONFIG = "images: {vllm: 'vllm/vllm-openai:v0.11.0'}\n"  # no pools: nodes are read
+
+
+def slice_for(name: str, pod: podserver.FakePod) -> dict[str, Any]:
+    """The EndpointSlice of <name>-primary with one ready pod: the fake one."""
+    return {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {
+            "name": f"{name}-primary-0",
+            "namespace": "ai",
+            "labels": {
+                "kubernetes.io/service-name": f"{name}-primary",
+                "app.kubernetes.io/managed-by": "llama-operator",
+            },
+        },
+        "addressType": "IPv4",
+        "ports": [{"name": "http", "port": pod.port}],
+        "endpoints": [{"addresses": ["127.0.0.1"], "conditions": {"ready": True}}],
+    }
 
 
 def permissions(request: Any) -> set[Permission]:
@@ -151,6 +176,26 @@ async def test_chart_clusterrole_grants_exactly_what_the_operator_calls(
     await eventually(lambda: status_of(operator).get("observedGeneration") == 2)
     async with operator.delete(path(LLAMA, "hub")) as r:  # Kopf releases its finalizer
         assert r.status < 300
+
+    # Autoscaling: the built-in scaler (EndpointSlices, a pod's /metrics, the /scale
+    # subresource) and the external scalers (applied, then deleted on a switch).
+    with podserver.FakePod(waiting=30) as pod:
+        auto = {
+            **llama().get("spec", {}),
+            "autoscaling": {"intervalSeconds": 1, "maxReplicas": 4},
+        }
+        await create(operator, LLAMA, llama("auto", spec=auto))
+        await eventually(lambda: obj(operator, DEPLOYMENTS, "auto-primary"))
+        await create(operator, ENDPOINTSLICES, slice_for("auto", pod))
+        await eventually(lambda: obj(operator, LLAMA, "auto")["spec"]["replicas"] > 1)
+    external = {**llama().get("spec", {}), "autoscaling": {"engine": "keda"}}
+    await create(operator, LLAMA, llama("ext", spec=external))
+    await eventually(lambda: exists(operator, SCALEDOBJECTS, "ext"))
+    await patch(operator, LLAMA, "ext", {"spec": {"autoscaling": {"engine": "hpa"}}})
+    await eventually(lambda: exists(operator, HPAS, "ext"))
+    await eventually(lambda: not exists(operator, SCALEDOBJECTS, "ext"))
+    await patch(operator, LLAMA, "ext", {"spec": {"autoscaling": None}})
+    await eventually(lambda: not exists(operator, HPAS, "ext"))
     await asyncio.sleep(1.0)
 
     # The test's own requests (its creates and patches) are not the operator's.
@@ -168,3 +213,5 @@ async def test_chart_clusterrole_grants_exactly_what_the_operator_calls(
     assert unused == set(), "the ClusterRole grants what the operator never calls"
     assert ("", "secrets", "get") in called  # the scenario really covered the token read
     assert ("", "nodes", "watch") in called
+    assert ("llamaops.dev", "llamadeployments/scale", "patch") in called
+    assert ("keda.sh", "scaledobjects", "delete") in called

@@ -381,7 +381,7 @@ CASES: list[tuple[str, dict[str, Any], str, str]] = [
                 PLANNED,
                 AVAILABLE,
                 READY,
-                cond("NotYetActive", "True", "FieldsNotActive", "spec.autoscaling: not yet"),
+                cond("NotYetActive", "True", "FieldsNotActive", "spec.rollout: not yet"),
             )
         ),
         "Healthy",
@@ -529,7 +529,7 @@ REAL: list[tuple[str, status.Observation, str, str]] = [
     ),
     (
         "ready with not-yet-active fields",
-        observe(deployment=deployment(ready=1), not_yet_active=["autoscaling"]),
+        observe(deployment=deployment(ready=1), not_yet_active=["rollout"]),
         "Healthy",
         f"1/1 ready on {SUMMARY}",
     ),
@@ -577,7 +577,7 @@ def observations(draw: st.DrawFn) -> status.Observation:
         failure=FAILURE if failed else None,
         deployment=live,
         desired_replicas=desired,
-        not_yet_active=draw(st.sampled_from([(), ("autoscaling",)])),
+        not_yet_active=draw(st.sampled_from([(), ("rollout",)])),
         checks=draw(st.sampled_from(GATES)),
         held_back=draw(st.sampled_from([None, None, "set spec.license.accept: true"])),
     )

@@ -88,16 +88,16 @@ class TestConditions:
         assert bad["plan"] == good["plan"]
 
     def test_not_yet_active_appears_and_disappears(self) -> None:
-        with_fields = status.compute(observe(not_yet_active=["autoscaling", "rollout"]))
+        with_fields = status.compute(observe(not_yet_active=["rollout", "fallbacks"]))
         nya = condition(with_fields, "NotYetActive")
         assert nya["status"] == "True"
-        assert "spec.autoscaling, spec.rollout" in nya["message"]
+        assert "spec.rollout, spec.fallbacks" in nya["message"]
         without = status.compute(observe(previous=with_fields))
         assert conditions.find(without["conditions"], "NotYetActive") is None
 
     def test_conditions_are_one_per_type_in_a_stable_order(self) -> None:
-        result = status.compute(observe(not_yet_active=["license"]))
-        again = status.compute(observe(previous=result, not_yet_active=["license"]))
+        result = status.compute(observe(not_yet_active=["traffic"]))
+        again = status.compute(observe(previous=result, not_yet_active=["traffic"]))
         types = [c["type"] for c in again["conditions"]]
         assert types == ["Planned", "Available", "Ready", "NotYetActive"]
 

@@ -1,8 +1,9 @@
 {{/*
 The operator's RBAC rules, derived from the code (docs/how-to/run-against-a-cluster.md):
 handlers.py (Kopf handlers and indexes), k8s.py (the operator's own API calls) and the
-Kopf framework. Every rule says why it exists; nothing is deleted by the operator (its
-children go away through owner references), so no rule grants delete.
+Kopf framework. Every rule says why it exists. Children go away through owner
+references; the only delete is of a ScaledObject or HPA left over when
+spec.autoscaling.engine changes.
 
 "llama-operator.rules.namespaced": what the operator needs wherever LlamaDeployments live.
 A ClusterRole in all-namespaces mode, a Role per watched namespace otherwise.
@@ -17,6 +18,27 @@ A ClusterRole in all-namespaces mode, a Role per watched namespace otherwise.
 - apiGroups: [llamaops.dev]
   resources: [llamadeployments/status]
   verbs: [patch]
+# Application: the built-in autoscaler sets replicas through the scale subresource, as
+# kubectl scale, an HPA or KEDA would.
+- apiGroups: [llamaops.dev]
+  resources: [llamadeployments/scale]
+  verbs: [patch]
+# Application: spec.autoscaling.engine keda or hpa: the KEDA ScaledObject or the
+# autoscaling/v2 HorizontalPodAutoscaler on the LlamaDeployment's /scale, applied like
+# the other children; deleted when the engine changes, so two scalers never fight.
+- apiGroups: [keda.sh]
+  resources: [scaledobjects]
+  verbs: [create, patch, delete]
+# Application: the HorizontalPodAutoscaler of engine: hpa, the same way.
+- apiGroups: [autoscaling]
+  resources: [horizontalpodautoscalers]
+  verbs: [create, patch, delete]
+# Application: the built-in autoscaler finds the ready serving pods (and their
+# addresses) in the EndpointSlices of the <name>-primary Service. Watched: a Kopf
+# index, filtered to the Service labels the slices mirror.
+- apiGroups: [discovery.k8s.io]
+  resources: [endpointslices]
+  verbs: [list, watch]
 # Application: children carry ownerReferences with blockOwnerDeletion, which clusters
 # with the OwnerReferencesPermissionEnforcement admission plugin (OpenShift) check.
 - apiGroups: [llamaops.dev]

@@ -1,0 +1,64 @@
+"""podmetrics.py: one number per pod from the engines' own exposition text."""
+
+from __future__ import annotations
+
+import pytest
+
+import podserver
+from llama_operator import podmetrics
+
+
+def text(engine: str, *, waiting: float, running: float, kv_cache: float = 0.0) -> str:
+    pod = podserver.FakePod(engine, waiting=waiting, running=running)
+    pod.kv_cache = kv_cache
+    return pod.text()
+
+
+@pytest.mark.parametrize("engine", ["vllm", "tgi"])
+def test_queue_and_inflight(engine: str) -> None:
+    page = text(engine, waiting=7, running=12)
+    assert podmetrics.value(page, engine=engine, signal="queue") == 7  # type: ignore[arg-type]
+    assert podmetrics.value(page, engine=engine, signal="inflight") == 19  # type: ignore[arg-type]
+
+
+def test_kv_cache_under_the_current_and_the_older_vllm_name() -> None:
+    assert podmetrics.value(
+        text("vllm", waiting=0, running=0, kv_cache=0.42), engine="vllm", signal="kvCache"
+    ) == pytest.approx(0.42)
+    assert podmetrics.value(
+        text("vllm-legacy", waiting=0, running=0, kv_cache=0.9), engine="vllm", signal="kvCache"
+    ) == pytest.approx(0.9)
+
+
+def test_tgi_has_no_kv_cache_signal() -> None:
+    assert (
+        podmetrics.value(text("tgi", waiting=1, running=1), engine="tgi", signal="kvCache") is None
+    )
+
+
+def test_series_are_summed() -> None:
+    page = (
+        "# TYPE vllm:num_requests_waiting gauge\n"
+        'vllm:num_requests_waiting{engine="0"} 2\n'
+        'vllm:num_requests_waiting{engine="1"} 3\n'
+    )
+    assert podmetrics.value(page, engine="vllm", signal="queue") == 5
+
+
+def test_a_missing_metric_is_none_not_zero() -> None:
+    page = "# TYPE something_else gauge\nsomething_else 1\n"
+    assert podmetrics.value(page, engine="vllm", signal="queue") is None
+    only_waiting = "# TYPE vllm:num_requests_waiting gauge\nvllm:num_requests_waiting 4\n"
+    assert podmetrics.value(only_waiting, engine="vllm", signal="inflight") is None
+
+
+def test_garbage_is_an_error() -> None:
+    with pytest.raises(podmetrics.MetricsError):
+        podmetrics.value("vllm:num_requests_waiting{ 3 4 5\n", engine="vllm", signal="queue")
+
+
+@pytest.mark.parametrize("engine", ["vllm", "tgi"])
+def test_running_requests(engine: str) -> None:
+    page = text(engine, waiting=3, running=11)
+    assert podmetrics.running(page, engine=engine) == 11  # type: ignore[arg-type]
+    assert podmetrics.running("# TYPE x gauge\nx 1\n", engine=engine) is None  # type: ignore[arg-type]
