@@ -60,7 +60,12 @@ DEFAULT_QUERIES: dict[str, dict[str, str]] = {
             'sum(vllm:num_requests_waiting{namespace="${namespace}",pod=~"${pods}"})'
             ' + sum(vllm:num_requests_running{namespace="${namespace}",pod=~"${pods}"})'
         ),
-        "kvCache": 'sum(vllm:kv_cache_usage_perc{namespace="${namespace}",pod=~"${pods}"})',
+        # Per pod, the higher of the current and the older metric name (vLLM renamed it);
+        # then summed over the pods, as the queue is.
+        "kvCache": (
+            'sum(max by (pod) (vllm:kv_cache_usage_perc{namespace="${namespace}",pod=~"${pods}"}'
+            ' or vllm:gpu_cache_usage_perc{namespace="${namespace}",pod=~"${pods}"}))'
+        ),
     },
     "tgi": {
         "queue": 'sum(tgi_queue_size{namespace="${namespace}",pod=~"${pods}"})',
@@ -99,6 +104,19 @@ class Autoscaling(pydantic.BaseModel):
     # pending requests), with ${namespace} and ${name} (the LlamaDeployment) and
     # ${service} (its entry Service). None: scale to zero is refused.
     activationQuery: str | None = Field(default=None, min_length=1)
+
+    @pydantic.field_validator("queries", "podMetrics", mode="after")
+    @classmethod
+    def _over_defaults(
+        cls, value: dict[str, dict[str, str]], info: pydantic.ValidationInfo
+    ) -> dict[str, dict[str, str]]:
+        # What the config sets is laid over the defaults, engine by engine and metric by
+        # metric: overriding vLLM's queue query keeps every other default.
+        defaults = DEFAULT_QUERIES if info.field_name == "queries" else DEFAULT_POD_METRICS
+        merged = {engine: dict(entries) for engine, entries in defaults.items()}
+        for engine, entries in value.items():
+            merged.setdefault(engine, {}).update(entries)
+        return merged
 
 
 class OperatorConfig(pydantic.BaseModel):

@@ -203,7 +203,10 @@ async def _autoscale_once(
     name, namespace = body.metadata.name or "", body.metadata.namespace or ""
     try:
         # One HTTP session per tick: nothing of it outlives a stopped or cancelled daemon.
-        async with aiohttp.ClientSession() as session:
+        # No connection limit: every ready pod is scraped at once (aiohttp's default of
+        # 100 would queue the rest while their timeouts run).
+        connector = aiohttp.TCPConnector(limit=0)
+        async with aiohttp.ClientSession(connector=connector) as session:
             outcome = await scaling.tick(
                 body=body,
                 slices=slices.get((namespace, f"{name}-primary"), []),

@@ -31,9 +31,15 @@ class MetricsError(ValueError):
     """The text is not Prometheus exposition format."""
 
 
-def samples(text: str) -> dict[str, list[float]]:
-    """Every sample value by sample name (``_total`` and the like kept as exposed)."""
+def samples(text: str, only: frozenset[str] | None = None) -> dict[str, list[float]]:
+    """Every sample value by sample name (``_total`` and the like kept as exposed).
+
+    ``only``: parse just the lines of these metric names. An engine's page carries dozens
+    of histograms; the autoscaler needs two gauges, and parsing is most of a scrape's CPU.
+    """
     found: dict[str, list[float]] = {}
+    if only is not None:
+        text = _select(text, only)
     try:
         for family in text_string_to_metric_families(text):
             for sample in family.samples:
@@ -43,6 +49,25 @@ def samples(text: str) -> dict[str, list[float]]:
     return found
 
 
+def _select(text: str, names: frozenset[str]) -> str:
+    """The lines of ``text`` that belong to ``names`` (samples, HELP and TYPE)."""
+    kept = []
+    for line in text.splitlines():
+        if line.startswith("#"):
+            parts = line.split(maxsplit=3)
+            if len(parts) >= 3 and parts[1] in ("HELP", "TYPE") and parts[2] in names:
+                kept.append(line)
+            continue
+        end = len(line)
+        for stop in ("{", " "):
+            index = line.find(stop)
+            if index != -1:
+                end = min(end, index)
+        if line[:end] in names:
+            kept.append(line)
+    return "\n".join(kept) + "\n"
+
+
 def _first(found: Mapping[str, list[float]], names: Iterable[str]) -> list[float] | None:
     for name in names:
         if name in found:
@@ -50,9 +75,21 @@ def _first(found: Mapping[str, list[float]], names: Iterable[str]) -> list[float
     return None
 
 
+def read(text: str, *, engine: api.Engine, signal: Signal) -> tuple[float | None, float | None]:
+    """(the pod's value of ``signal``, the requests it runs now), parsing the page once."""
+    names = engines.METRICS[engine]
+    wanted = frozenset((*names["queue"], *names["inflight"], *names["kvCache"]))
+    found = samples(text, wanted)
+    running = _first(found, names["inflight"])
+    return _value(found, engine, signal), (sum(running) if running is not None else None)
+
+
 def value(text: str, *, engine: api.Engine, signal: Signal) -> float | None:
     """The pod's value of ``signal``, or None when its metrics do not carry it."""
-    found = samples(text)
+    return _value(samples(text), engine, signal)
+
+
+def _value(found: Mapping[str, list[float]], engine: api.Engine, signal: Signal) -> float | None:
     names = engines.METRICS[engine]
     if signal == "kvCache":
         usage = _first(found, names["kvCache"])

@@ -303,6 +303,7 @@ def reconcile(
     held_back: str | None = None
     scaler_missing: str | None = None  # an external scaler kind the cluster does not serve
     external: dict[str, str] | None = None
+    scaler_known = False  # whether external says what is in place (else status keeps it)
     deployment = lookup("Deployment", namespace, primary_name)
     try:
         wanted = desired(
@@ -374,9 +375,16 @@ def reconcile(
                 refreshed.append(child)
             if kind == "Deployment" and obj_name == primary_name:
                 deployment = result
-        external = _sync_external_scaler(
-            wanted, previous=previous, client=client, namespace=namespace, missing=scaler_missing
-        )
+        if held_back is None or not serving:
+            external = _sync_external_scaler(
+                wanted,
+                previous=previous,
+                client=client,
+                namespace=namespace,
+                missing=scaler_missing,
+            )
+            scaler_known = True
+        # else: a closed gate holds everything back; the scaler recorded stays as it is.
         if held_back is not None and serving:
             # status describes what runs: the held plan and licence are not it (the
             # conditions say what is held and why).
@@ -409,7 +417,8 @@ def reconcile(
             ),
             held_back=held_back,
             external_scaler=external,
-            scaler_known=failure is None,
+            scaler_known=scaler_known,
+            autoscaled=isinstance(raw_spec.get("autoscaling"), Mapping),
         )
     )
     events.extend(_condition_events(previous, new_status))
@@ -488,8 +497,10 @@ def _autoscaling_checks(
             "builtin; replicas stay as spec.replicas says meanwhile"
         )
         return (licensing.Check(conditions.AUTOSCALING, "False", "ScalerNotInstalled", message),)
-    who = "KEDA" if a.engine == "keda" else "the HorizontalPodAutoscaler controller"
-    message = f"{who} scales on {target} through the {kind}, {bounds}"
+    if a.engine == "keda":
+        message = f"KEDA scales on {target} through the ScaledObject, {bounds}"
+    else:
+        message = f"a HorizontalPodAutoscaler scales on {target}, {bounds}"
     return (licensing.Check(conditions.AUTOSCALING, "True", kind, message),)
 
 
@@ -632,6 +643,7 @@ _WARN_WHEN = {
     conditions.LICENSE_ACCEPTED: "False",
     conditions.MODEL_ACCESSIBLE: "False",
     conditions.LICENSE_RESTRICTED: "True",
+    conditions.AUTOSCALING: "False",
 }
 # ...and those whose recovery from a warning is worth a Normal Event.
 _RECOVERED_WHEN = {conditions.LICENSE_ACCEPTED: "True", conditions.MODEL_ACCESSIBLE: "True"}

@@ -107,11 +107,8 @@ async def scrape(
                 if response.status != 200:
                     return autoscaler.Sample(endpoint.pod, None)
                 text = await response.text()
-            return autoscaler.Sample(
-                endpoint.pod,
-                podmetrics.value(text, engine=engine, signal=signal),
-                running=podmetrics.running(text, engine=engine),
-            )
+            found, running = podmetrics.read(text, engine=engine, signal=signal)
+            return autoscaler.Sample(endpoint.pod, found, running=running)
         except (aiohttp.ClientError, TimeoutError, podmetrics.MetricsError, UnicodeError):
             return autoscaler.Sample(endpoint.pod, None)
 
@@ -130,8 +127,15 @@ async def tick(
     client: k8s.Client,
     now: float,
     wall: str,
+    resume: bool = False,
 ) -> Tick | None:
-    """One evaluation; None when there is nothing to evaluate yet (no plan, bad spec)."""
+    """One evaluation; None when there is nothing to evaluate yet (no plan, bad spec).
+
+    ``resume``: the first tick of a (re)started scaler. The window in status says what
+    was recommended up to the last evaluation, not during the gap since, so a new window
+    starts: after a restart the endpoint is never scaled down sooner than one full
+    window (the learned capacity and the decisions are kept).
+    """
     meta = body.get("metadata") or {}
     name, namespace = meta.get("name"), meta.get("namespace")
     status = body.get("status") or {}
@@ -155,9 +159,10 @@ async def tick(
         timeout=timeout_for(scaling.intervalSeconds),
     )
     previous = status.get("autoscaling") or {}
-    state = autoscaler.State.from_status(previous.get("recommendations")).with_capacity(
+    stored = autoscaler.State.from_status(previous.get("recommendations")).with_capacity(
         previous.get("capacity")
     )
+    state = autoscaler.State((), stored.capacity) if resume else stored
     policy = autoscaler.Policy.of(scaling)
     current = spec.replicas
     decision = autoscaler.decide(
@@ -166,9 +171,9 @@ async def tick(
 
     events: list[Event] = []
     update: dict[str, Any] = {}
-    if decision.state.recommendations != state.recommendations:
+    if decision.state.recommendations != stored.recommendations:
         update["recommendations"] = decision.state.as_status()
-    if decision.state.capacity is not None and decision.state.capacity != state.capacity:
+    if decision.state.capacity is not None and decision.state.capacity != stored.capacity:
         update["capacity"] = round(decision.state.capacity, 3)
     if decision.replicas != current:
         await asyncio.to_thread(

@@ -47,6 +47,7 @@ class Observation:
     held_back: str | None = None  # why a serving Deployment was not created or changed
     external_scaler: Mapping[str, Any] | None = None  # status.externalScaler
     scaler_known: bool = False  # False: keep status.externalScaler as it is
+    autoscaled: bool = False  # spec.autoscaling is set: replicas change routinely
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,7 +94,10 @@ def phase(observation: Observation, c: Counts) -> api.Phase:
     if c.replicas == 0 and desired > 0:
         return "Pending"
     rolling = not c.current or c.updated < desired
-    if 0 < c.ready < desired and not rolling:
+    # With autoscaling, replicas below the desired count are routine (new pods loading
+    # the model after a scale-up), not a sign of failing pods: the progress deadline
+    # still turns a stuck scale-up Degraded.
+    if 0 < c.ready < desired and not rolling and not observation.autoscaled:
         return "Degraded"
     return "Progressing"
 

@@ -330,15 +330,27 @@ class TestScaledObject:
         )
         assert isinstance(caught.value, ValueError)
 
-    def test_config_without_the_query_is_refused(self) -> None:
+    def test_a_query_overridden_alone_keeps_every_other_default(self) -> None:
         settings = settings_with(queries={"vllm": {"inflight": "sum(x)"}})
+        assert settings.autoscaling.queries["vllm"]["inflight"] == "sum(x)"
+        assert (
+            settings.autoscaling.queries["vllm"]["queue"]
+            == (config.DEFAULT_QUERIES["vllm"]["queue"])
+        )
+        assert settings.autoscaling.queries["tgi"] == config.DEFAULT_QUERIES["tgi"]
+        assert trigger(keda(settings=settings, metric="inflight"))["metadata"]["query"] == (
+            "sum(x)"
+        )
+
+    def test_a_query_blanked_in_the_config_is_refused(self) -> None:
+        settings = settings_with(queries={"vllm": {"queue": ""}})
         with pytest.raises(external_scalers.ScalerError) as caught:
             keda(settings=settings, metric="queue")
         assert caught.value.field == "autoscaling.queries.vllm.queue"
         assert "set autoscaling.queries.vllm.queue" in str(caught.value)
 
-    def test_config_without_the_engine_is_refused(self) -> None:
-        settings = settings_with(queries={"vllm": config.DEFAULT_QUERIES["vllm"]})
+    def test_an_engine_without_queries_is_refused(self) -> None:
+        settings = settings_with(queries={"tgi": {"queue": ""}})
         with pytest.raises(external_scalers.ScalerError) as caught:
             keda(engine="tgi", settings=settings)
         assert caught.value.field == "autoscaling.queries.tgi.queue"
@@ -424,7 +436,7 @@ class TestHorizontalPodAutoscaler:
         assert caught.value.field == "spec.autoscaling.metric"
 
     def test_config_without_the_pod_metric_is_refused(self) -> None:
-        settings = settings_with(podMetrics={"vllm": {"queue": "vllm_num_requests_waiting"}})
+        settings = settings_with(podMetrics={"vllm": {"inflight": ""}})
         with pytest.raises(external_scalers.ScalerError) as caught:
             hpa(settings=settings, metric="inflight")
         assert caught.value.field == "autoscaling.podMetrics.vllm.inflight"
