@@ -28,8 +28,8 @@ Policies. "ours" is the real ``autoscaler.decide`` with ``Policy.of`` an
 scaleUpStep 4, scaleDownDelaySeconds 300, intervalSeconds 5) and min 1 / max 16: every
 5 s it gets one ``Sample`` per ready pod carrying that pod's waiting and running
 requests (as the scrape reads them) and the current replica count (ready plus starting
-pods), and its ``State`` is carried to the next call. The references are small MODELS OF THE PUBLIC DEFAULTS, written for this
-bench, not the real controllers:
+pods), and its ``State`` is carried to the next call. The references are small MODELS
+OF THE PUBLIC DEFAULTS, written for this bench, not the real controllers:
 
 - HPA (autoscaling/v2 defaults, a Pods metric = waiting requests per pod through a
   metrics adapter): syncs every 15 s; ratio = (average over ready pods) / 8; no change

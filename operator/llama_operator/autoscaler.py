@@ -21,7 +21,8 @@ scale a busy endpoint down until a queue builds again (a sawtooth). The floor ke
 enough replicas for the requests being served: ``running`` is the requests the pods
 run now (counted like the load), ``capacity`` how many one replica runs when it is
 saturated, learned from the pods that have a queue (a pod with waiting requests is
-running all it can). Until a saturated pod has been seen there is no floor.
+running all it can; smoothed over evaluations). Until a saturated pod has been seen
+there is no floor.
 
 - Up, at once: when ``recommended`` > current replicas, i.e. as soon as the load per
   current replica exceeds the target; by at most ``scaleUpStep`` replicas a decision.
@@ -222,7 +223,11 @@ def _running_floor(samples: Sequence[Sample], state: State) -> tuple[State, int,
         s.running for s in samples if s.value and s.value > 0 and s.running and s.running > 0
     ]
     if saturated:
-        state = dataclasses.replace(state, capacity=sum(saturated) / len(saturated))
+        seen = sum(saturated) / len(saturated)
+        # Smoothed: one brief queue at low concurrency (a burst of long prompts) must not
+        # swing the floor; a capacity seen again and again wins within a few evaluations.
+        learned = seen if state.capacity is None else 0.7 * state.capacity + 0.3 * seen
+        state = dataclasses.replace(state, capacity=learned)
     known = [s.running for s in samples if s.running is not None]
     if state.capacity is None or not known:
         return state, 0, ""

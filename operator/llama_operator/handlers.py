@@ -182,12 +182,14 @@ async def autoscale(
 ) -> None:
     """The built-in autoscaler: every spec.autoscaling.intervalSeconds, scaling.tick."""
     slices: kopf.Index[tuple[str | None, str], dict[str, Any]] = kwargs["llama_endpointslices"]
+    resume = True  # the first tick starts a new stabilisation window (scaling.tick)
     try:
         while not stopped:
             started = time.monotonic()
             # body is a live view: a changed interval or target applies from the next tick.
             interval = float((body.spec.get("autoscaling") or {}).get("intervalSeconds") or 5)
-            await _autoscale_once(body, memo, logger, slices, started)
+            if await _autoscale_once(body, memo, logger, slices, started, resume=resume):
+                resume = False
             await stopped.wait(max(0.0, interval - (time.monotonic() - started)))
     finally:
         metrics.forget_autoscale(body.metadata.uid or "")
@@ -199,7 +201,10 @@ async def _autoscale_once(
     logger: kopf.Logger,
     slices: kopf.Index[tuple[str | None, str], dict[str, Any]],
     started: float,
-) -> None:
+    *,
+    resume: bool,
+) -> bool:
+    """One tick; True when it evaluated (and wrote its window, if that changed)."""
     name, namespace = body.metadata.name or "", body.metadata.namespace or ""
     try:
         # One HTTP session per tick: nothing of it outlives a stopped or cancelled daemon.
@@ -214,12 +219,15 @@ async def _autoscale_once(
                 client=memo.client,
                 now=time.time(),
                 wall=datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                resume=resume,
             )
     except k8s.APIError as exc:
         logger.warning(f"autoscaler: {exc}")  # transient or a conflict: the next tick retries
-        return
+        return False
     if outcome is None:
-        return
+        return False
+    # Evaluations that change nothing leave no status or Event; the log says what was seen.
+    logger.debug(f"autoscaler: {outcome.decision.reason}: {outcome.decision.message}")
     failed = sum(1 for sample in outcome.samples if sample.value is None)
     metrics.record_autoscale(
         uid=body.metadata.uid or "",
@@ -236,6 +244,7 @@ async def _autoscale_once(
     )
     for event in outcome.events:
         kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+    return True
 
 
 def _reconcile(
