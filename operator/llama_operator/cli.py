@@ -159,32 +159,19 @@ def _desired(
     )
 
 
-def _verdict(wanted: reconcile.Desired) -> tuple[licensing.Verdict, str | None]:
-    """The gates as the operator would first apply them (nothing serving yet).
-
-    The licence gate, then what the Hub card alone says about access (a gated repository
-    without spec.model.tokenSecretRef). The token itself is never checked here: the CLI
-    does not read Secrets. Returns the licence verdict and why serving is held, if it is.
-    """
-    model = wanted.spec.model
-    verdict = licensing.license_verdict(
-        detection=wanted.detection,
-        model_id=model.id,
-        spec_license=wanted.spec.license,
-        previous=None,
+def _gate(wanted: reconcile.Desired, name: str) -> reconcile.Gate:
+    """The gates as the operator would first apply them: nothing serves yet, and the token
+    itself is not checked (the CLI reads no Secrets), so a gated repository is held only
+    when no token is referenced (from the Hub card, when the Hub can be read)."""
+    return reconcile.gates(
+        wanted,
+        name=name,
+        namespace="",
+        previous={},
         serving=False,
+        creating_pods=True,
+        access=None,
     )
-    accessible = licensing.access_check(
-        model_id=model.id,
-        page=hub.model_page(model.id),
-        token_referenced=model.tokenSecretRef is not None,
-        card_gated=wanted.card_gated,
-        answer=None,
-    )
-    hold = verdict.hold
-    if hold is None and accessible is not None and licensing.holds(accessible):
-        hold = accessible.message
-    return verdict, hold
 
 
 def _cmd_plan(args: argparse.Namespace) -> int:
@@ -249,14 +236,14 @@ def _license_entry(doc: dict[str, Any], wanted: reconcile.Desired | None = None)
             "euMultimodal": licenses.eu_multimodal_notice(found.license, model_id),
         }
     found = wanted.detection
-    verdict, hold = _verdict(wanted)
+    gate = _gate(wanted, str((doc.get("metadata") or {}).get("name", "unnamed")))
     (config_map,) = [o for o in wanted.objects if o["kind"] == "ConfigMap"]
     return {
         **found.as_dict(),
         "euMultimodal": licenses.eu_multimodal_notice(found.license, model_id),
-        "accepted": verdict.accepted,
-        "serving": "held" if hold else "allowed",
-        "held": hold,
+        "accepted": bool(gate.license is not None and gate.license["accepted"]),
+        "serving": "held" if gate.hold else "allowed",
+        "held": gate.hold,
         "injected": {
             "configMap": config_map["metadata"]["name"],
             "mountPath": licensing.MOUNT_PATH,
@@ -363,7 +350,7 @@ def _cmd_render(args: argparse.Namespace) -> int:
             failed = True
             print(f"error: {origin}: {name}: {exc.failure.message}", file=sys.stderr)
             continue
-        _, hold = _verdict(wanted)
+        hold = _gate(wanted, str(name)).hold
         for obj in wanted.objects:
             if obj["kind"] == "Deployment" and hold is not None:
                 # What the operator does: no serving pods until the gate opens.

@@ -28,6 +28,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Mapping
+from typing import Generic, TypeVar
 
 import httpx2
 import huggingface_hub
@@ -45,16 +46,59 @@ class HubError(RuntimeError):
 FIRST_RETRY_SECONDS = 60.0
 MAX_RETRY_SECONDS = 3600.0
 
-_cache: dict[tuple[str, str], facts.PartialFacts] = {}
-# (repository, revision) -> (the error, when to try again, the current back-off)
-_failures: dict[tuple[str, str], tuple[HubError, float, float]] = {}
 _lock = threading.Lock()
+_T = TypeVar("_T")
+
+
+class _Memo(Generic[_T]):
+    """Answers per (repository, revision), kept for the life of the process; failures kept
+    until their back-off (``FIRST_RETRY_SECONDS`` doubling to ``MAX_RETRY_SECONDS``) ends,
+    so a resync asks the Hub once, and an unreachable Hub is asked again patiently."""
+
+    def __init__(self) -> None:
+        self.answers: dict[tuple[str, str], _T] = {}
+        # key -> (the error, when to try again, the current back-off)
+        self.failures: dict[tuple[str, str], tuple[HubError, float, float]] = {}
+
+    def get(self, key: tuple[str, str]) -> _T | None:
+        with _lock:
+            return self.answers.get(key)
+
+    def call(self, key: tuple[str, str], ask: Callable[[], _T], now: Callable[[], float]) -> _T:
+        with _lock:
+            hit = self.answers.get(key)
+            failure = self.failures.get(key)
+        if hit is not None:
+            return hit
+        when = now()
+        if failure is not None and when < failure[1]:
+            raise failure[0]
+        try:
+            result = ask()
+        except HubError as exc:
+            backoff = (
+                FIRST_RETRY_SECONDS if failure is None else min(failure[2] * 2, MAX_RETRY_SECONDS)
+            )
+            with _lock:
+                self.failures[key] = (_detached(exc), when + backoff, backoff)
+            raise
+        with _lock:
+            self.answers[key] = result
+            self.failures.pop(key, None)
+        return result
+
+    def clear(self) -> None:
+        with _lock:
+            self.answers.clear()
+            self.failures.clear()
+
+
+_facts: _Memo[facts.PartialFacts] = _Memo()
 
 
 def cached(*, repo_id: str, revision: str) -> facts.PartialFacts | None:
     """The cached answer, if any: lets callers skip reading a token they will not need."""
-    with _lock:
-        return _cache.get((repo_id, revision))
+    return _facts.get((repo_id, revision))
 
 
 def fetch(
@@ -65,26 +109,11 @@ def fetch(
     clock: Callable[[], float] = time.monotonic,
 ) -> facts.PartialFacts:
     """Shape and size of ``repo_id`` at ``revision``, or ``HubError``."""
-    key = (repo_id, revision)
-    with _lock:
-        hit = _cache.get(key)
-        failure = _failures.get(key)
-    if hit is not None:
-        return hit
-    now = clock()
-    if failure is not None and now < failure[1]:
-        raise failure[0]
-    try:
-        result = _fetch(repo_id=repo_id, revision=revision, token=token)
-    except HubError as exc:
-        backoff = FIRST_RETRY_SECONDS if failure is None else min(failure[2] * 2, MAX_RETRY_SECONDS)
-        with _lock:
-            _failures[key] = (exc, now + backoff, backoff)
-        raise
-    with _lock:
-        _cache[key] = result
-        _failures.pop(key, None)
-    return result
+    return _facts.call(
+        (repo_id, revision),
+        lambda: _fetch(repo_id=repo_id, revision=revision, token=token),
+        clock,
+    )
 
 
 def _fetch(*, repo_id: str, revision: str, token: str | None) -> facts.PartialFacts:
@@ -151,14 +180,12 @@ class Card:
 # The client's shared session has no timeout: a Hub that hangs must not hold a reconcile.
 _TIMEOUT_SECONDS = 30.0
 
-_cards: dict[tuple[str, str], Card] = {}
-_card_failures: dict[tuple[str, str], tuple[HubError, float, float]] = {}
+_cards: _Memo[Card] = _Memo()
 
 
 def cached_card(*, repo_id: str, revision: str) -> Card | None:
-    """The cached card, if any: lets callers skip reading a token they will not need."""
-    with _lock:
-        return _cards.get((repo_id, revision))
+    """The cached card, if any."""
+    return _cards.get((repo_id, revision))
 
 
 def card(
@@ -173,26 +200,11 @@ def card(
     ``token`` may be a function returning it, called only when the Hub is asked, so a
     cached card costs no Secret read.
     """
-    key = (repo_id, revision)
-    with _lock:
-        hit = _cards.get(key)
-        failure = _card_failures.get(key)
-    if hit is not None:
-        return hit
-    now = clock()
-    if failure is not None and now < failure[1]:
-        raise failure[0]
-    try:
-        result = _card(repo_id=repo_id, revision=revision, token=token)
-    except HubError as exc:
-        backoff = FIRST_RETRY_SECONDS if failure is None else min(failure[2] * 2, MAX_RETRY_SECONDS)
-        with _lock:
-            _card_failures[key] = (_detached(exc), now + backoff, backoff)
-        raise
-    with _lock:
-        _cards[key] = result
-        _card_failures.pop(key, None)
-    return result
+    return _cards.call(
+        (repo_id, revision),
+        lambda: _card(repo_id=repo_id, revision=revision, token=token),
+        clock,
+    )
 
 
 def _card(*, repo_id: str, revision: str, token: str | Callable[[], str | None] | None) -> Card:
@@ -458,10 +470,8 @@ def bound_requests(
 
 
 def clear_cache() -> None:
+    _facts.clear()
+    _cards.clear()
     with _lock:
-        _cache.clear()
-        _failures.clear()
-        _cards.clear()
-        _card_failures.clear()
         _granted.clear()
         _denied.clear()

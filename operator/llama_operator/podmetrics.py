@@ -86,7 +86,7 @@ def read(text: str, *, engine: api.Engine, signal: Signal) -> tuple[float | None
 
 def value(text: str, *, engine: api.Engine, signal: Signal) -> float | None:
     """The pod's value of ``signal``, or None when its metrics do not carry it."""
-    return _value(samples(text), engine, signal)
+    return read(text, engine=engine, signal=signal)[0]
 
 
 def _value(found: Mapping[str, list[float]], engine: api.Engine, signal: Signal) -> float | None:
@@ -101,9 +101,3 @@ def _value(found: Mapping[str, list[float]], engine: api.Engine, signal: Signal)
         return sum(waiting)
     running = _first(found, names["inflight"])
     return None if running is None else sum(waiting) + sum(running)
-
-
-def running(text: str, *, engine: api.Engine) -> float | None:
-    """Requests the pod runs now (the queue metric's floor), or None when not exposed."""
-    found = _first(samples(text), engines.METRICS[engine]["inflight"])
-    return sum(found) if found is not None else None

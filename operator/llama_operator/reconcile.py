@@ -321,6 +321,8 @@ def reconcile(
         failure = exc.failure
     else:
         plan = wanted.plan
+        serving = deployment is not None
+        recorded = _recorded(name, previous)
         reasons = {
             id(obj): _write_reason(
                 obj,
@@ -332,21 +334,20 @@ def reconcile(
                 # status records what was applied before (the licence, the external
                 # scaler): a child it does not name is new, one it names and this process
                 # has not seen is a restart's first sight.
-                new=f"{obj['kind']}/{obj['metadata']['name']}" not in _recorded(name, previous),
+                new=f"{obj['kind']}/{obj['metadata']['name']}" not in recorded,
             )
             for obj in wanted.objects
         }
         pending = [obj for obj in wanted.objects if reasons[id(obj)] is not None]
-        gate = _gate(
+        gate = gates(
             wanted,
             name=name,
             namespace=namespace,
             previous=previous,
-            serving=deployment is not None,
+            serving=serving,
             creating_pods=any(obj["kind"] == "Deployment" for obj in pending),
             access=access,
         )
-        serving = deployment is not None
         for obj in pending:
             kind, obj_name = obj["kind"], obj["metadata"]["name"]
             # A closed gate: no serving Deployment is created or changed. While one serves,
@@ -516,7 +517,7 @@ class Gate:
     removed: tuple[str, ...]
 
 
-def _gate(
+def gates(
     wanted: Desired,
     *,
     name: str,
@@ -681,11 +682,7 @@ def token_fetcher(client: k8s.Client) -> HubFetch:
         known = hub.cached(repo_id=model.id, revision=model.revision)
         if known is not None:
             return known  # no Secret read, no request: the answer does not change
-        token = None
-        if model.tokenSecretRef is not None:
-            token = client.read_secret_value(
-                namespace=namespace, name=model.tokenSecretRef.name, key=model.tokenSecretRef.key
-            )
+        token = _token_of(client, model, namespace)()
         return hub.fetch(repo_id=model.id, revision=model.revision, token=token)
 
     return fetch

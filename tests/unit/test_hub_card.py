@@ -549,7 +549,7 @@ class TestTheTokenIsNeverKept:
             texts.append(str(error))
             texts.append(str(error.__cause__))  # the client's own message, chained
         # The cached failures and denials, as they would be raised or returned again.
-        texts.append(repr(hub._card_failures))
+        texts.append(repr(hub._cards.failures))
         texts.append(repr(hub._denied))
         texts.append(repr(hub._granted))
         texts.append(repr(server.seen()))

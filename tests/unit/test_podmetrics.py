@@ -60,18 +60,16 @@ def test_garbage_is_an_error() -> None:
 @pytest.mark.parametrize("engine", ["vllm", "tgi"])
 def test_running_requests(engine: str) -> None:
     page = text(engine, waiting=3, running=11)
-    assert podmetrics.running(page, engine=engine) == 11  # type: ignore[arg-type]
-    assert podmetrics.running("# TYPE x gauge\nx 1\n", engine=engine) is None  # type: ignore[arg-type]
+    assert podmetrics.read(page, engine=engine, signal="queue") == (3, 11)  # type: ignore[arg-type]
+    absent = podmetrics.read("# TYPE x gauge\nx 1\n", engine=engine, signal="queue")  # type: ignore[arg-type]
+    assert absent == (None, None)
 
 
 @pytest.mark.parametrize("engine", ["vllm", "tgi"])
-def test_read_parses_once_and_agrees_with_value_and_running(engine: str) -> None:
+def test_read_gives_the_signal_and_the_running_requests(engine: str) -> None:
     page = text(engine, waiting=5, running=9)
-    for signal in ("queue", "inflight"):
-        assert podmetrics.read(page, engine=engine, signal=signal) == (  # type: ignore[arg-type]
-            podmetrics.value(page, engine=engine, signal=signal),  # type: ignore[arg-type]
-            podmetrics.running(page, engine=engine),  # type: ignore[arg-type]
-        )
+    assert podmetrics.read(page, engine=engine, signal="queue") == (5, 9)  # type: ignore[arg-type]
+    assert podmetrics.read(page, engine=engine, signal="inflight") == (14, 9)  # type: ignore[arg-type]
 
 
 def test_only_the_needed_lines_are_parsed() -> None:
@@ -79,4 +77,4 @@ def test_only_the_needed_lines_are_parsed() -> None:
     page = text("vllm", waiting=2, running=3) + "vllm:some_histogram_bucket{le= broken\n"
     assert podmetrics.read(page, engine="vllm", signal="queue") == (2, 3)
     with pytest.raises(podmetrics.MetricsError):
-        podmetrics.value(page, engine="vllm", signal="queue")
+        podmetrics.samples(page)  # the whole page does not parse

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from typing import Any, Literal, assert_never
 
-from llama_operator import api, config, pools
+from llama_operator import api, config, licensing, pools
 from llama_operator.engines import tgi, vllm
 
 # Both engines serve on 8000: vLLM's default, and for TGI (image default 80, which
@@ -36,7 +36,7 @@ CACHE_VOLUME = "model-cache"
 TMP_VOLUME = "tmp"
 SHM_VOLUME = "dshm"
 LICENSE_VOLUME = "licenses"
-LICENSE_DIR = "/licenses"
+LICENSE_DIR = licensing.MOUNT_PATH
 RUN_AS_USER = 1000
 RUN_AS_GROUP = 1000
 GPU_RESOURCE = pools.GPU_RESOURCE
