@@ -83,10 +83,11 @@ test-contract: $(STAMP) ## only the Kopf-against-kmock contract tests
 test-e2e: $(STAMP) ## opt-in: the e2e tier against the current kube context (a test cluster)
 	$(BIN)/pytest --with-e2e tests/e2e
 
-bench: $(STAMP) ## benchmarks: planner vs brute force, autoscaling policy and loop, reconcile cost, footprint
+bench: $(STAMP) ## benchmarks: planner vs brute force, autoscaling policy and loop, canary rollouts, reconcile cost, footprint
 	$(BIN)/python benchmarks/bench_planner.py
 	$(BIN)/python benchmarks/bench_autoscaler.py
 	$(BIN)/python benchmarks/bench_scaler_loop.py
+	$(BIN)/python benchmarks/bench_rollout.py
 	$(BIN)/python benchmarks/bench_reconcile.py
 	$(BIN)/python benchmarks/bench_footprint.py
 

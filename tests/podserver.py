@@ -1,27 +1,181 @@
-"""Fake serving pods for autoscaler tests: each a /metrics endpoint on 127.0.0.1.
+"""Fake serving pods for autoscaler and canary tests: each a /metrics endpoint on 127.0.0.1.
 
 A ``FakePod`` serves ``tests/fixtures/metrics/<engine>.prom`` with ``$waiting``,
 ``$running`` and ``$kv_cache`` filled in from its attributes, which a test changes
 while it runs. ``status`` makes it answer an error instead, ``delay`` makes it slow
 (to show that one slow pod does not stall the scrape of the others). Servers bind
 127.0.0.1 on a free port and stop when the context manager exits.
+
+Traffic, for the canary analysis: the pod's finished-request counters and its latency
+and time-to-first-token histograms are cumulative over its life, starting from the
+fixture's made-up history (vLLM: 118 stop, 9 length, 1 abort, 0 error; TGI: 212 successes, 3
+failures). Every GET /metrics first finishes ``rate`` more requests (whether or not the
+scrape is answered: traffic does not wait for scrapes), ``error_rate`` of them failed,
+each taking ``latency`` seconds end to end and ``ttft`` to its first token. ``advance``
+does the same without a server; ``restart`` sets everything back to zero, as a restarted
+engine does. ``text`` renders the page without advancing.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import pathlib
 import string
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
 
+from prometheus_client.utils import floatToGoString
+
 FIXTURES = pathlib.Path(__file__).parent / "fixtures" / "metrics"
+
+# vLLM's default bounds (vllm/v1/metrics/loggers.py): e2e latency ...
+VLLM_LATENCY_BOUNDS = (
+    0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0,
+    120.0, 240.0, 480.0, 960.0, 1920.0, 7680.0,
+)  # fmt: skip
+# ... and time to first token.
+VLLM_TTFT_BOUNDS = (
+    0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5,
+    10.0, 20.0, 40.0, 80.0, 160.0, 640.0, 2560.0,
+)  # fmt: skip
+
+
+def _tgi_duration_bounds() -> tuple[float, ...]:
+    # TGI's router: every *_duration histogram gets 35 bounds, 0.0001 s times 1.5 per
+    # bucket (0.00015 ... 145.6 s), computed by repeated multiplication as here.
+    bounds, value = [], 0.0001
+    for _ in range(35):
+        value *= 1.5
+        bounds.append(value)
+    return tuple(bounds)
+
+
+TGI_DURATION_BOUNDS = _tgi_duration_bounds()
+
+
+def _rust_number(value: float) -> str:
+    # TGI (Rust, metrics-exporter-prometheus) writes counters as integers and floats
+    # without a trailing ".0".
+    return str(int(value)) if value == int(value) else repr(value)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Shape:
+    """How one engine counts and shows finished requests."""
+
+    history: dict[str, float]  # finished requests by outcome placeholder, at start
+    failed: str  # the outcome placeholder failures go to
+    succeeded: tuple[tuple[str, float], ...]  # where successes go, by share
+    observes_failures: bool  # whether failed requests are in the histograms too
+    latency_family: str
+    latency_bounds: tuple[float, ...]
+    latency_history: tuple[tuple[float, float], ...]  # (seconds, requests)
+    ttft_family: str
+    ttft_bounds: tuple[float, ...]
+    ttft_history: tuple[tuple[float, float], ...]
+    bucket_labels: str  # the labels of a bucket line, ``{le}`` for the bound
+    number: Callable[[float], str]
+
+
+VLLM = _Shape(
+    history={"stop": 118.0, "length": 9.0, "abort": 1.0, "error": 0.0},
+    # Failures as the engine reports a request it failed; "abort" (a cancelled request)
+    # keeps its one request of history and is not a failure unless countAborted.
+    failed="error",
+    succeeded=(("stop", 0.9), ("length", 0.1)),
+    # vLLM observes every finished request, aborted ones too.
+    observes_failures=True,
+    latency_family="vllm:e2e_request_latency_seconds",
+    latency_bounds=VLLM_LATENCY_BOUNDS,
+    latency_history=((0.9, 10), (1.2, 30), (1.8, 40), (2.2, 25), (4.0, 15), (8.0, 7), (18, 1)),
+    ttft_family="vllm:time_to_first_token_seconds",
+    ttft_bounds=VLLM_TTFT_BOUNDS,
+    ttft_history=((0.03, 20), (0.05, 21), (0.07, 30), (0.2, 30), (0.4, 12), (0.9, 7), (2, 8)),
+    # prometheus_client sorts a sample's labels, so le sits between engine and model_name.
+    bucket_labels='engine="0",le="{le}",model_name="meta-llama/Llama-3.1-8B-Instruct"',
+    number=floatToGoString,
+)
+
+TGI = _Shape(
+    history={"success": 212.0, "failure": 3.0},
+    failed="failure",
+    succeeded=(("success", 1.0),),
+    # TGI records its histograms beside tgi_request_success, on the success path only.
+    observes_failures=False,
+    latency_family="tgi_request_duration",
+    latency_bounds=TGI_DURATION_BOUNDS,
+    latency_history=((0.4, 40), (0.8, 80), (1.5, 60), (3.0, 30), (9.0, 2)),
+    ttft_family="tgi_request_queue_duration",
+    ttft_bounds=TGI_DURATION_BOUNDS,
+    ttft_history=((0.002, 150), (0.01, 50), (0.1, 12)),
+    bucket_labels='le="{le}"',
+    number=_rust_number,
+)
+
+SHAPES = {"vllm": VLLM, "vllm-legacy": VLLM, "tgi": TGI}
+
+
+class FakeHistogram:
+    """One cumulative histogram of a fake pod, rendered in its engine's shape."""
+
+    def __init__(self, family: str, bounds: tuple[float, ...], shape: _Shape) -> None:
+        self.family = family
+        self.bounds = bounds
+        self.shape = shape
+        self.counts = [0.0] * (len(bounds) + 1)  # per bucket, not cumulative; last +Inf
+        self.sum = 0.0
+
+    @property
+    def count(self) -> float:
+        return sum(self.counts)
+
+    def observe(self, seconds: float, times: float = 1.0) -> None:
+        """``times`` requests of ``seconds`` each: into the first bucket whose bound holds it."""
+        index = next((i for i, bound in enumerate(self.bounds) if seconds <= bound), -1)
+        self.counts[index] += times
+        self.sum += seconds * times
+
+    def reset(self) -> None:
+        self.counts = [0.0] * len(self.counts)
+        self.sum = 0.0
+
+    def cumulative(self) -> list[tuple[float, float]]:
+        """(bound, cumulative count), the last bound inf: what the page shows."""
+        running, result = 0.0, []
+        for bound, count in zip((*self.bounds, float("inf")), self.counts, strict=True):
+            running += count
+            result.append((bound, running))
+        return result
+
+    def lines(self) -> str:
+        number = self.shape.number
+        return "\n".join(
+            f"{self.family}_bucket{{{self.shape.bucket_labels.format(le=_le(bound, number))}}}"
+            f" {number(count)}"
+            for bound, count in self.cumulative()
+        )
+
+
+def _le(bound: float, number: Callable[[float], str]) -> str:
+    return "+Inf" if bound == float("inf") else number(bound)
 
 
 class FakePod:
-    def __init__(self, engine: str = "vllm", *, waiting: float = 0, running: float = 0) -> None:
+    def __init__(
+        self,
+        engine: str = "vllm",
+        *,
+        waiting: float = 0,
+        running: float = 0,
+        rate: float = 0,
+        error_rate: float = 0.0,
+        latency: float = 1.0,
+        ttft: float = 0.1,
+    ) -> None:
         self.template = string.Template((FIXTURES / f"{engine}.prom").read_text(encoding="utf-8"))
         self.waiting = waiting
         self.running = running
@@ -29,6 +183,23 @@ class FakePod:
         self.status = 200
         self.delay = 0.0
         self.scrapes = 0
+        self.rate = rate  # requests finished per GET /metrics
+        self.error_rate = error_rate  # the failed share of them
+        self.latency = latency  # seconds end to end, each
+        self.ttft = ttft  # seconds to the first token (TGI: in its queue), each
+        self.shape = SHAPES[engine]
+        self.finished = dict(self.shape.history)  # cumulative, by outcome placeholder
+        self.latency_histogram = FakeHistogram(
+            self.shape.latency_family, self.shape.latency_bounds, self.shape
+        )
+        self.ttft_histogram = FakeHistogram(
+            self.shape.ttft_family, self.shape.ttft_bounds, self.shape
+        )
+        for seconds, times in self.shape.latency_history:
+            self.latency_histogram.observe(seconds, times)
+        for seconds, times in self.shape.ttft_history:
+            self.ttft_histogram.observe(seconds, times)
+        self.lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -37,11 +208,49 @@ class FakePod:
         assert self._server is not None, "not started"
         return int(self._server.server_address[1])
 
+    @property
+    def requests(self) -> float:
+        """Finished requests over the pod's life, failed ones included."""
+        return sum(self.finished.values())
+
+    @property
+    def errors(self) -> float:
+        return self.finished[self.shape.failed]
+
+    def advance(self, requests: float | None = None) -> None:
+        """Finish ``requests`` (default ``rate``) more requests, as the attributes say."""
+        total = self.rate if requests is None else requests
+        if total <= 0:
+            return
+        failed = total * self.error_rate
+        succeeded = total - failed
+        self.finished[self.shape.failed] += failed
+        for outcome, share in self.shape.succeeded:
+            self.finished[outcome] += succeeded * share
+        observed = total if self.shape.observes_failures else succeeded
+        if observed > 0:
+            self.latency_histogram.observe(self.latency, observed)
+            self.ttft_histogram.observe(self.ttft, observed)
+
+    def restart(self) -> None:
+        """Counters and histograms back to zero, as after an engine restart."""
+        self.finished = dict.fromkeys(self.finished, 0.0)
+        self.latency_histogram.reset()
+        self.ttft_histogram.reset()
+
     def text(self) -> str:
+        number = self.shape.number
         return self.template.substitute(
             waiting=f"{float(self.waiting)!r}",
             running=f"{float(self.running)!r}",
             kv_cache=f"{float(self.kv_cache)!r}",
+            **{outcome: number(value) for outcome, value in self.finished.items()},
+            latency_buckets=self.latency_histogram.lines(),
+            latency_count=number(self.latency_histogram.count),
+            latency_sum=number(self.latency_histogram.sum),
+            ttft_buckets=self.ttft_histogram.lines(),
+            ttft_count=number(self.ttft_histogram.count),
+            ttft_sum=number(self.ttft_histogram.sum),
         )
 
     def __enter__(self) -> FakePod:
@@ -50,12 +259,16 @@ class FakePod:
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 pod.scrapes += 1
+                if self.path == "/metrics":
+                    with pod.lock:
+                        pod.advance()
                 if pod.delay:
                     time.sleep(pod.delay)
                 if self.path != "/metrics" or pod.status != 200:
                     self.send_error(404 if self.path != "/metrics" else pod.status)
                     return
-                body = pod.text().encode()
+                with pod.lock:
+                    body = pod.text().encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "text/plain; version=0.0.4")
                 self.send_header("Content-Length", str(len(body)))

@@ -8,14 +8,20 @@
 -- script uses base functions (type, tostring, tonumber, select, ipairs, next),
 -- table.concat and the .. operator only, and treats every field as possibly missing.
 --
---   Healthy      phase Ready, condition Ready=True, status for the current generation
+--   Healthy      phase Ready, condition Ready=True, status for the current generation,
+--                no rollout in progress
 --   Progressing  no status yet; status for an older generation; no plan chosen yet;
 --                phase Pending or Progressing (the first start downloads the model,
---                which can take long); phase Ready while condition Ready is not True
+--                which can take long); condition Rollout=True: a canary rollout in
+--                progress (Starting, Progressing, Paused or Promoting), even while the
+--                endpoint is Ready, as Argo Rollouts reports a rollout; phase Ready
+--                while condition Ready is not True
 --   Degraded     condition Planned=False; a closed gate (LicenseAccepted=False: the
 --                model licence's use policy is not accepted; ModelAccessible=False:
 --                no access to a gated model), which waits for a person, so it is not
---                shown as progress; phase Failed or Degraded
+--                shown as progress; condition RolledBack=True: a canary failed its
+--                checks and was rolled back, and the spec change is held back until
+--                the spec changes again; phase Failed or Degraded
 
 local function field(value, key)
   if type(value) ~= "table" then
@@ -125,6 +131,14 @@ local function assess(o)
     end
   end
 
+  -- An aborted canary: the old template keeps serving (phase Degraded), and the message
+  -- has the measured numbers against the thresholds.
+  local rolled_back = condition(conditions, "RolledBack")
+  if field(rolled_back, "status") == "True" then
+    local m = message_of(rolled_back) or "the canary was rolled back; see the conditions"
+    return verdict("Degraded", "RolledBack: " .. m)
+  end
+
   if phase == "Failed" or phase == "Degraded" then
     local detail = message_of(ready, planned) or "see the LlamaDeployment's conditions"
     local m = text(phase) .. ": " .. detail
@@ -141,6 +155,18 @@ local function assess(o)
       m = m .. " (" .. detail .. ")"
     end
     return verdict("Progressing", m)
+  end
+
+  -- A canary rollout in progress: part of the traffic goes to the new template, so a
+  -- Ready endpoint is not done yet.
+  local rollout = condition(conditions, "Rollout")
+  if field(rollout, "status") == "True" then
+    local m = "Rollout"
+    local reason = field(rollout, "reason")
+    if reason ~= nil then
+      m = m .. " " .. text(reason)
+    end
+    return verdict("Progressing", m .. ": " .. (message_of(rollout) or "in progress"))
   end
 
   local ready_status = field(ready, "status")

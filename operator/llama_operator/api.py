@@ -7,10 +7,9 @@ descriptions from the ``Field(description=...)`` texts, CEL rules from
 ``CEL_RULES``), and the reconcile loop parses every object through them, so the
 schema the API server enforces and the one the operator trusts cannot drift apart.
 
-Fields that later capabilities will act on (autoscaling, rollout, traffic,
-fallbacks) are declared and validated now so the API is designed once;
-``NOT_YET_ACTIVE`` lists them, and the reconciler reports a warning condition when
-one is set, never accepting it silently.
+Fields that later capabilities will act on (fallbacks) are declared and validated
+now so the API is designed once; ``NOT_YET_ACTIVE`` lists them, and the reconciler
+reports a warning condition when one is set, never accepting it silently.
 """
 
 from __future__ import annotations
@@ -49,6 +48,8 @@ Phase = Literal["Pending", "Progressing", "Ready", "Degraded", "Failed"]
 PARAMETERS_PATTERN = r"^[0-9]+(\.[0-9]+)?[MBT]$"
 MODEL_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$"
 DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
+# Gateway API's Hostname: lower-case DNS labels, optionally behind one leading wildcard.
+HOSTNAME_PATTERN = r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|k|M|G|T|P)?$"
 
 
@@ -313,51 +314,169 @@ class RolloutStep(Model):
     pause: str | None = Field(
         default=None,
         pattern=DURATION_PATTERN,
-        description="How long to hold this step (e.g. 5m); omit to wait for a manual promote.",
+        description=(
+            "How long to hold this step (e.g. 5m) while the analysis runs; omit it to wait for "
+            "a manual promote (annotation llamaops.dev/rollout=next or =promote)."
+        ),
     )
 
 
 class Analysis(Model):
-    """Thresholds a canary must meet at every step."""
+    """Thresholds a canary must meet at every step, measured on the engines' own metrics."""
 
-    maxErrorRate: float = Field(default=0.02, ge=0, le=1, description="Largest failed share.")
+    maxErrorRate: float = Field(
+        default=0.02,
+        ge=0,
+        le=1,
+        description=(
+            "Largest share of the canary's finished requests that may fail (vLLM: finished "
+            "for a reason other than stop, length or abort; TGI: tgi_request_failure)."
+        ),
+    )
+    countAborted: bool = Field(
+        default=False,
+        description=(
+            "vLLM: count requests that finished with reason abort as failed. An abort is "
+            "mostly a client that cancelled (a chat user pressing stop), so it is not a "
+            "failure by default; set true where clients never cancel."
+        ),
+    )
     maxP95LatencySeconds: float | None = Field(
-        default=None, gt=0, description="Largest p95 end-to-end latency."
+        default=None, gt=0, description="Largest p95 end-to-end request latency of the canary."
     )
     maxP95TimeToFirstTokenSeconds: float | None = Field(
-        default=None, gt=0, description="Largest p95 time to first token."
+        default=None,
+        gt=0,
+        description=(
+            "Largest p95 time to first token of the canary (TGI: its queue time, the nearest "
+            "metric it has)."
+        ),
     )
-    minRequests: int = Field(default=20, ge=0, description="Requests needed before judging.")
+    maxLatencyRatio: float | None = Field(
+        default=None,
+        ge=1,
+        description=(
+            "Largest p95 latency of the canary as a multiple of the stable variant's, measured "
+            "over the same window (e.g. 1.2: at most 20% slower than what serves now)."
+        ),
+    )
+    minRequests: int = Field(
+        default=20,
+        ge=0,
+        description=(
+            "Canary requests a judgement needs: a window with fewer grows until it has them. "
+            "0 judges every interval, and lets a step pass on time alone with no traffic."
+        ),
+    )
     interval: str = Field(
-        default="30s", pattern=DURATION_PATTERN, description="How often to judge."
+        default="30s",
+        pattern=DURATION_PATTERN,
+        description=(
+            "How often the canary and stable pods are scraped and judged (at most as often "
+            "as the operator's resync, 15s by default)."
+        ),
     )
-    failureLimit: int = Field(default=1, ge=1, le=100, description="Failed judgements to abort.")
+    failureLimit: int = Field(
+        default=1,
+        ge=1,
+        le=100,
+        description="Failed judgements, over the whole rollout, that abort it.",
+    )
+
+
+DEFAULT_STEPS: tuple[dict[str, Any], ...] = (
+    {"weight": 10, "pause": "5m"},
+    {"weight": 50, "pause": "10m"},
+)
 
 
 class Rollout(Model):
-    """How a change of the serving template reaches users (acted on in a later release)."""
+    """How a change of the serving pod template reaches users (docs/concepts/rollouts.md)."""
 
-    strategy: Literal["Canary", "Rolling"] = Field(default="Canary", description="Rollout kind.")
+    strategy: Literal["Canary", "Rolling"] = Field(
+        default="Canary",
+        description=(
+            "Canary: a change of the pod template on a Ready endpoint runs as <name>-canary "
+            "beside the untouched stable pods, walks the steps under analysis, then is "
+            "promoted or rolled back. Rolling: the Deployment's own rolling update."
+        ),
+    )
     steps: list[RolloutStep] = Field(
-        default_factory=list, max_length=20, description="Canary steps, in order."
+        default_factory=lambda: [RolloutStep(**step) for step in DEFAULT_STEPS],
+        max_length=20,
+        description=(
+            "Canary steps, in order of increasing weight; empty means the default steps "
+            "(10% for 5m, then 50% for 10m)."
+        ),
     )
     analysis: Analysis = Field(default_factory=Analysis, description="Canary thresholds.")
+    paused: bool = Field(
+        default=False,
+        description=(
+            "Hold the canary at its current step (analysis goes on, and still aborts a failing "
+            "canary); set back to false to resume."
+        ),
+    )
+    readyTimeout: str = Field(
+        default="1h",
+        pattern=DURATION_PATTERN,
+        description=(
+            "How long the canary may take to become Ready (it downloads the model) before the "
+            "rollout is aborted."
+        ),
+    )
+    maxSurge: int = Field(
+        default=1,
+        ge=0,
+        le=100,
+        description=(
+            "Extra pods a rolling update (strategy Rolling, and the promotion of a canary) may "
+            "start beyond the replica count: each costs a pod's GPUs."
+        ),
+    )
+    maxUnavailable: int = Field(
+        default=0,
+        ge=0,
+        le=100,
+        description=(
+            "Pods a rolling update may take down before their replacements are ready: 1 with "
+            "maxSurge 0 updates without any spare GPU, at the cost of one replica's capacity."
+        ),
+    )
+
+
+def default_steps() -> list[RolloutStep]:
+    """The canary steps of a policy that names none."""
+    return [RolloutStep(**step) for step in DEFAULT_STEPS]
 
 
 class ObjectRef(Model):
     """A reference to a Gateway API parent."""
 
     name: str = Field(min_length=1, max_length=253, description="Gateway name.")
-    namespace: str | None = Field(default=None, max_length=63, description="Gateway namespace.")
+    namespace: str | None = Field(
+        default=None, max_length=63, description="Gateway namespace (default: this one)."
+    )
     sectionName: str | None = Field(default=None, max_length=253, description="Listener name.")
 
 
 class Traffic(Model):
-    """How traffic is split between variants (acted on in a later release)."""
+    """How traffic reaches the variants (docs/concepts/rollouts.md#traffic)."""
 
     gatewayRef: ObjectRef | None = Field(
         default=None,
-        description="Gateway API parent for an HTTPRoute; empty uses Service-based splitting.",
+        description=(
+            "A Gateway API Gateway: an HTTPRoute <name> attached to it carries exact weights "
+            "between <name>-primary and <name>-canary. Without it the Service <name> selects "
+            "both variants' pods and the weight follows their replica counts."
+        ),
+    )
+    hostnames: list[
+        Annotated[str, Field(min_length=1, max_length=253, pattern=HOSTNAME_PATTERN)]
+    ] = Field(
+        default_factory=list,
+        max_length=16,
+        description="Hostnames of the HTTPRoute (gatewayRef only); empty matches any.",
     )
 
 
@@ -422,8 +541,16 @@ class LlamaDeploymentSpec(Model):
         default_factory=ModelCache, description="Where downloaded weights live."
     )
     autoscaling: Autoscaling | None = Field(default=None, description="Queue-based autoscaling.")
-    rollout: Rollout | None = Field(default=None, description="Canary or rolling rollouts.")
-    traffic: Traffic | None = Field(default=None, description="Traffic splitting.")
+    rollout: Rollout | None = Field(
+        default=None,
+        description=(
+            "How template changes roll out; omitted means a canary with the default steps "
+            "and analysis (docs/concepts/rollouts.md)."
+        ),
+    )
+    traffic: Traffic | None = Field(
+        default=None, description="Traffic splitting: Service-based, or a Gateway API route."
+    )
     fallbacks: list[Fallback] = Field(
         default_factory=list, max_length=8, description="Fallback models, in order."
     )
@@ -431,7 +558,7 @@ class LlamaDeploymentSpec(Model):
 
 
 # Spec fields that are validated now but whose behaviour ships in later releases.
-NOT_YET_ACTIVE: tuple[str, ...] = ("rollout", "traffic", "fallbacks")
+NOT_YET_ACTIVE: tuple[str, ...] = ("fallbacks",)
 
 
 class Plan(Model):
@@ -547,6 +674,78 @@ class AutoscalingStatus(Model):
     lastScaleTime: str | None = Field(default=None, description="When replicas last changed.")
 
 
+class AnalysisNumbers(Model):
+    """What one variant served over one analysis window."""
+
+    pods: int = Field(description="Pods scraped.")
+    requests: float = Field(description="Requests finished in the window.")
+    errorRate: float | None = Field(default=None, description="Failed share; none: no requests.")
+    p95LatencySeconds: float | None = Field(default=None, description="p95 end-to-end latency.")
+    p95TimeToFirstTokenSeconds: float | None = Field(
+        default=None, description="p95 time to first token."
+    )
+
+
+class AnalysisRun(Model):
+    """One judgement of the canary against the thresholds (and the stable variant)."""
+
+    time: str = Field(description="When (RFC 3339).")
+    step: int = Field(description="The step it was made at (0 = the first).")
+    result: Literal["Passed", "Failed", "Inconclusive"] = Field(description="The verdict.")
+    canary: AnalysisNumbers = Field(description="The canary's numbers.")
+    stable: AnalysisNumbers | None = Field(
+        default=None, description="The stable variant's numbers over the same window."
+    )
+    message: str = Field(default="", description="Each threshold and the measured value.")
+
+
+RolloutPhase = Literal[
+    "Starting", "Progressing", "Paused", "Promoting", "Completed", "RolledBack", "Cancelled"
+]
+
+
+class RolloutStatus(Model):
+    """Where the current (or last) canary rollout is; it survives an operator restart."""
+
+    phase: RolloutPhase = Field(
+        description=(
+            "Starting (canary created, not Ready yet), Progressing (walking the steps), Paused "
+            "(spec.rollout.paused, a step without pause, or too few requests to judge), "
+            "Promoting (the primary takes the canary's template), Completed, RolledBack, or "
+            "Cancelled (the spec went back to the stable template, or strategy to Rolling)."
+        )
+    )
+    reason: str = Field(default="", description="CamelCase reason of the phase.")
+    message: str = Field(default="", description="What is happening, for a person.")
+    stableRevision: str | None = Field(
+        default=None, description="Hash of the pod template the primary runs."
+    )
+    canaryRevision: str | None = Field(
+        default=None, description="Hash of the pod template under test (the newest spec)."
+    )
+    step: int = Field(default=0, description="Index of the current step (0 = the first).")
+    steps: int = Field(default=0, description="How many steps the rollout has.")
+    weight: int = Field(default=0, description="Intended percent of traffic on the canary.")
+    effectiveWeight: float | None = Field(
+        default=None,
+        description=(
+            "Percent of traffic the canary actually gets: the route's weight with a Gateway, "
+            "else its share of the ready pods behind the Service."
+        ),
+    )
+    canaryReplicas: int = Field(default=0, description="Replicas of <name>-canary.")
+    stableReplicas: int = Field(default=0, description="Replicas of <name>-primary.")
+    failures: int = Field(default=0, description="Failed judgements so far.")
+    stepPasses: int = Field(default=0, description="Passed judgements at the current step.")
+    canaryPlan: Plan | None = Field(default=None, description="The canary's plan.")
+    startedAt: str | None = Field(default=None, description="When the rollout started.")
+    stepStartedAt: str | None = Field(default=None, description="When the current step began.")
+    lastTransitionTime: str | None = Field(default=None, description="When phase last changed.")
+    analysis: list[AnalysisRun] = Field(
+        default_factory=list, description="The last judgements, newest last."
+    )
+
+
 class ExternalScalerRef(Model):
     """The KEDA ScaledObject or HPA the operator created for spec.autoscaling."""
 
@@ -564,6 +763,13 @@ class LlamaDeploymentStatus(Model):
     )
     autoscaling: AutoscalingStatus | None = Field(
         default=None, description="The built-in autoscaler's window and last decisions."
+    )
+    rollout: RolloutStatus | None = Field(
+        default=None, description="The current or last canary rollout."
+    )
+    httpRoute: str | None = Field(
+        default=None,
+        description="The HTTPRoute the operator keeps for spec.traffic.gatewayRef.",
     )
     externalScaler: ExternalScalerRef | None = Field(
         default=None,
@@ -662,6 +868,12 @@ CEL_RULES: dict[str, list[tuple[str, str]]] = {
             "i + 1 >= size(self.steps) || self.steps[i].weight < self.steps[i + 1].weight)",
             "spec.rollout.steps weights must increase from step to step",
         ),
+        (
+            "!has(self.maxSurge) || !has(self.maxUnavailable) || "
+            "self.maxSurge + self.maxUnavailable >= 1",
+            "spec.rollout: maxSurge and maxUnavailable cannot both be 0, or a rolling update "
+            "could never replace a pod",
+        ),
     ],
     "": [
         (
@@ -723,6 +935,12 @@ def validate_spec(spec: LlamaDeploymentSpec) -> None:
         weights = [step.weight for step in spec.rollout.steps]
         if any(b <= a for a, b in itertools.pairwise(weights)):
             raise SpecError("spec.rollout.steps", "weights must increase from step to step")
+        if spec.rollout.maxSurge + spec.rollout.maxUnavailable < 1:
+            raise SpecError(
+                "spec.rollout.maxSurge",
+                "maxSurge and maxUnavailable cannot both be 0, or a rolling update could never "
+                "replace a pod",
+            )
     ckpt, quant = spec.model.checkpointQuantization, spec.placement.quantization
     if ckpt != "none" and quant not in ("auto", ckpt):
         raise SpecError(
@@ -776,3 +994,14 @@ def parse_parameters(text: str) -> float:
         raise SpecError("spec.model.parameters", f"{text!r} is not like 8B, 70.6B or 400M")
     scale = {"M": 1e6, "B": 1e9, "T": 1e12}[text[-1]]
     return float(text[:-1]) * scale
+
+
+def parse_duration(text: str) -> float:
+    """``"1m30s"`` -> 90.0 seconds (``DURATION_PATTERN``)."""
+    if re.fullmatch(DURATION_PATTERN, text) is None:
+        raise ValueError(f"{text!r} is not a duration like 30s, 5m or 1h30m")
+    units = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+    return sum(
+        float(number) * units[unit]
+        for number, unit in re.findall(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)", text)
+    )

@@ -1,13 +1,18 @@
 """Builders: the Kubernetes objects one LlamaDeployment owns, as plain dicts.
 
 Pipeline position: planner (Plan) -> engines (container) -> **builders** (Deployment,
-Services, the licence ConfigMap) -> k8s (server-side apply). Pure: spec, plan, pool,
+Services, the licence ConfigMap, the canary's copies of them, the HTTPRoute) -> k8s
+(server-side apply). Pure: spec, plan, pool,
 settings and the detected licence in, objects out, no I/O; ``k8s`` applies what comes
 out unchanged.
 
 Every object carries ``HASH_ANNOTATION``, a hash of the rest of the object, so the
 reconciler can compare it with the live object's annotation and skip writes that
-would change nothing (an unchanged LlamaDeployment makes no writes).
+would change nothing (an unchanged LlamaDeployment makes no writes). Serving
+Deployments also carry ``REVISION_ANNOTATION``, the hash of the pod template the
+primary has (or would have) for the spec they were built from: two revisions differ
+exactly when a change would restart the serving pods, which is what a canary rollout
+protects (``rollout``).
 """
 
 from __future__ import annotations
@@ -16,11 +21,13 @@ import copy
 import hashlib
 import json
 import math
+from collections.abc import Mapping
 from typing import Any
 
 from llama_operator import api, config, engines, licenses, licensing, pools, sizing
 
 HASH_ANNOTATION = f"{api.GROUP}/spec-hash"
+REVISION_ANNOTATION = f"{api.GROUP}/revision"
 MODEL_ANNOTATION = f"{api.GROUP}/model"
 PLAN_ANNOTATION = f"{api.GROUP}/plan"
 LICENSE_ANNOTATION = f"{api.GROUP}/license"
@@ -28,6 +35,9 @@ AUP_ANNOTATION = f"{api.GROUP}/aup-url"
 DEPLOYMENT_LABEL = f"{api.GROUP}/deployment"
 VARIANT_LABEL = f"{api.GROUP}/variant"
 PRIMARY = "primary"
+CANARY = "canary"
+GATEWAY_GROUP = "gateway.networking.k8s.io"
+HTTPROUTE_API_VERSION = f"{GATEWAY_GROUP}/v1"
 MANAGER = "llama-operator"
 
 # Long enough for a first start that downloads the weights (see the startup probe).
@@ -92,7 +102,16 @@ def checkpoint_gib(*, plan: api.Plan) -> float:
     return plan.weightsGiB * ratio
 
 
-def volumes(*, name: str, spec: api.LlamaDeploymentSpec, plan: api.Plan) -> list[dict[str, Any]]:
+def license_config_map_name(*, name: str, variant: str = PRIMARY) -> str:
+    """``<name>-license`` for the primary; a canary of another model carries its own."""
+    if variant == PRIMARY:
+        return licensing.config_map_name(name)
+    return licensing.config_map_name(f"{name}-{variant}")
+
+
+def volumes(
+    *, name: str, spec: api.LlamaDeploymentSpec, plan: api.Plan, variant: str = PRIMARY
+) -> list[dict[str, Any]]:
     """The pod volumes the engine container mounts (``engines.volume_mounts``)."""
     cache = spec.modelCache
     if cache.volume == "persistentVolumeClaim":
@@ -114,7 +133,10 @@ def volumes(*, name: str, spec: api.LlamaDeploymentSpec, plan: api.Plan) -> list
         {"name": engines.TMP_VOLUME, "emptyDir": {}},
         {
             "name": engines.LICENSE_VOLUME,
-            "configMap": {"name": licensing.config_map_name(name), "defaultMode": 0o444},
+            "configMap": {
+                "name": license_config_map_name(name=name, variant=variant),
+                "defaultMode": 0o444,
+            },
         },
     ]
     if engines.needs_shared_memory(plan=plan):
@@ -140,8 +162,13 @@ def deployment(
     settings: config.OperatorConfig,
     replicas: int,
     detection: licenses.Detection,
+    revision: str | None = None,
 ) -> dict[str, Any]:
-    """The Deployment serving one variant (primary, later canary and fallbacks)."""
+    """The Deployment serving one variant (primary, canary, later fallbacks).
+
+    ``revision``: the primary-form revision to annotate (a canary's is the revision the
+    primary will have once the canary is promoted); None computes the primary's own.
+    """
     if pool.name != plan.pool:
         raise ValueError(f"plan is for pool {plan.pool!r}, but pool {pool.name!r} was given")
     pod_spec: dict[str, Any] = {
@@ -162,9 +189,10 @@ def deployment(
             "fsGroup": FS_GROUP,
             "seccompProfile": {"type": "RuntimeDefault"},
         },
-        "volumes": volumes(name=name, spec=spec, plan=plan),
+        "volumes": volumes(name=name, spec=spec, plan=plan, variant=variant),
     }
-    return {
+    policy = spec.rollout if spec.rollout is not None else api.Rollout()
+    result: dict[str, Any] = {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": {
@@ -176,14 +204,25 @@ def deployment(
         "spec": {
             "replicas": replicas,
             "selector": {"matchLabels": selector(name=name, variant=variant)},
-            # A new pod must be ready before an old one goes, so a bad new template
-            # (wrong flag, model that no longer fits) never takes serving pods down; it
-            # just stalls until the deadline. The cost is one spare pod's worth of GPUs.
+            # By default a new pod must be ready before an old one goes, so a bad new
+            # template (wrong flag, model that no longer fits) never takes serving pods
+            # down; it just stalls until the deadline. The cost is one spare pod's worth
+            # of GPUs (spec.rollout.maxSurge; a fixed count, never a percentage that
+            # would round up to double the GPU budget).
             "strategy": {
                 "type": "RollingUpdate",
-                "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+                "rollingUpdate": {
+                    "maxSurge": policy.maxSurge,
+                    "maxUnavailable": policy.maxUnavailable,
+                },
             },
-            "progressDeadlineSeconds": PROGRESS_DEADLINE_SECONDS,
+            "progressDeadlineSeconds": (
+                min(
+                    PROGRESS_DEADLINE_SECONDS, max(60, int(api.parse_duration(policy.readyTimeout)))
+                )
+                if variant == CANARY
+                else PROGRESS_DEADLINE_SECONDS
+            ),
             "revisionHistoryLimit": 3,
             "template": {
                 "metadata": {
@@ -198,6 +237,25 @@ def deployment(
             },
         },
     }
+    if variant == PRIMARY and revision is None:
+        revision = template_revision(result)
+    if revision is not None:
+        result["metadata"]["annotations"] = {REVISION_ANNOTATION: revision}
+    return result
+
+
+def template_revision(deployment: dict[str, Any]) -> str:
+    """Hash of a primary Deployment's pod template: what a rollout compares."""
+    template = deployment["spec"]["template"]
+    canonical = json.dumps(template, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
+
+
+def revision_of(deployment: Mapping[str, Any] | None) -> str | None:
+    """The revision a live Deployment was applied with (None: none, or an older operator)."""
+    annotations = ((deployment or {}).get("metadata") or {}).get("annotations") or {}
+    value = annotations.get(REVISION_ANNOTATION)
+    return str(value) if value else None
 
 
 def license_annotations(detection: licenses.Detection) -> dict[str, str]:
@@ -209,7 +267,13 @@ def license_annotations(detection: licenses.Detection) -> dict[str, str]:
 
 
 def license_config_map(
-    *, name: str, namespace: str, uid: str, model_id: str, detection: licenses.Detection
+    *,
+    name: str,
+    namespace: str,
+    uid: str,
+    model_id: str,
+    detection: licenses.Detection,
+    variant: str = PRIMARY,
 ) -> dict[str, Any]:
     """``<name>-license``: the NOTICE, the links and the obligations, mounted at /licenses.
 
@@ -230,9 +294,11 @@ def license_config_map(
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": {
-            "name": licensing.config_map_name(name),
+            "name": license_config_map_name(name=name, variant=variant),
             "namespace": namespace,
-            "labels": labels(name=name, variant="license"),
+            "labels": labels(
+                name=name, variant="license" if variant == PRIMARY else f"{variant}-license"
+            ),
             "annotations": license_annotations(detection),
             "ownerReferences": [owner_reference(name=name, uid=uid)],
         },
@@ -247,9 +313,22 @@ def service(
     uid: str,
     service_name: str,
     variant: str,
-    detection: licenses.Detection,
+    detection: licenses.Detection | None = None,
+    annotations: Mapping[str, str] | None = None,
+    all_variants: bool = False,
 ) -> dict[str, Any]:
-    """A ClusterIP Service named ``service_name`` in front of one variant's pods."""
+    """A ClusterIP Service named ``service_name`` in front of one variant's pods.
+
+    ``all_variants``: select every serving pod of this LlamaDeployment (stable and canary
+    alike), which is how a canary's share follows its replica count without a Gateway.
+    ``annotations`` replace the licence annotations of ``detection`` (the entry Service
+    describes what the primary runs, which during a rollout is not the newest spec).
+    """
+    if annotations is None:
+        if detection is None:
+            raise ValueError("service() needs detection or annotations")
+        annotations = license_annotations(detection)
+    chosen = {DEPLOYMENT_LABEL: name} if all_variants else selector(name=name, variant=variant)
     return {
         "apiVersion": "v1",
         "kind": "Service",
@@ -257,12 +336,12 @@ def service(
             "name": service_name,
             "namespace": namespace,
             "labels": labels(name=name, variant=variant),
-            "annotations": license_annotations(detection),
+            "annotations": dict(annotations),
             "ownerReferences": [owner_reference(name=name, uid=uid)],
         },
         "spec": {
             "type": "ClusterIP",
-            "selector": selector(name=name, variant=variant),
+            "selector": chosen,
             "ports": [
                 {
                     "name": engines.PORT_NAME,
@@ -324,6 +403,127 @@ def build_all(
         ),
     ]
     return [with_hash(obj) for obj in objects]
+
+
+def canary_objects(
+    *,
+    name: str,
+    namespace: str,
+    uid: str,
+    spec: api.LlamaDeploymentSpec,
+    plan: api.Plan,
+    pool: pools.Pool,
+    settings: config.OperatorConfig,
+    detection: licenses.Detection,
+    replicas: int,
+    revision: str,
+) -> list[dict[str, Any]]:
+    """``<name>-canary``: the newest spec's Deployment beside the stable one, its Service
+    (for the HTTPRoute and for scraping) and its own licence ConfigMap (the canary may
+    serve another model, under another licence), each hashed."""
+    objects = [
+        license_config_map(
+            name=name,
+            namespace=namespace,
+            uid=uid,
+            model_id=spec.model.id,
+            detection=detection,
+            variant=CANARY,
+        ),
+        deployment(
+            name=name,
+            namespace=namespace,
+            uid=uid,
+            variant=CANARY,
+            spec=spec,
+            plan=plan,
+            pool=pool,
+            settings=settings,
+            replicas=replicas,
+            detection=detection,
+            revision=revision,
+        ),
+        service(
+            name=name,
+            namespace=namespace,
+            uid=uid,
+            service_name=f"{name}-{CANARY}",
+            variant=CANARY,
+            detection=detection,
+        ),
+    ]
+    return [with_hash(obj) for obj in objects]
+
+
+def http_route(
+    *,
+    name: str,
+    namespace: str,
+    uid: str,
+    traffic: api.Traffic,
+    canary_weight: int | None,
+    annotations: Mapping[str, str],
+) -> dict[str, Any]:
+    """``HTTPRoute <name>`` (Gateway API v1) on ``spec.traffic.gatewayRef``: exact weights.
+
+    ``canary_weight`` None: the primary alone. Otherwise both variants' Services, the
+    canary with that percent (0 while it is not in traffic yet).
+    """
+    gateway = traffic.gatewayRef
+    if gateway is None:
+        raise ValueError("http_route() needs spec.traffic.gatewayRef")
+    parent: dict[str, Any] = {"group": GATEWAY_GROUP, "kind": "Gateway", "name": gateway.name}
+    if gateway.namespace:
+        parent["namespace"] = gateway.namespace
+    if gateway.sectionName:
+        parent["sectionName"] = gateway.sectionName
+    backends = [_backend(f"{name}-{PRIMARY}", 100 - (canary_weight or 0))]
+    if canary_weight is not None:
+        backends.append(_backend(f"{name}-{CANARY}", canary_weight))
+    route_spec: dict[str, Any] = {
+        "parentRefs": [parent],
+        "rules": [
+            {
+                "matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
+                "backendRefs": backends,
+            }
+        ],
+    }
+    if traffic.hostnames:
+        route_spec["hostnames"] = list(traffic.hostnames)
+    return with_hash(
+        {
+            "apiVersion": HTTPROUTE_API_VERSION,
+            "kind": "HTTPRoute",
+            "metadata": {
+                "name": name,
+                "namespace": namespace,
+                "labels": labels(name=name, variant="route"),
+                "annotations": dict(annotations),
+                "ownerReferences": [owner_reference(name=name, uid=uid)],
+            },
+            "spec": route_spec,
+        }
+    )
+
+
+def _backend(service_name: str, weight: int) -> dict[str, Any]:
+    return {
+        "group": "",
+        "kind": "Service",
+        "name": service_name,
+        "port": engines.PORT,
+        "weight": weight,
+    }
+
+
+def license_annotations_of_status(license: Mapping[str, Any] | None) -> dict[str, str]:
+    """``license_annotations`` from ``status.license``: what the running primary serves."""
+    license = license or {}
+    result = {LICENSE_ANNOTATION: str(license.get("id") or "unknown")}
+    if license.get("aupURL"):
+        result[AUP_ANNOTATION] = str(license["aupURL"])
+    return result
 
 
 def spec_hash(obj: dict[str, Any]) -> str:

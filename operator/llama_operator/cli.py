@@ -32,6 +32,7 @@ from llama_operator import (
     licensing,
     pools,
     reconcile,
+    rollout,
 )
 
 PLACEHOLDER_UID = "00000000-0000-0000-0000-000000000000"
@@ -195,6 +196,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
         else:
             entry["plan"] = wanted.plan.model_dump(mode="json")
             entry["license"] = _license_entry(doc, wanted)
+            entry["rollout"] = _rollout_entry(wanted.spec)
         results.append(entry)
 
     if not results:
@@ -253,6 +255,43 @@ def _license_entry(doc: dict[str, Any], wanted: reconcile.Desired | None = None)
     }
 
 
+def _rollout_entry(spec: api.LlamaDeploymentSpec) -> dict[str, Any]:
+    """How a change of this spec's pod template would reach users (spec.rollout)."""
+    policy = rollout.policy_of(spec)
+    traffic = "HTTPRoute" if spec.traffic is not None and spec.traffic.gatewayRef else "Service"
+    return {
+        "strategy": policy.strategy,
+        "steps": [step.model_dump(mode="json") for step in policy.steps],
+        "analysis": policy.analysis.model_dump(mode="json", exclude_none=True),
+        "traffic": traffic,
+        "maxSurge": policy.maxSurge,
+        "maxUnavailable": policy.maxUnavailable,
+    }
+
+
+def _rollout_text(rollout: dict[str, Any]) -> str:
+    if rollout["strategy"] == "Rolling":
+        return (
+            f"  rollout: Rolling (maxSurge {rollout['maxSurge']}, "
+            f"maxUnavailable {rollout['maxUnavailable']})\n"
+        )
+    steps = " -> ".join(
+        f"{step['weight']}%/{step['pause'] or 'manual'}" for step in rollout["steps"]
+    )
+    a = rollout["analysis"]
+    checks = [f"error rate <= {a['maxErrorRate']:g}"]
+    if a.get("maxP95LatencySeconds") is not None:
+        checks.append(f"p95 latency <= {a['maxP95LatencySeconds']:g}s")
+    if a.get("maxP95TimeToFirstTokenSeconds") is not None:
+        checks.append(f"p95 TTFT <= {a['maxP95TimeToFirstTokenSeconds']:g}s")
+    if a.get("maxLatencyRatio") is not None:
+        checks.append(f"p95 latency <= {a['maxLatencyRatio']:g}x stable")
+    return (
+        f"  rollout: Canary by {rollout['traffic']} {steps}; every {a['interval']} "
+        f"(>= {a['minRequests']} requests): {', '.join(checks)}\n"
+    )
+
+
 def _mapping(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
@@ -303,6 +342,7 @@ def _plan_text(entry: dict[str, Any]) -> str:
         f"  memory per GPU ~{p['estimatedGPUMemoryGiB']} GiB, KV cache {p['kvCacheGiB']} GiB "
         f"per replica ({p['maxConcurrentSequences']} full-length sequences)\n"
         f"  why: {p['reason']}\n"
+        f"{_rollout_text(entry['rollout'])}"
         f"{found}"
     )
 
@@ -351,7 +391,15 @@ def _cmd_render(args: argparse.Namespace) -> int:
             print(f"error: {origin}: {name}: {exc.failure.message}", file=sys.stderr)
             continue
         hold = _gate(wanted, str(name)).hold
-        for obj in wanted.objects:
+        meta = doc.get("metadata") or {}
+        children = reconcile.steady_children(
+            wanted,
+            name=str(meta.get("name", "unnamed")),
+            namespace=str(meta.get("namespace", "default")),
+            uid=str(meta.get("uid", PLACEHOLDER_UID)),
+            settings=settings,
+        )
+        for obj in children:
             if obj["kind"] == "Deployment" and hold is not None:
                 # What the operator does: no serving pods until the gate opens.
                 print(

@@ -18,6 +18,9 @@ LICENSE_ACCEPTED = "LicenseAccepted"
 LICENSE_RESTRICTED = "LicenseRestricted"
 MODEL_ACCESSIBLE = "ModelAccessible"
 AUTOSCALING = "Autoscaling"
+ROLLOUT = "Rollout"
+ROLLED_BACK = "RolledBack"
+TRAFFIC = "Traffic"
 
 # Order in which types are listed in status (stable output, stable diffs).
 ORDER = (
@@ -26,6 +29,9 @@ ORDER = (
     MODEL_ACCESSIBLE,
     AVAILABLE,
     READY,
+    ROLLOUT,
+    ROLLED_BACK,
+    TRAFFIC,
     AUTOSCALING,
     LICENSE_RESTRICTED,
     NOT_YET_ACTIVE,

@@ -74,6 +74,12 @@ PRINTER_COLUMNS: tuple[dict[str, str], ...] = (
         "description": "Summary state.",
     },
     {
+        "name": "Rollout",
+        "type": "string",
+        "jsonPath": ".status.rollout.phase",
+        "description": "Phase of the current or last canary rollout.",
+    },
+    {
         "name": "Age",
         "type": "date",
         "jsonPath": ".metadata.creationTimestamp",

@@ -27,12 +27,14 @@ import kopf
 from llama_operator import (
     api,
     builders,
+    canary,
     config,
     hub,
     k8s,
     metrics,
     pools,
     reconcile,
+    rollout,
     scaling,
 )
 
@@ -254,6 +256,9 @@ def _reconcile(
     # per object (its memo lives exactly as long as the object) keeps reconciles of the
     # same LlamaDeployment from racing each other's applies and Events.
     lock: threading.Lock = memo.setdefault("reconcile_lock", threading.Lock())
+    if "analyzer" not in memo:
+        slices: kopf.Index[tuple[str | None, str], dict[str, Any]] = kwargs["llama_endpointslices"]
+        memo.analyzer = canary.Analyzer(lambda ns, service: slices.get((ns, service), []))
     with lock:
         _reconcile_locked(
             body,
@@ -277,6 +282,7 @@ def _reconcile_locked(
 ) -> None:
     indexes = {"Deployment": deployments, "Service": services}
     started = time.monotonic()
+    analyzer: canary.Analyzer = memo.analyzer  # per object: its memo lives as long as it
 
     def lookup(kind: str, namespace: str, name: str) -> Mapping[str, Any] | None:
         store = indexes[kind].get((namespace, name))
@@ -295,6 +301,9 @@ def _reconcile_locked(
             card=reconcile.card_fetcher(memo.client),
             access=reconcile.access_checker(memo.client, memo.config),
             unwatched=memo.setdefault("unwatched_children", {}),
+            measure=analyzer.measure,
+            handled=memo.setdefault("handled_actions", {}),
+            instant=time.time(),
         )
     except Exception:
         metrics.record_error(seconds=time.monotonic() - started)
@@ -306,8 +315,11 @@ def _reconcile_locked(
         failure=outcome.failure,
         seconds=time.monotonic() - started,
     )
+    metrics.record_rollout([event.reason for event in outcome.events])
     if outcome.status_patch:
         patch.status.update(outcome.status_patch)
+    if outcome.consume_action:
+        patch.metadata.annotations[rollout.ACTION_ANNOTATION] = None
     for event in outcome.events:
         kopf.event(body, type=event.type, reason=event.reason, message=event.message)
 
@@ -318,7 +330,12 @@ def _summary(body: kopf.Body) -> dict[str, Any]:
     return {
         "metadata": {
             "generation": body.metadata.get("generation"),
-            "annotations": {builders.HASH_ANNOTATION: annotations.get(builders.HASH_ANNOTATION)},
+            "annotations": {
+                key: annotations[key]
+                for key in (builders.HASH_ANNOTATION, builders.REVISION_ANNOTATION)
+                if key in annotations
+            },
         },
+        "spec": {"replicas": (body.get("spec") or {}).get("replicas")},
         "status": dict(body.get("status") or {}),
     }

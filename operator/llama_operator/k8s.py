@@ -5,9 +5,9 @@ under one field manager, so ownership of every field is explicit. It applies wit
 ``force``: the operator is the intended owner of what it renders, so a field another
 manager (a stray ``kubectl apply``, an older operator) took over is taken back.
 
-Reads are few: Secrets (only when a Hugging Face token is needed) and single objects
-on demand; the reconcile loop otherwise reads children from Kopf indexes fed by
-watches.
+Reads are few: Secrets (only when a Hugging Face token is needed), the canary's pods
+while a canary exists, and single objects on demand; the reconcile loop otherwise
+reads children from Kopf indexes fed by watches.
 
 It uses the official ``kubernetes`` client synchronously: Kopf runs our sync
 handlers in its thread pool, so blocking here never stalls the event loop.
@@ -37,6 +37,8 @@ PLURALS: dict[str, tuple[str, bool]] = {
     "LlamaDeployment": ("llamadeployments", True),
     "ScaledObject": ("scaledobjects", True),
     "HorizontalPodAutoscaler": ("horizontalpodautoscalers", True),
+    "HTTPRoute": ("httproutes", True),
+    "Pod": ("pods", True),
 }
 MERGE_PATCH = "application/merge-patch+json"
 # (connect, read) seconds. The client waits forever by default; a request the API
@@ -153,6 +155,23 @@ class Client:
         if encoded is None:
             return None
         return base64.b64decode(encoded).decode().strip()
+
+    def list_pods(self, *, namespace: str, labels: Mapping[str, str]) -> list[dict[str, Any]]:
+        """Pods matching every label (used only while a canary exists; not watched)."""
+        path = path_for(api_version="v1", kind="Pod", namespace=namespace, name=None)
+        selector = ",".join(f"{key}={value}" for key, value in sorted(labels.items()))
+        result = self._request("GET", path, query=[("labelSelector", selector)]) or {}
+        items = [item for item in result.get("items") or [] if isinstance(item, dict)]
+        # Filter again here: the selector is the API server's job, but a pod that does not
+        # match must never fail a canary (and test emulators ignore selectors).
+        return [
+            item
+            for item in items
+            if all(
+                ((item.get("metadata") or {}).get("labels") or {}).get(key) == value
+                for key, value in labels.items()
+            )
+        ]
 
     def merge_patch(
         self,

@@ -75,6 +75,30 @@ TICK = prometheus_client.Histogram(
     registry=REGISTRY,
 )
 
+ROLLOUTS = prometheus_client.Counter(
+    "llama_operator_rollouts",
+    "Canary rollouts, by what happened (started, restarted, promoted, rolled_back, cancelled).",
+    ["outcome"],
+    registry=REGISTRY,
+)
+JUDGEMENTS = prometheus_client.Counter(
+    "llama_operator_canary_judgements",
+    "Judgements of canaries against their analysis thresholds, by result "
+    "(Passed, Failed, Inconclusive).",
+    ["result"],
+    registry=REGISTRY,
+)
+# Event reasons of the rollout state machine -> the ROLLOUTS outcome they count as.
+_ROLLOUT_OUTCOMES = {
+    "RolloutStarted": "started",
+    "RolloutRetried": "started",
+    "RolloutRestarted": "restarted",
+    "Promoted": "promoted",
+    "RolledBack": "rolled_back",
+    "Cancelled": "cancelled",
+    "SpecReverted": "cancelled",
+}
+
 _phases: dict[str, str] = {}
 # uid -> (namespace, name, metric, load, target, desired replicas) of the last evaluation
 _scaling: dict[str, tuple[str, str, str, float | None, float, int]] = {}
@@ -180,6 +204,18 @@ def record(
     if phase is not None:
         with _lock:
             _phases[uid] = phase
+
+
+def record_rollout(reasons: list[str]) -> None:
+    """Count the rollout transitions among a reconcile's Event reasons."""
+    for reason in reasons:
+        outcome = _ROLLOUT_OUTCOMES.get(reason)
+        if outcome is not None:
+            ROLLOUTS.labels(outcome=outcome).inc()
+
+
+def record_judgement(result: str) -> None:
+    JUDGEMENTS.labels(result=result).inc()
 
 
 def record_error(*, seconds: float) -> None:

@@ -1,10 +1,11 @@
-"""Reading the engines' own Prometheus metrics: one number per pod for the autoscaler.
+"""Reading the engines' own Prometheus metrics: one number per pod for the autoscaler,
+and each pod's finished requests and latency histograms for the canary analysis.
 
-Pure: exposition text in, a float (or None) out. Parsing is ``prometheus_client``'s
-parser; the metric names per engine come from ``engines.METRICS``, current name first
-and older names after it, because engines rename metrics between releases (vLLM's
-``gpu_cache_usage_perc`` became ``kv_cache_usage_perc``) and a renamed metric must
-not silently read as an idle pod.
+Pure: exposition text in, a float or a ``Traffic`` (or None) out. Parsing is
+``prometheus_client``'s parser; the metric names per engine come from
+``engines.METRICS``, current name first and older names after it, because engines rename
+metrics between releases (vLLM's ``gpu_cache_usage_perc`` became
+``kv_cache_usage_perc``) and a renamed metric must not silently read as an idle pod.
 
 Signals (``api.Autoscaling.metric``):
 - ``queue``: requests waiting, summed over the engine's series (vLLM labels them per
@@ -13,10 +14,18 @@ Signals (``api.Autoscaling.metric``):
 - ``kvCache``: the fraction of the KV cache in use (vLLM only); the highest series.
 A signal the text does not carry is None: the caller treats the pod as not scraped,
 never as idle.
+
+Traffic (``traffic``, for ``analysis``): finished requests, the failed among them, and
+the end-to-end and time-to-first-token histograms, all cumulative as exposed; the
+analysis subtracts two scrapes. vLLM counts every finished request in one counter
+labelled ``finished_reason`` (stop, length, abort); TGI has a success and a failure
+counter. A page without any finished-request counter is None, like a missing signal.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from collections.abc import Iterable, Mapping
 from typing import Literal
 
@@ -101,3 +110,176 @@ def _value(found: Mapping[str, list[float]], engine: api.Engine, signal: Signal)
         return sum(waiting)
     running = _first(found, names["inflight"])
     return None if running is None else sum(waiting) + sum(running)
+
+
+# --------------------------------------------------------------------------- traffic
+# What a canary analysis reads: finished requests, failures and latency histograms. All
+# cumulative, as exposed; ``analysis`` turns two scrapes into the window between them.
+
+# vLLM counts every finished request in one counter, labelled with why it finished: these
+# two reasons are a normal end; "abort" is a request its client cancelled (or the engine
+# gave up on), counted apart because chat clients cancel routinely; any other reason
+# ("error", and any added later) is a failure.
+_FINISHED_NORMALLY = frozenset({"stop", "length"})
+_ABORTED = "abort"
+
+
+@dataclasses.dataclass(frozen=True)
+class Histogram:
+    """A cumulative histogram summed over a pod's series.
+
+    ``buckets``: (upper bound, cumulative count), ascending, the last bound math.inf.
+    """
+
+    buckets: tuple[tuple[float, float], ...]
+
+    @property
+    def count(self) -> float:
+        """The +Inf bucket's count: every observation (0.0 when empty)."""
+        return self.buckets[-1][1] if self.buckets else 0.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Traffic:
+    """One pod's finished-request counters and latency histograms (cumulative, as exposed)."""
+
+    requests: float  # finished requests, summed over series (aborted ones included)
+    errors: float  # failed finished requests (aborted ones not included)
+    latency: Histogram | None  # end-to-end latency (engines.METRICS[engine]["e2eLatency"])
+    ttft: Histogram | None  # time to first token ("timeToFirstToken")
+    aborted: float = 0.0  # vLLM: finished_reason="abort" (cancelled); TGI has no such count
+
+
+def traffic(text: str, *, engine: api.Engine) -> Traffic | None:
+    """One pod's traffic counters, from the metric names in ``engines.METRICS``.
+
+    None when the page has no finished-request counter at all; MetricsError when it is
+    not Prometheus text.
+    """
+    names = engines.METRICS[engine]
+    counters = (*names["success"], *names["failure"])
+    histograms = (*names["e2eLatency"], *names["timeToFirstToken"])
+    wanted = {name for counter in counters for name in _counter_names(counter)}
+    wanted.update(name for histogram in histograms for name in (histogram, f"{histogram}_bucket"))
+    found = _labelled(_select(text, frozenset(wanted)))
+    success = _first_counter(found, names["success"])
+    failure = _first_counter(found, names["failure"])
+    if success is None and failure is None:
+        if text.strip():
+            # Parse it all once: an HTML error page or a proxy's answer must read as a
+            # broken scrape, not as a pod that has simply not finished any request yet.
+            _labelled(text)
+        return None
+    if engine == "vllm":
+        # One counter for every way a request ends; the label says which ended badly. A
+        # series without the label is counted as finished, not as failed: the counter is
+        # named "success", and a missing label is not a reason.
+        series = success or []
+        requests = sum(value for _, value in series)
+        reasons = [(labels.get("finished_reason", "stop"), value) for labels, value in series]
+        aborted = sum(value for reason, value in reasons if reason == _ABORTED)
+        errors = sum(
+            value
+            for reason, value in reasons
+            if reason not in _FINISHED_NORMALLY and reason != _ABORTED
+        )
+    else:
+        # TGI counts the two outcomes apart, each series labelled by its kind of error.
+        succeeded = sum(value for _, value in success or [])
+        errors = sum(value for _, value in failure or [])
+        requests = succeeded + errors
+        aborted = 0.0
+    return Traffic(
+        requests=requests,
+        errors=errors,
+        latency=_first_histogram(found, names["e2eLatency"]),
+        ttft=_first_histogram(found, names["timeToFirstToken"]),
+        aborted=aborted,
+    )
+
+
+def merge(histograms: Iterable[Histogram]) -> Histogram | None:
+    """The sum of cumulative histograms (series of one pod, or pods of one variant).
+
+    Equal layouts add bucket by bucket. Different layouts (two engine versions) are added
+    on the union of their bounds, each histogram counting at a bound what it has at its
+    largest bound not above it: still cumulative, never more than was observed below the
+    bound. None when there is nothing to add.
+    """
+    layouts = [h.buckets for h in histograms if h.buckets]
+    if not layouts:
+        return None
+    bounds = sorted({bound for buckets in layouts for bound, _ in buckets})
+    totals = [0.0] * len(bounds)
+    for buckets in layouts:
+        position, below = 0, 0.0
+        for index, bound in enumerate(bounds):
+            while position < len(buckets) and buckets[position][0] <= bound:
+                below = buckets[position][1]
+                position += 1
+            totals[index] += below
+    return Histogram(buckets=tuple(zip(bounds, totals, strict=True)))
+
+
+_Series = list[tuple[dict[str, str], float]]
+
+
+def _labelled(text: str) -> dict[str, _Series]:
+    """Every sample as (labels, value), by sample name."""
+    found: dict[str, _Series] = {}
+    try:
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                found.setdefault(sample.name, []).append((dict(sample.labels), float(sample.value)))
+    except (ValueError, TypeError, IndexError) as exc:
+        raise MetricsError(f"not Prometheus exposition text: {exc}") from exc
+    return found
+
+
+def _counter_names(name: str) -> tuple[str, str]:
+    """The sample names a counter can have on the page and after parsing.
+
+    prometheus_client's parser names a counter's samples ``<family>_total`` when its TYPE
+    line is there (TGI's ``tgi_request_success`` reads as ``tgi_request_success_total``),
+    and as written when it is not; vLLM already exposes the ``_total`` name.
+    """
+    base = name.removesuffix("_total")
+    return base, f"{base}_total"
+
+
+def _first_counter(found: Mapping[str, _Series], names: Iterable[str]) -> _Series | None:
+    for name in names:
+        series = [s for sample in _counter_names(name) for s in found.get(sample, [])]
+        if series:
+            return series
+    return None
+
+
+def _first_histogram(found: Mapping[str, _Series], names: Iterable[str]) -> Histogram | None:
+    for name in names:
+        series = found.get(f"{name}_bucket")
+        if series:
+            return _histogram(series)
+    return None
+
+
+def _histogram(series: _Series) -> Histogram | None:
+    """Bucket samples of any number of label series, summed per series layout."""
+    by_series: dict[tuple[tuple[str, str], ...], dict[float, float]] = {}
+    for labels, value in series:
+        if "le" not in labels:
+            continue
+        try:
+            bound = float(labels["le"])
+        except ValueError as exc:
+            raise MetricsError(f"bucket bound le={labels['le']!r} is not a number") from exc
+        key = tuple(sorted((k, v) for k, v in labels.items() if k != "le"))
+        by_series.setdefault(key, {})[bound] = value
+    # A series without its +Inf bucket has no total: Prometheus itself gives no quantile
+    # for it, so neither is it counted here.
+    complete = [
+        Histogram(buckets=tuple(sorted(buckets.items())))
+        for buckets in by_series.values()
+        if math.inf in buckets
+    ]
+    return merge(complete)

@@ -25,6 +25,7 @@ from typing import Any, Literal
 import pydantic
 
 from llama_operator import (
+    analysis,
     api,
     builders,
     catalog,
@@ -38,6 +39,7 @@ from llama_operator import (
     licensing,
     planner,
     pools,
+    rollout,
     status,
 )
 
@@ -49,13 +51,31 @@ CardFetch = Callable[[str, str, api.ModelSpec, str], hub.Card]
 # (model, namespace) -> whether the referenced token can read the repository.
 AccessCheck = Callable[[api.ModelSpec, str], licensing.AccessAnswer]
 
+
+@dataclasses.dataclass(frozen=True)
+class MeasureRequest:
+    """What a canary judgement needs: which pods to compare, how, against what."""
+
+    namespace: str
+    name: str
+    uid: str
+    revision: str  # the canary's: a judgement is only for the canary it measured
+    canary_engine: api.Engine
+    stable_engine: api.Engine
+    analysis: api.Analysis
+
+
+# A judgement of the canary against the stable pods, or None when none is due yet (the
+# interval has not passed, or the window has too few requests so far).
+Measure = Callable[[MeasureRequest], "analysis.Judgement | None"]
+
 # How many ancestors of a fine-tune are looked up on the Hub at most.
 MAX_BASE_MODELS = 8
 # Kinds the operator writes but does not watch: watching every ConfigMap in the cluster
 # to find our few costs far more than one no-op apply now and then. Their last applied
 # hash is remembered in process; they are re-applied when it changes, and every
 # REAPPLY_SECONDS anyway, which restores one deleted or edited by hand.
-UNWATCHED_KINDS = frozenset({"ConfigMap", "ScaledObject", "HorizontalPodAutoscaler"})
+UNWATCHED_KINDS = frozenset({"ConfigMap", "ScaledObject", "HorizontalPodAutoscaler", "HTTPRoute"})
 REAPPLY_SECONDS = 300.0
 
 
@@ -74,6 +94,7 @@ class Outcome:
     phase: str
     failure: str | None  # the Planned=False reason, when the spec could not be planned
     refreshed: list[str] = dataclasses.field(default_factory=list)  # re-applied unchanged
+    consume_action: bool = False  # remove the llamaops.dev/rollout annotation (acted on)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,12 +142,15 @@ def desired(
     fetch: HubFetch | None,
     keep: api.Plan | None = None,
     card: CardFetch | None = None,
+    keep_canary: api.Plan | None = None,
 ) -> Desired:
     """Everything the operator wants to exist for this resource, or ``PlanningError``.
 
     ``keep`` is the plan currently in status: it is reused while the spec fields it was
     made from are unchanged and its pool is still available, so scaling, a new pool or
     a price change in the operator config never moves a running endpoint.
+    ``keep_canary`` is the plan of a canary under way (status.rollout.canaryPlan), kept the
+    same way, so the canary is not re-planned (and restarted) on every reconcile.
     """
     try:
         spec = api.parse_spec(dict(raw_spec))
@@ -139,8 +163,9 @@ def desired(
     request = planner.request_for(spec=spec, model=model, available=available, settings=settings)
     inputs = api.plan_inputs_hash(spec)
     try:
-        if keep is not None and keep.inputsHash == inputs and _still_fits(request, keep):
-            plan = keep
+        kept = [p for p in (keep_canary, keep) if p is not None and p.inputsHash == inputs]
+        if kept and _still_fits(request, kept[0]):
+            plan = kept[0]
         else:
             plan = planner.plan(request).model_copy(update={"inputsHash": inputs})
     except planner.PlanError as exc:
@@ -272,6 +297,9 @@ def reconcile(
     access: AccessCheck | None = None,
     unwatched: MutableMapping[str, tuple[str | None, float]] | None = None,
     clock: Callable[[], float] = time.monotonic,
+    measure: Measure | None = None,
+    handled: MutableMapping[str, str] | None = None,
+    instant: float | None = None,
 ) -> Outcome:
     """Reconcile one LlamaDeployment.
 
@@ -283,6 +311,13 @@ def reconcile(
     token against a gated repository, and is called only when a serving Deployment is
     about to be created or changed. Either may be None (not available: offline CLI,
     tests), which leaves the licence to the catalog and access unchecked.
+
+    ``measure`` scrapes and judges a canary in traffic (``canary.Analyzer``); None leaves
+    canaries unjudged (their steps then wait, as with too little traffic). ``handled``
+    remembers the rollout actions already acted on, so a stale copy of the object that
+    still carries the annotation does not act twice. ``instant`` is ``now`` in seconds
+    since the epoch with its fraction (rollout pauses are timed from it); None reads it
+    from ``now``.
     """
     generations = {} if generations is None else generations
     unwatched = {} if unwatched is None else unwatched
@@ -304,6 +339,17 @@ def reconcile(
     scaler_missing: str | None = None  # an external scaler kind the cluster does not serve
     external: dict[str, str] | None = None
     scaler_known = False  # whether external says what is in place (else status keeps it)
+    route_missing: str | None = None  # the cluster does not serve the Gateway API
+    route: str | None = None
+    route_known = False
+    decision: rollout.Decision | None = None
+    rollout_status: dict[str, Any] | None = None
+    rollout_held: str | None = None
+    consume_action = False  # the llamaops.dev/rollout annotation was acted on: remove it
+    removed_children: list[str] = []  # the canary's, deleted once no canary is wanted
+    canary_counts = status.counts(None)
+    spec_replicas = raw_spec.get("replicas", 1)
+    desired_replicas = spec_replicas if isinstance(spec_replicas, int) else 1
     deployment = lookup("Deployment", namespace, primary_name)
     try:
         wanted = desired(
@@ -316,6 +362,7 @@ def reconcile(
             fetch=fetch,
             keep=_current_plan(previous),
             card=card,
+            keep_canary=_canary_plan(previous),
         )
     except PlanningError as exc:
         failure = exc.failure
@@ -323,6 +370,42 @@ def reconcile(
         plan = wanted.plan
         serving = deployment is not None
         recorded = _recorded(name, previous)
+        gate = gates(
+            wanted,
+            name=name,
+            namespace=namespace,
+            previous=previous,
+            serving=serving,
+            creating_pods=_changes_pods(wanted, lookup, namespace, generations),
+            access=access,
+        )
+        if gate.hold is None:
+            # A closed gate decides nothing about rollouts: no canary of a change that may
+            # not be served, and a rollout under way stays as it is until the gate opens.
+            decision, consumed = _rollout_decision(
+                wanted,
+                body=body,
+                previous=previous,
+                client=client,
+                lookup=lookup,
+                measure=measure,
+                handled=handled,
+                now=now,
+                instant=rollout.epoch(now) if instant is None else instant,
+            )
+            if consumed is not None:
+                consume_action = True
+                if consumed:
+                    events.append(Event("Warning", "UnknownRolloutAction", consumed))
+        objects = _render(
+            wanted,
+            decision,
+            name=name,
+            namespace=namespace,
+            uid=uid,
+            previous=previous,
+            settings=settings,
+        )
         reasons = {
             id(obj): _write_reason(
                 obj,
@@ -336,18 +419,9 @@ def reconcile(
                 # has not seen is a restart's first sight.
                 new=f"{obj['kind']}/{obj['metadata']['name']}" not in recorded,
             )
-            for obj in wanted.objects
+            for obj in objects
         }
-        pending = [obj for obj in wanted.objects if reasons[id(obj)] is not None]
-        gate = gates(
-            wanted,
-            name=name,
-            namespace=namespace,
-            previous=previous,
-            serving=serving,
-            creating_pods=any(obj["kind"] == "Deployment" for obj in pending),
-            access=access,
-        )
+        pending = [obj for obj in objects if reasons[id(obj)] is not None]
         for obj in pending:
             kind, obj_name = obj["kind"], obj["metadata"]["name"]
             # A closed gate: no serving Deployment is created or changed. While one serves,
@@ -361,9 +435,12 @@ def reconcile(
             try:
                 result = client.apply(obj)
             except k8s.APIError as exc:
-                if kind not in EXTERNAL_SCALER_KINDS or exc.status != 404:
+                if kind not in OPTIONAL_KINDS or exc.status != 404:
                     raise
-                scaler_missing = f"{obj['apiVersion']} {kind}"
+                if kind == "HTTPRoute":
+                    route_missing = f"{obj['apiVersion']} {kind}"
+                else:
+                    scaler_missing = f"{obj['apiVersion']} {kind}"
                 continue  # the cluster does not serve the kind: reported, the rest applies
             applied_generation = (result.get("metadata") or {}).get("generation")
             if isinstance(applied_generation, int):
@@ -376,6 +453,32 @@ def reconcile(
                 refreshed.append(child)
             if kind == "Deployment" and obj_name == primary_name:
                 deployment = result
+        if decision is not None:
+            deployment = _resize_held_primary(
+                decision,
+                deployment,
+                client=client,
+                namespace=namespace,
+                name=primary_name,
+                generations=generations,
+                written=written,
+            )
+            removed_children = _remove_canary(
+                decision,
+                client=client,
+                lookup=lookup,
+                namespace=namespace,
+                name=name,
+                previous=previous,
+            )
+            route, route_known = _sync_route(
+                wanted,
+                previous=previous,
+                client=client,
+                namespace=namespace,
+                name=name,
+                missing=route_missing,
+            )
         if held_back is None or not serving:
             external = _sync_external_scaler(
                 wanted,
@@ -390,12 +493,30 @@ def reconcile(
             # status describes what runs: the held plan and licence are not it (the
             # conditions say what is held and why).
             plan, gate = None, dataclasses.replace(gate, license=None)
+        elif decision is not None and decision.mode in ("canary", "hold"):
+            # The primary runs the stable revision: its plan and licence stay in status;
+            # the canary's plan is in status.rollout.
+            plan, gate = None, dataclasses.replace(gate, license=None)
         elif plan.model_dump(mode="json", exclude_none=True) != previous.get("plan"):
             events.append(Event("Normal", "Planned", plan.reason))
         if written:
             events.append(Event("Normal", "Applied", ", ".join(written)))
+        if removed_children:
+            events.append(Event("Normal", "Removed", ", ".join(removed_children)))
+        if decision is not None:
+            events.extend(Event(e.type, e.reason, e.message) for e in decision.events)
+            rollout_status = decision.status
+            if rollout_status is not None and decision.mode != "direct":
+                rollout_status = {
+                    **rollout_status,
+                    "canaryPlan": wanted.plan.model_dump(mode="json", exclude_none=True),
+                }
+            rollout_held = decision.held
+            if decision.mode == "canary":
+                desired_replicas = decision.stable_replicas
+            if decision.canary_exists:
+                canary_counts = status.counts(lookup("Deployment", namespace, f"{name}-canary"))
 
-    spec_replicas = raw_spec.get("replicas", 1)
     new_status = status.compute(
         status.Observation(
             generation=generation,
@@ -403,23 +524,44 @@ def reconcile(
             plan=plan,
             failure=failure,
             deployment=deployment,
-            desired_replicas=spec_replicas if isinstance(spec_replicas, int) else 1,
+            desired_replicas=desired_replicas,
             selector=builders.selector_string(name=name, variant="primary"),
             not_yet_active=not_yet_active(raw_spec),
             now=now,
             license=gate.license if gate is not None else None,
             checks=(
-                (*gate.checks, *_autoscaling_checks(wanted.spec, scaler_missing))
+                (
+                    *gate.checks,
+                    *_autoscaling_checks(wanted.spec, scaler_missing),
+                    *(decision.checks if decision is not None else ()),
+                    *_traffic_checks(wanted.spec, name, route_missing),
+                )
                 if gate is not None
                 else ()
             ),
             removed=(
-                (*gate.removed, *_autoscaling_removed(wanted.spec)) if gate is not None else ()
+                (
+                    *gate.removed,
+                    *_autoscaling_removed(wanted.spec),
+                    *(decision.removed if decision is not None else ()),
+                    *(
+                        ()
+                        if wanted.spec.traffic and wanted.spec.traffic.gatewayRef
+                        else (conditions.TRAFFIC,)
+                    ),
+                )
+                if gate is not None
+                else ()
             ),
-            held_back=held_back,
+            held_back=held_back or rollout_held,
             external_scaler=external,
             scaler_known=scaler_known,
             autoscaled=isinstance(raw_spec.get("autoscaling"), Mapping),
+            rollout=rollout_status,
+            canary_replicas=canary_counts.replicas,
+            canary_ready=canary_counts.ready,
+            http_route=route,
+            route_known=route_known,
         )
     )
     events.extend(_condition_events(previous, new_status))
@@ -430,9 +572,358 @@ def reconcile(
         phase=new_status["phase"],
         failure=failure.reason if failure is not None else None,
         refreshed=refreshed,
+        consume_action=consume_action,
     )
 
 
+def _changes_pods(
+    wanted: Desired,
+    lookup: Lookup,
+    namespace: str,
+    generations: MutableMapping[str, int],
+) -> bool:
+    """Whether the newest spec would create or change serving pods (primary or canary)."""
+    primary = _primary_of(wanted)
+    live = lookup("Deployment", namespace, primary["metadata"]["name"])
+    return (
+        live is None
+        or _live_hash(live) != _live_hash(primary)
+        or _edited_by_others(live, f"Deployment/{primary['metadata']['name']}", generations)
+    )
+
+
+def _primary_of(wanted: Desired) -> dict[str, Any]:
+    return next(
+        obj
+        for obj in wanted.objects
+        if obj["kind"] == "Deployment"
+        and obj["metadata"]["labels"].get(builders.VARIANT_LABEL) == builders.PRIMARY
+    )
+
+
+def _variant(deployment: Mapping[str, Any] | None) -> rollout.Variant:
+    if deployment is None:
+        return rollout.Variant()
+    c = status.counts(deployment)
+    return rollout.Variant(
+        exists=True,
+        revision=builders.revision_of(deployment),
+        replicas=c.replicas,
+        ready=c.ready,
+        updated=c.updated,
+        current=c.current,
+        deadline_exceeded=c.deadline_exceeded,
+    )
+
+
+def _rollout_decision(
+    wanted: Desired,
+    *,
+    body: Mapping[str, Any],
+    previous: Mapping[str, Any],
+    client: k8s.Client,
+    lookup: Lookup,
+    measure: Measure | None,
+    handled: MutableMapping[str, str] | None,
+    now: str,
+    instant: float,
+) -> tuple[rollout.Decision, str | None]:
+    """The rollout decision for this reconcile, and the manual action consumed: None (no
+    annotation), "" (acted on), or a warning (an unknown action, removed all the same)."""
+    meta = body.get("metadata") or {}
+    name, namespace, uid = meta["name"], meta["namespace"], meta.get("uid", "")
+    before = rollout.previous_of(previous.get("rollout"))
+    revision = builders.revision_of(_primary_of(wanted)) or ""
+    primary = lookup("Deployment", namespace, f"{name}-primary")
+    canary = lookup("Deployment", namespace, f"{name}-{builders.CANARY}")
+    policy = rollout.policy_of(wanted.spec)
+
+    written = rollout.action_of(meta.get("annotations"))
+    consumed: str | None = None
+    action = rollout.parse_action(written)
+    if written is not None:
+        # Once per object version: a stale copy still carrying the annotation (the watch
+        # has not caught up with its removal) must not act twice ("next" would skip a step).
+        version = f"{meta.get('resourceVersion')}/{written}"
+        if handled is not None and handled.get(uid) == version:
+            action, consumed = None, None
+        else:
+            if handled is not None:
+                handled[uid] = version
+            consumed = (
+                ""
+                if action is not None
+                else f"{rollout.ACTION_ANNOTATION}={written!r} is not an action: use one of "
+                + ", ".join(rollout.ACTIONS)
+                + "; the annotation was removed"
+            )
+
+    in_progress = before is not None and before.phase in ("Starting", "Progressing", "Paused")
+    failure = None
+    if canary is not None and in_progress:
+        pods = client.list_pods(
+            namespace=namespace,
+            labels=builders.selector(name=name, variant=builders.CANARY),
+        )
+        failure = rollout.pod_failure(pods)
+    judgement = None
+    stable_plan = previous.get("plan") or {}
+    if (
+        measure is not None
+        and rollout.should_measure(before, revision)
+        and stable_plan.get("engine") in ("vllm", "tgi")
+    ):
+        judgement = measure(
+            MeasureRequest(
+                namespace=namespace,
+                name=name,
+                uid=uid,
+                revision=revision,
+                canary_engine=wanted.plan.engine,
+                stable_engine=stable_plan["engine"],
+                analysis=policy.analysis,
+            )
+        )
+    replicas = wanted.spec.replicas
+    traffic = wanted.spec.traffic
+    # A Gateway the cluster cannot route for (no Gateway API: the HTTPRoute apply was
+    # refused) carries no canary traffic: split by replica ratio behind the Service.
+    routed = traffic is not None and traffic.gatewayRef is not None
+    refused = conditions.find(previous.get("conditions") or [], conditions.TRAFFIC)
+    if refused is not None and refused.get("reason") == "GatewayAPINotInstalled":
+        routed = False
+    decision = rollout.decide(
+        policy,
+        before,
+        rollout.Observed(
+            desired_revision=revision,
+            primary=_variant(primary),
+            canary=_variant(canary),
+            replicas=replicas,
+            gateway=routed,
+            now=instant,
+            wall=now,
+            canary_failure=failure,
+            judgement=judgement,
+            action=action,
+        ),
+    )
+    return decision, consumed
+
+
+def _render(
+    wanted: Desired,
+    decision: rollout.Decision | None,
+    *,
+    name: str,
+    namespace: str,
+    uid: str,
+    previous: Mapping[str, Any],
+    settings: config.OperatorConfig,
+) -> list[dict[str, Any]]:
+    """The children to apply for the rollout mode: the newest spec's, the stable primary's
+    held back while a canary runs or after a rollback, the canary's, and the route."""
+    objects = list(wanted.objects)
+    spec = wanted.spec
+    gateway = spec.traffic is not None and spec.traffic.gatewayRef is not None
+    if decision is None:
+        route_annotations = builders.license_annotations(wanted.detection)
+        if gateway:
+            assert spec.traffic is not None
+            objects.append(
+                builders.http_route(
+                    name=name,
+                    namespace=namespace,
+                    uid=uid,
+                    traffic=spec.traffic,
+                    canary_weight=None,
+                    annotations=route_annotations,
+                )
+            )
+        return objects
+    held = decision.mode in ("canary", "hold")
+    annotations = (
+        builders.license_annotations_of_status(previous.get("license"))
+        if held
+        else builders.license_annotations(wanted.detection)
+    )
+    if held:
+        stable = {
+            ("Deployment", f"{name}-primary"),
+            ("ConfigMap", builders.license_config_map_name(name=name)),
+            ("Service", f"{name}-primary"),
+        }
+        objects = [obj for obj in objects if (obj["kind"], obj["metadata"]["name"]) not in stable]
+    # The entry point: the primary's pods, or (without a Gateway, while the canary takes
+    # traffic) both variants', so the canary's share follows its replica count.
+    objects = [
+        builders.with_hash(
+            builders.service(
+                name=name,
+                namespace=namespace,
+                uid=uid,
+                service_name=name,
+                variant=builders.PRIMARY,
+                annotations=annotations,
+                all_variants=decision.both,
+            )
+        )
+        if obj["kind"] == "Service" and obj["metadata"]["name"] == name
+        else obj
+        for obj in objects
+    ]
+    if decision.canary_exists:
+        objects += builders.canary_objects(
+            name=name,
+            namespace=namespace,
+            uid=uid,
+            spec=spec,
+            plan=wanted.plan,
+            pool=wanted.pool,
+            settings=settings,
+            detection=wanted.detection,
+            replicas=decision.canary_replicas,
+            revision=builders.revision_of(_primary_of(wanted)) or "",
+        )
+    if gateway:
+        assert spec.traffic is not None
+        objects.append(
+            builders.http_route(
+                name=name,
+                namespace=namespace,
+                uid=uid,
+                traffic=spec.traffic,
+                canary_weight=decision.weight if decision.canary_exists else None,
+                annotations=annotations,
+            )
+        )
+    return objects
+
+
+def steady_children(
+    wanted: Desired, *, name: str, namespace: str, uid: str, settings: config.OperatorConfig
+) -> list[dict[str, Any]]:
+    """Every child of a resource with no rollout under way (the CLI's render)."""
+    return _render(
+        wanted, None, name=name, namespace=namespace, uid=uid, previous={}, settings=settings
+    )
+
+
+def _resize_held_primary(
+    decision: rollout.Decision,
+    deployment: Mapping[str, Any] | None,
+    *,
+    client: k8s.Client,
+    namespace: str,
+    name: str,
+    generations: MutableMapping[str, int],
+    written: list[str],
+) -> Mapping[str, Any] | None:
+    """While the primary's template is held, only its replica count follows the split.
+
+    A merge patch of spec.replicas alone: applying a partial object with server-side apply
+    would drop every field this manager owns and leaves out.
+    """
+    if decision.mode not in ("canary", "hold") or deployment is None:
+        return deployment
+    live = (deployment.get("spec") or {}).get("replicas")
+    if live == decision.stable_replicas:
+        return deployment
+    result = client.merge_patch(
+        api_version="apps/v1",
+        kind="Deployment",
+        namespace=namespace,
+        name=name,
+        body={"spec": {"replicas": decision.stable_replicas}},
+    )
+    applied = (result.get("metadata") or {}).get("generation")
+    if isinstance(applied, int):
+        generations[f"Deployment/{name}"] = applied  # our own edit, not someone else's
+    written.append(f"Deployment/{name} (replicas {live} -> {decision.stable_replicas})")
+    return result or deployment
+
+
+def _remove_canary(
+    decision: rollout.Decision,
+    *,
+    client: k8s.Client,
+    lookup: Lookup,
+    namespace: str,
+    name: str,
+    previous: Mapping[str, Any],
+) -> list[str]:
+    """Delete the canary's children once no canary is wanted (after the entry Service and
+    route were switched back to the primary above, so no request meets a vanishing pod)."""
+    if decision.canary_exists:
+        return []
+    canary = f"{name}-{builders.CANARY}"
+    deployment = lookup("Deployment", namespace, canary)
+    service = lookup("Service", namespace, canary)
+    before = rollout.previous_of(previous.get("rollout"))
+    was_running = before is not None and before.phase in rollout.IN_PROGRESS
+    removed = []
+    targets = [
+        ("apps/v1", "Deployment", canary, deployment is not None),
+        ("v1", "Service", canary, service is not None),
+        (
+            "v1",
+            "ConfigMap",
+            builders.license_config_map_name(name=name, variant=builders.CANARY),
+            deployment is not None or service is not None or was_running,
+        ),
+    ]
+    for api_version, kind, child, present in targets:
+        if present and client.delete(
+            api_version=api_version, kind=kind, namespace=namespace, name=child
+        ):
+            removed.append(f"{kind}/{child}")
+    return removed
+
+
+def _sync_route(
+    wanted: Desired,
+    *,
+    previous: Mapping[str, Any],
+    client: k8s.Client,
+    namespace: str,
+    name: str,
+    missing: str | None,
+) -> tuple[str | None, bool]:
+    """status.httpRoute, and the route deleted once spec.traffic.gatewayRef is gone."""
+    traffic = wanted.spec.traffic
+    if traffic is not None and traffic.gatewayRef is not None:
+        return (None if missing is not None else name), True
+    before = previous.get("httpRoute")
+    if isinstance(before, str) and before:
+        client.delete(
+            api_version=builders.HTTPROUTE_API_VERSION,
+            kind="HTTPRoute",
+            namespace=namespace,
+            name=before,
+        )
+        return None, True
+    return None, False
+
+
+def _traffic_checks(
+    spec: api.LlamaDeploymentSpec, name: str, missing: str | None
+) -> tuple[licensing.Check, ...]:
+    """The Traffic condition: how the weights reach the Gateway, or why they cannot."""
+    if spec.traffic is None or spec.traffic.gatewayRef is None:
+        return ()
+    ref = spec.traffic.gatewayRef
+    gateway = f"{ref.namespace}/{ref.name}" if ref.namespace else ref.name
+    if missing is not None:
+        message = (
+            f"the cluster does not serve {missing}: install the Gateway API CRDs, or remove "
+            "spec.traffic.gatewayRef to split by replica ratio behind the Service"
+        )
+        return (licensing.Check(conditions.TRAFFIC, "False", "GatewayAPINotInstalled", message),)
+    message = f"HTTPRoute {name} on Gateway {gateway} carries the variants' weights"
+    return (licensing.Check(conditions.TRAFFIC, "True", "HTTPRoute", message),)
+
+
+OPTIONAL_KINDS = frozenset({"ScaledObject", "HorizontalPodAutoscaler", "HTTPRoute"})
 EXTERNAL_SCALER_KINDS = frozenset({"ScaledObject", "HorizontalPodAutoscaler"})
 _SCALER_API_VERSIONS = {
     "ScaledObject": external_scalers.KEDA_API_VERSION,
@@ -565,13 +1056,21 @@ def gates(
 
 
 def _recorded(name: str, previous: Mapping[str, Any]) -> set[str]:
-    """Unwatched children that status says were applied already ("Kind/name")."""
+    """Unwatched children that status says were applied already ("Kind/name"): the
+    licence ConfigMap, the external scaler, the HTTPRoute, a canary's licence."""
     known = set()
     if previous.get("license"):
         known.add(f"ConfigMap/{licensing.config_map_name(name)}")
     scaler = previous.get("externalScaler")
     if isinstance(scaler, Mapping):
         known.add(f"{scaler.get('kind')}/{scaler.get('name')}")
+    route = previous.get("httpRoute")
+    if isinstance(route, str) and route:
+        known.add(f"HTTPRoute/{route}")
+    before = rollout.previous_of(previous.get("rollout"))
+    if before is not None and before.phase in rollout.IN_PROGRESS:
+        canary_license = builders.license_config_map_name(name=name, variant=builders.CANARY)
+        known.add(f"ConfigMap/{canary_license}")
     return known
 
 
@@ -617,6 +1116,14 @@ def _current_plan(previous: Mapping[str, Any]) -> api.Plan | None:
         return api.Plan.model_validate(previous.get("plan"))
     except pydantic.ValidationError:
         return None  # absent, or written by another operator version: plan again
+
+
+def _canary_plan(previous: Mapping[str, Any]) -> api.Plan | None:
+    """The plan of a canary under way, when status has one this version can read."""
+    before = rollout.previous_of(previous.get("rollout"))
+    if before is None or before.phase not in rollout.IN_PROGRESS:
+        return None
+    return before.canaryPlan
 
 
 def _edited_by_others(

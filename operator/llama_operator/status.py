@@ -48,6 +48,11 @@ class Observation:
     external_scaler: Mapping[str, Any] | None = None  # status.externalScaler
     scaler_known: bool = False  # False: keep status.externalScaler as it is
     autoscaled: bool = False  # spec.autoscaling is set: replicas change routinely
+    rollout: Mapping[str, Any] | None = None  # status.rollout; None: keep the previous one
+    http_route: str | None = None  # status.httpRoute
+    route_known: bool = False  # False: keep status.httpRoute as it is
+    canary_replicas: int = 0  # pods of a canary in traffic, added to the reported counts
+    canary_ready: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -221,8 +226,9 @@ def compute(observation: Observation) -> dict[str, Any]:
     result: dict[str, Any] = {
         "phase": current_phase,
         "plan": plan,
-        "replicas": c.replicas,
-        "readyReplicas": c.ready,
+        # A canary's pods serve this endpoint too: /scale readers (an HPA, KEDA) count them.
+        "replicas": c.replicas + observation.canary_replicas,
+        "readyReplicas": c.ready + observation.canary_ready,
         "selector": observation.selector,
         "observedGeneration": gen,
         "conditions": conditions.sort(conds),
@@ -230,6 +236,10 @@ def compute(observation: Observation) -> dict[str, Any]:
     license = observation.license if observation.license is not None else previous.get("license")
     if license is not None:
         result["license"] = dict(license)
+    if observation.rollout is not None:
+        result["rollout"] = dict(observation.rollout)
+    if observation.route_known:
+        result["httpRoute"] = observation.http_route
     if observation.scaler_known:
         # None deletes the key from status (merge patch), once the scaler is gone.
         scaler = observation.external_scaler

@@ -2,7 +2,8 @@
 
 All-namespaces mode has one ClusterRole; namespaced mode (watchNamespaces) grants the
 namespaced rules through a Role per namespace and keeps only cluster-scoped reads (Nodes,
-CRDs, namespaces) in a ClusterRole. No wildcard, no delete, anywhere.
+CRDs, namespaces) in a ClusterRole. No wildcard anywhere, and delete only on the children
+the operator must remove while their LlamaDeployment lives on.
 """
 
 from __future__ import annotations
@@ -22,11 +23,13 @@ NAMESPACED_RULES: list[Rule] = [
     ("llamaops.dev", "llamadeployments/scale", ("patch",)),
     ("keda.sh", "scaledobjects", ("create", "patch", "delete")),
     ("autoscaling", "horizontalpodautoscalers", ("create", "patch", "delete")),
+    ("gateway.networking.k8s.io", "httproutes", ("create", "patch", "delete")),
     ("discovery.k8s.io", "endpointslices", ("list", "watch")),
+    ("", "pods", ("list",)),
     ("llamaops.dev", "llamadeployments/finalizers", ("update",)),
-    ("apps", "deployments", ("list", "watch", "create", "patch")),
-    ("", "services", ("list", "watch", "create", "patch")),
-    ("", "configmaps", ("create", "patch")),
+    ("apps", "deployments", ("list", "watch", "create", "patch", "delete")),
+    ("", "services", ("list", "watch", "create", "patch", "delete")),
+    ("", "configmaps", ("create", "patch", "delete")),
     ("", "secrets", ("get",)),
     ("", "events", ("create",)),
 ]
@@ -67,14 +70,24 @@ def aggregated_into(role: dict[str, Any]) -> set[str]:
 
 
 DANGEROUS_VERBS = {"delete", "deletecollection", "escalate", "bind", "impersonate"}
-# The one delete the operator needs: the ScaledObject or HPA of a previous
-# spec.autoscaling.engine, so two scalers never act on the same endpoint. Never the
-# workloads, Services, ConfigMaps or anything a user made.
-DELETABLE = {("keda.sh", "scaledobjects"), ("autoscaling", "horizontalpodautoscalers")}
+# The deletes the operator needs, all of its own children that must go while their
+# LlamaDeployment lives on (the rest go through owner references): the ScaledObject or
+# HPA of a previous spec.autoscaling.engine, so two scalers never act on the same
+# endpoint; a canary's Deployment, Service and licence ConfigMap once it is promoted or
+# rolled back; the HTTPRoute when spec.traffic.gatewayRef is removed. Never
+# deletecollection, never Secrets, Pods or anything else a user made.
+DELETABLE = {
+    ("keda.sh", "scaledobjects"),
+    ("autoscaling", "horizontalpodautoscalers"),
+    ("apps", "deployments"),
+    ("", "services"),
+    ("", "configmaps"),
+    ("gateway.networking.k8s.io", "httproutes"),
+}
 
 
 @pytest.mark.parametrize("name", sorted(chartkit.VALUE_SETS))
-def test_no_wildcards_and_no_delete_but_of_a_stale_scaler(name: str) -> None:
+def test_no_wildcards_and_delete_only_of_the_operators_children(name: str) -> None:
     objects = chartkit.render(chartkit.VALUE_SETS[name])
     for role in [*chartkit.of_kind(objects, "ClusterRole"), *chartkit.of_kind(objects, "Role")]:
         for rule in role["rules"]:
@@ -113,6 +126,26 @@ def test_rules_cover_what_the_handlers_watch() -> None:
         plural, _ = k8s.PLURALS[kind]
         group = "apps" if kind == "Deployment" else ""
         assert {"create", "patch"} <= set(granted[(group, plural)])
+
+
+def test_delete_is_granted_on_exactly_the_deletable_children() -> None:
+    deletable = {(group, resource) for group, resource, verbs in ALL_RULES if "delete" in verbs}
+    assert deletable == DELETABLE
+
+
+def test_canary_pods_are_listed_never_watched_or_read() -> None:
+    # Listed by label selector only while a canary exists; no watch on every pod.
+    granted = {(group, resource): verbs for group, resource, verbs in ALL_RULES}
+    assert granted[("", "pods")] == ("list",)
+    plural, namespaced = k8s.PLURALS["Pod"]
+    assert (plural, namespaced) == ("pods", True)
+
+
+def test_httproutes_are_applied_and_deleted_like_the_scalers() -> None:
+    granted = {(group, resource): verbs for group, resource, verbs in ALL_RULES}
+    assert granted[("gateway.networking.k8s.io", "httproutes")] == ("create", "patch", "delete")
+    plural, namespaced = k8s.PLURALS["HTTPRoute"]
+    assert (plural, namespaced) == ("httproutes", True)
 
 
 def test_namespaced_mode() -> None:

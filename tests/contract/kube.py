@@ -33,6 +33,8 @@ CONFIGMAPS = "v1/configmaps"
 ENDPOINTSLICES = "discovery.k8s.io/v1/endpointslices"
 SCALEDOBJECTS = "keda.sh/v1alpha1/scaledobjects"
 HPAS = "autoscaling/v2/horizontalpodautoscalers"
+HTTPROUTES = "gateway.networking.k8s.io/v1/httproutes"
+PODS = "v1/pods"
 NODES = "v1/nodes"
 EVENTS = "v1/events"
 SECRETS = "v1/secrets"
@@ -153,6 +155,8 @@ def declare_resources(emulator: kmock.KubernetesEmulator) -> None:
         (ENDPOINTSLICES, "EndpointSlice", True),
         (SCALEDOBJECTS, "ScaledObject", True),
         (HPAS, "HorizontalPodAutoscaler", True),
+        (HTTPROUTES, "HTTPRoute", True),
+        (PODS, "Pod", True),
         (NODES, "Node", False),
         (EVENTS, "Event", True),
         (SECRETS, "Secret", True),
@@ -302,3 +306,54 @@ def condition_of(
 
 def container_args(deployment: dict[str, Any]) -> list[str]:
     return list(deployment["spec"]["template"]["spec"]["containers"][0]["args"])
+
+
+def endpoint_slice(service: str, variant: str, index: int, port: int) -> dict[str, Any]:
+    """One ready pod behind ``service``, as the EndpointSlice controller would publish it
+    (mirroring the Service's labels, which is how the operator's index finds it)."""
+    return {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {
+            "name": f"{service}-{index:05d}",
+            "namespace": NAMESPACE,
+            "labels": {
+                "kubernetes.io/service-name": service,
+                "endpointslice.kubernetes.io/managed-by": "endpointslice-controller.k8s.io",
+                "app.kubernetes.io/managed-by": "llama-operator",
+                "llamaops.dev/deployment": service.rsplit("-", 1)[0],
+                "llamaops.dev/variant": variant,
+            },
+        },
+        "addressType": "IPv4",
+        "ports": [{"name": "http", "port": port, "protocol": "TCP"}],
+        "endpoints": [
+            {
+                "addresses": ["127.0.0.1"],
+                "conditions": {"ready": True},
+                "targetRef": {"kind": "Pod", "name": f"{service}-abc-{index}"},
+            }
+        ],
+    }
+
+
+async def report_ready(
+    cluster: kmock.KubernetesEmulator, name: str, replicas: int, *, updated: int | None = None
+) -> None:
+    """What the Deployment controller reports once ``replicas`` pods of the current template
+    pass their readiness probe (observedGeneration: it has seen the latest template)."""
+    generation = obj(cluster, DEPLOYMENTS, name)["metadata"].get("generation")
+    await patch(
+        cluster,
+        DEPLOYMENTS,
+        name,
+        {
+            "status": {
+                "replicas": replicas,
+                "readyReplicas": replicas,
+                "updatedReplicas": replicas if updated is None else updated,
+                "observedGeneration": generation,
+            }
+        },
+        subresource="status",
+    )

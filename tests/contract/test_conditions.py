@@ -170,13 +170,13 @@ class TestNotYetActive:
     ) -> None:
         spec = {
             "model": {"id": "meta-llama/Llama-3.1-8B-Instruct"},
-            "rollout": {"strategy": "Canary"},
+            "fallbacks": [{"model": {"id": "meta-llama/Llama-3.2-1B-Instruct"}}],
             "license": {"accept": True},
         }
         await create(operator, LLAMA, llama(spec=spec))
         condition = await eventually(lambda: condition_of(operator, "NotYetActive"))
         assert condition["status"] == "True"
-        assert "spec.rollout" in condition["message"]
+        assert "spec.fallbacks" in condition["message"]
         assert exists(operator, DEPLOYMENTS, "chat-primary")  # still serves what it can
         await eventually(lambda: any(e["reason"] == "FieldsNotActive" for e in events(operator)))
 

@@ -22,6 +22,7 @@ from kube import (
     DEPLOYMENTS,
     ENDPOINTSLICES,
     HPAS,
+    HTTPROUTES,
     LLAMA,
     SCALEDOBJECTS,
     SECRETS,
@@ -174,8 +175,24 @@ async def test_chart_clusterrole_grants_exactly_what_the_operator_calls(
         operator, LLAMA, "chat", {"spec": {"model": {"id": "meta-llama/Llama-3.2-3B-Instruct"}}}
     )
     await eventually(lambda: status_of(operator).get("observedGeneration") == 2)
+    # That model change on a Ready endpoint is a canary rollout: its pods are listed (to
+    # fail a crashing canary at once), and an abort deletes the canary's children.
+    await eventually(lambda: exists(operator, DEPLOYMENTS, "chat-canary"))
+    await eventually(lambda: (status_of(operator).get("rollout") or {}).get("phase") == "Starting")
+    await asyncio.sleep(1.0)  # a resync or two: the canary's pods are listed
+    await patch(
+        operator, LLAMA, "chat", {"metadata": {"annotations": {"llamaops.dev/rollout": "abort"}}}
+    )
+    await eventually(lambda: not exists(operator, DEPLOYMENTS, "chat-canary"), message="abort")
     async with operator.delete(path(LLAMA, "hub")) as r:  # Kopf releases its finalizer
         assert r.status < 300
+
+    # A Gateway API route: applied with spec.traffic.gatewayRef, deleted without it.
+    routed = {**llama().get("spec", {}), "traffic": {"gatewayRef": {"name": "inference"}}}
+    await create(operator, LLAMA, llama("gw", spec=routed))
+    await eventually(lambda: exists(operator, HTTPROUTES, "gw"), message="route")
+    await patch(operator, LLAMA, "gw", {"spec": {"traffic": None}})
+    await eventually(lambda: not exists(operator, HTTPROUTES, "gw"), message="route deleted")
 
     # Autoscaling: the built-in scaler (EndpointSlices, a pod's /metrics, the /scale
     # subresource) and the external scalers (applied, then deleted on a switch).
@@ -215,3 +232,7 @@ async def test_chart_clusterrole_grants_exactly_what_the_operator_calls(
     assert ("", "nodes", "watch") in called
     assert ("llamaops.dev", "llamadeployments/scale", "patch") in called
     assert ("keda.sh", "scaledobjects", "delete") in called
+    assert ("", "pods", "list") in called
+    assert ("", "pods", "watch") not in called
+    assert ("apps", "deployments", "delete") in called
+    assert ("gateway.networking.k8s.io", "httproutes", "delete") in called

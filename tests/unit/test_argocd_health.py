@@ -177,6 +177,26 @@ LAST_GOOD = (
     "spec.placement.pools: no GPU pool is available; the last good plan keeps serving unchanged"
 )
 
+STEP_1 = "canary at step 1/2, 10% of traffic"
+ROLLED_BACK = (
+    "canary error rate 12.5% > 5% and p95 latency 2.4s > 1.5s at step 1/2; "
+    "the previous template keeps serving until the spec changes again"
+)
+
+
+def rollout_status(phase: str, *, weight: int, step: int) -> dict[str, Any]:
+    """status.rollout as the operator reports a two-step canary."""
+    return {
+        "phase": phase,
+        "reason": phase,
+        "message": f"{phase} at step {step}/2",
+        "weight": weight,
+        "effectiveWeight": weight,
+        "step": step,
+        "steps": 2,
+    }
+
+
 # (id, object, Argo CD health, exact message)
 CASES: list[tuple[str, dict[str, Any], str, str]] = [
     (
@@ -427,6 +447,174 @@ CASES: list[tuple[str, dict[str, Any], str, str]] = [
         ),
         "Healthy",
         f"1/1 ready on {SUMMARY}",
+    ),
+    (
+        "canary rollout in progress: a Ready endpoint is Progressing, as Argo Rollouts says",
+        llama(
+            st_(
+                "Ready",
+                PLANNED,
+                AVAILABLE,
+                READY,
+                cond("Rollout", "True", "Progressing", STEP_1),
+                rollout=rollout_status("Progressing", weight=10, step=1),
+            )
+        ),
+        "Progressing",
+        f"Rollout Progressing: {STEP_1}",
+    ),
+    (
+        "canary rollout starting while the canary's pods start",
+        llama(
+            st_(
+                "Progressing",
+                PLANNED,
+                AVAILABLE,
+                cond("Ready", "False", "Progressing", "1/2 replicas ready"),
+                cond("Rollout", "True", "Starting", "waiting for the canary's pods"),
+                rollout=rollout_status("Starting", weight=0, step=0),
+            )
+        ),
+        "Progressing",
+        "Rollout Starting: waiting for the canary's pods",
+    ),
+    (
+        "canary rollout paused for a person is still in progress",
+        llama(
+            st_(
+                "Ready",
+                PLANNED,
+                AVAILABLE,
+                READY,
+                cond("Rollout", "True", "Paused", "paused at step 1/2, 10% of traffic"),
+                rollout=rollout_status("Paused", weight=10, step=1),
+            )
+        ),
+        "Progressing",
+        "Rollout Paused: paused at step 1/2, 10% of traffic",
+    ),
+    (
+        "canary being promoted",
+        llama(
+            st_(
+                "Ready",
+                PLANNED,
+                AVAILABLE,
+                READY,
+                cond("Rollout", "True", "Promoting", "the primary takes the new template"),
+                rollout=rollout_status("Promoting", weight=100, step=2),
+            )
+        ),
+        "Progressing",
+        "Rollout Promoting: the primary takes the new template",
+    ),
+    (
+        "Rollout=True without reason or message",
+        llama(st_("Ready", PLANNED, AVAILABLE, READY, {"type": "Rollout", "status": "True"})),
+        "Progressing",
+        "Rollout: in progress",
+    ),
+    (
+        "rollout completed: Healthy again",
+        llama(
+            st_(
+                "Ready",
+                PLANNED,
+                AVAILABLE,
+                READY,
+                cond("Rollout", "False", "Completed", "the new template serves all traffic"),
+                cond("RolledBack", "False", "Completed", "the last rollout completed"),
+                rollout=rollout_status("Completed", weight=100, step=2),
+            )
+        ),
+        "Healthy",
+        f"1/1 ready on {SUMMARY}",
+    ),
+    (
+        "rollout cancelled: Healthy again",
+        llama(
+            st_(
+                "Ready",
+                PLANNED,
+                AVAILABLE,
+                READY,
+                cond("Rollout", "False", "Cancelled", "the spec went back to the serving one"),
+                rollout=rollout_status("Cancelled", weight=0, step=1),
+            )
+        ),
+        "Healthy",
+        f"1/1 ready on {SUMMARY}",
+    ),
+    (
+        "rolled back: Degraded with the numbers against the thresholds",
+        llama(
+            st_(
+                "Degraded",
+                PLANNED,
+                AVAILABLE,
+                cond("Ready", "False", "Degraded", "the spec change is held back"),
+                cond("Rollout", "False", "RolledBack", "the canary failed its analysis"),
+                cond("RolledBack", "True", "AnalysisFailed", ROLLED_BACK),
+                rollout=rollout_status("RolledBack", weight=0, step=1),
+                readyReplicas=1,
+            )
+        ),
+        "Degraded",
+        f"RolledBack: {ROLLED_BACK}",
+    ),
+    (
+        "rolled back, without a message",
+        llama(st_("Degraded", PLANNED, AVAILABLE, {"type": "RolledBack", "status": "True"})),
+        "Degraded",
+        "RolledBack: the canary was rolled back; see the conditions",
+    ),
+    (
+        "a closed licence gate goes before a rollback",
+        llama(
+            st_(
+                "Degraded",
+                PLANNED,
+                cond("LicenseAccepted", "False", "NotAccepted", "set spec.license.accept: true"),
+                cond("RolledBack", "True", "AnalysisFailed", ROLLED_BACK),
+            )
+        ),
+        "Degraded",
+        "NotAccepted: set spec.license.accept: true",
+    ),
+    (
+        "an unplannable spec goes before a rollback",
+        llama(
+            st_(
+                "Degraded",
+                cond("Planned", "False", "NoGPUPools", LAST_GOOD),
+                cond("RolledBack", "True", "AnalysisFailed", ROLLED_BACK),
+            )
+        ),
+        "Degraded",
+        f"NoGPUPools: {LAST_GOOD}",
+    ),
+    (
+        "a failing endpoint during a rollout is Degraded, not Progressing",
+        llama(
+            st_(
+                "Degraded",
+                PLANNED,
+                NOT_AVAILABLE,
+                cond("Ready", "False", "Degraded", "the Deployment exceeded its progress deadline"),
+                cond("Rollout", "True", "Progressing", STEP_1),
+            )
+        ),
+        "Degraded",
+        f"Degraded: the Deployment exceeded its progress deadline; planned on {SUMMARY}",
+    ),
+    (
+        "a rollout status for an older generation waits for the operator",
+        llama(
+            st_("Ready", PLANNED, AVAILABLE, READY, cond("Rollout", "True", "Progressing", STEP_1)),
+            generation=2,
+        ),
+        "Progressing",
+        "Waiting for the operator to reconcile generation 2 (status is for generation 1)",
     ),
 ]
 

@@ -261,6 +261,7 @@ def test_printer_columns() -> None:
         ("License", "string", ".status.license.id"),
         ("Ready", "string", '.status.conditions[?(@.type=="Ready")].status'),
         ("Phase", "string", ".status.phase"),
+        ("Rollout", "string", ".status.rollout.phase"),
         ("Age", "date", ".metadata.creationTimestamp"),
     ]
 

@@ -2,8 +2,10 @@
 The operator's RBAC rules, derived from the code (docs/how-to/run-against-a-cluster.md):
 handlers.py (Kopf handlers and indexes), k8s.py (the operator's own API calls) and the
 Kopf framework. Every rule says why it exists. Children go away through owner
-references; the only delete is of a ScaledObject or HPA left over when
-spec.autoscaling.engine changes.
+references when their LlamaDeployment is deleted; the only deletes are of children that
+must go while it lives on: a ScaledObject or HPA left over when spec.autoscaling.engine
+changes, a canary's Deployment, Service and licence ConfigMap once the canary is promoted
+or rolled back, and the HTTPRoute when spec.traffic.gatewayRef is removed.
 
 "llama-operator.rules.namespaced": what the operator needs wherever LlamaDeployments live.
 A ClusterRole in all-namespaces mode, a Role per watched namespace otherwise.
@@ -33,12 +35,24 @@ A ClusterRole in all-namespaces mode, a Role per watched namespace otherwise.
 - apiGroups: [autoscaling]
   resources: [horizontalpodautoscalers]
   verbs: [create, patch, delete]
+# Application: spec.traffic.gatewayRef: the Gateway API HTTPRoute <name> that splits
+# traffic by weight between the Services <name>-primary and <name>-canary, applied like
+# the other children; deleted when gatewayRef is removed.
+- apiGroups: [gateway.networking.k8s.io]
+  resources: [httproutes]
+  verbs: [create, patch, delete]
 # Application: the built-in autoscaler finds the ready serving pods (and their
 # addresses) in the EndpointSlices of the <name>-primary Service. Watched: a Kopf
 # index, filtered to the Service labels the slices mirror.
 - apiGroups: [discovery.k8s.io]
   resources: [endpointslices]
   verbs: [list, watch]
+# Application: a canary's pods, listed by label selector in the LlamaDeployment's
+# namespace: their container states (crash loops, OOM kills) fail a canary at once.
+# Listed only while a canary exists; not watched.
+- apiGroups: [""]
+  resources: [pods]
+  verbs: [list]
 # Application: children carry ownerReferences with blockOwnerDeletion, which clusters
 # with the OwnerReferencesPermissionEnforcement admission plugin (OpenShift) check.
 - apiGroups: [llamaops.dev]
@@ -46,21 +60,25 @@ A ClusterRole in all-namespaces mode, a Role per watched namespace otherwise.
   verbs: [update]
 # Application: serving Deployments. Watched (a Kopf index, filtered to the label
 # app.kubernetes.io/managed-by=llama-operator in the operator) and written with
-# server-side apply: a PATCH, which needs create when the object is new.
+# server-side apply: a PATCH, which needs create when the object is new. Deleted only
+# for a canary (<name>-canary), once it is promoted or rolled back; other children go
+# away through their owner references.
 - apiGroups: [apps]
   resources: [deployments]
-  verbs: [list, watch, create, patch]
-# Application: serving Services, watched and applied like the Deployments.
+  verbs: [list, watch, create, patch, delete]
+# Application: serving Services, watched and applied like the Deployments; the canary's
+# <name>-canary is deleted with its Deployment.
 - apiGroups: [""]
   resources: [services]
-  verbs: [list, watch, create, patch]
+  verbs: [list, watch, create, patch, delete]
 # Application: the model licence's NOTICE, links and obligations (<name>-license),
 # mounted into every serving pod. Written with server-side apply and never read: not
 # watched, because watching every ConfigMap in the cluster to find ours costs more
-# than re-applying it every few minutes.
+# than re-applying it every few minutes. The canary's <name>-canary-license is deleted
+# with its Deployment.
 - apiGroups: [""]
   resources: [configmaps]
-  verbs: [create, patch]
+  verbs: [create, patch, delete]
 # Application: the Hugging Face token of spec.model.tokenSecretRef, read by name only
 # when the Hub is asked: model facts or the card of a model not yet looked up, and the
 # gated-access check, made on each reconcile while serving pods wait to be created or

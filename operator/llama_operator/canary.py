@@ -1,0 +1,156 @@
+"""Measuring a canary: scrape the canary's and the stable pods' /metrics, judge windows.
+
+The reconcile asks for a judgement (``reconcile.Measure``) while a canary takes
+traffic; ``Analyzer.measure`` answers at most once per ``spec.rollout.analysis.interval``:
+
+1. The ready pods of ``<name>-canary`` and ``<name>-primary`` come from their
+   EndpointSlices (a Kopf index, as the autoscaler finds them).
+2. Every pod's page is scraped concurrently, each with its own timeout, and read with
+   ``podmetrics.traffic``: finished and failed requests, and the latency histograms.
+3. The counters are compared with the baseline taken at the start of the window,
+   per pod (``analysis.window``). A window with fewer canary requests than
+   ``minRequests`` is not judged: it grows until the next interval.
+4. ``analysis.judge`` compares the canary's window with the thresholds and with the
+   stable pods' window of the same time span; the baseline is then reset.
+
+Baselines are in memory. After an operator restart the first scrape only takes a new
+baseline: one interval of the rollout is not judged, and no counter from before the
+restart is mistaken for recent traffic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import aiohttp
+
+from llama_operator import analysis, api, metrics, podmetrics, reconcile, scaling
+
+# (namespace, Service name) -> the EndpointSlices of that Service.
+Slices = Callable[[str, str], Iterable[Mapping[str, Any]]]
+
+
+@dataclasses.dataclass
+class _Window:
+    revision: str
+    started: float  # monotonic
+    canary: dict[str, podmetrics.Traffic]
+    stable: dict[str, podmetrics.Traffic]
+
+
+class Analyzer:
+    """Per-LlamaDeployment analysis windows, shared by every reconcile of the process."""
+
+    def __init__(self, slices: Slices, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self._slices = slices
+        self._clock = clock
+        self._windows: dict[str, _Window] = {}
+        self._lock = threading.Lock()
+
+    def forget(self, uid: str) -> None:
+        with self._lock:
+            self._windows.pop(uid, None)
+
+    def measure(self, request: reconcile.MeasureRequest) -> analysis.Judgement | None:
+        """A judgement when the interval has passed and the window has enough requests."""
+        now = self._clock()
+        interval = api.parse_duration(request.analysis.interval)
+        with self._lock:
+            window = self._windows.get(request.uid)
+        if (
+            window is not None
+            and window.revision == request.revision
+            and now - window.started < interval
+        ):
+            return None
+        canary_pods = scaling.ready_endpoints(
+            self._slices(request.namespace, f"{request.name}-canary")
+        )
+        stable_pods = scaling.ready_endpoints(
+            self._slices(request.namespace, f"{request.name}-primary")
+        )
+        timeout = scaling.timeout_for(min(interval, 5.0))
+        canary_now, stable_now = asyncio.run(
+            _scrape_both(
+                canary_pods,
+                stable_pods,
+                canary_engine=request.canary_engine,
+                stable_engine=request.stable_engine,
+                timeout=timeout,
+            )
+        )
+        if window is None or window.revision != request.revision:
+            # A first sight (a new canary, or a restarted operator): baseline only.
+            with self._lock:
+                self._windows[request.uid] = _Window(request.revision, now, canary_now, stable_now)
+            return None
+        canary_window = analysis.window(window.canary, canary_now)
+        stable_window = analysis.window(window.stable, stable_now)
+        if canary_window.requests < request.analysis.minRequests:
+            # Too little traffic to judge: the window grows. Pods seen for the first time
+            # are baselined now, so they count from here on.
+            grown = _Window(
+                window.revision,
+                window.started,
+                {**canary_now, **window.canary},
+                {**stable_now, **window.stable},
+            )
+            with self._lock:
+                self._windows[request.uid] = grown
+            return None
+        judgement = analysis.judge(
+            canary=canary_window, stable=stable_window, analysis=request.analysis
+        )
+        metrics.record_judgement(judgement.result)
+        with self._lock:
+            self._windows[request.uid] = _Window(request.revision, now, canary_now, stable_now)
+        return judgement
+
+
+async def _scrape_both(
+    canary: Sequence[scaling.Endpoint],
+    stable: Sequence[scaling.Endpoint],
+    *,
+    canary_engine: api.Engine,
+    stable_engine: api.Engine,
+    timeout: float,
+) -> tuple[dict[str, podmetrics.Traffic], dict[str, podmetrics.Traffic]]:
+    # One session per measurement: nothing of it outlives this call (it runs in its own
+    # event loop, in the reconcile's worker thread). No connection limit: all pods at once.
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        canary_pages, stable_pages = await asyncio.gather(
+            _scrape(session, canary, engine=canary_engine, timeout=timeout),
+            _scrape(session, stable, engine=stable_engine, timeout=timeout),
+        )
+    return canary_pages, stable_pages
+
+
+async def _scrape(
+    session: aiohttp.ClientSession,
+    endpoints: Sequence[scaling.Endpoint],
+    *,
+    engine: api.Engine,
+    timeout: float,
+) -> dict[str, podmetrics.Traffic]:
+    """Each pod's counters; a pod that fails, is too slow or exposes none is left out."""
+
+    async def one(endpoint: scaling.Endpoint) -> tuple[str, podmetrics.Traffic | None]:
+        try:
+            async with session.get(
+                endpoint.url, timeout=aiohttp.ClientTimeout(total=timeout)
+            ) as response:
+                if response.status != 200:
+                    return endpoint.pod, None
+                text = await response.text()
+            return endpoint.pod, podmetrics.traffic(text, engine=engine)
+        except (aiohttp.ClientError, TimeoutError, podmetrics.MetricsError, UnicodeError):
+            return endpoint.pod, None
+
+    results = await asyncio.gather(*(one(e) for e in endpoints))
+    return {pod: found for pod, found in results if found is not None}
