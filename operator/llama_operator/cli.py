@@ -279,7 +279,8 @@ def _rollout_text(rollout: dict[str, Any]) -> str:
         f"{step['weight']}%/{step['pause'] or 'manual'}" for step in rollout["steps"]
     )
     a = rollout["analysis"]
-    checks = [f"error rate <= {a['maxErrorRate']:g}"]
+    aborts = " (aborts counted)" if a.get("countAborted") else ""
+    checks = [f"error rate <= {a['maxErrorRate']:g}{aborts}"]
     if a.get("maxP95LatencySeconds") is not None:
         checks.append(f"p95 latency <= {a['maxP95LatencySeconds']:g}s")
     if a.get("maxP95TimeToFirstTokenSeconds") is not None:

@@ -216,7 +216,12 @@ async def _autoscale_once(
         async with aiohttp.ClientSession(connector=connector) as session:
             outcome = await scaling.tick(
                 body=body,
-                slices=slices.get((namespace, f"{name}-primary"), []),
+                # A canary takes its share of the requests during a rollout: its pods
+                # are part of the load that spec.replicas (split between both) serves.
+                slices=[
+                    *slices.get((namespace, f"{name}-primary"), []),
+                    *slices.get((namespace, f"{name}-canary"), []),
+                ],
                 session=session,
                 client=memo.client,
                 now=time.time(),

@@ -97,6 +97,7 @@ _ROLLOUT_OUTCOMES = {
     "RolledBack": "rolled_back",
     "Cancelled": "cancelled",
     "SpecReverted": "cancelled",
+    "AppliedDirectly": "cancelled",
 }
 
 _phases: dict[str, str] = {}

@@ -514,7 +514,12 @@ def reconcile(
             rollout_held = decision.held
             if decision.mode == "canary":
                 desired_replicas = decision.stable_replicas
-            if decision.canary_exists:
+            in_traffic = (decision.status or {}).get("phase") in (
+                "Progressing",
+                "Paused",
+                "Promoting",
+            )
+            if decision.canary_exists and in_traffic:
                 canary_counts = status.counts(lookup("Deployment", namespace, f"{name}-canary"))
 
     new_status = status.compute(
@@ -915,8 +920,9 @@ def _traffic_checks(
     gateway = f"{ref.namespace}/{ref.name}" if ref.namespace else ref.name
     if missing is not None:
         message = (
-            f"the cluster does not serve {missing}: install the Gateway API CRDs, or remove "
-            "spec.traffic.gatewayRef to split by replica ratio behind the Service"
+            f"the cluster does not serve {missing}: a canary's traffic is split by replica "
+            "ratio behind the Service meanwhile; install the Gateway API CRDs for exact "
+            "weights, or remove spec.traffic.gatewayRef"
         )
         return (licensing.Check(conditions.TRAFFIC, "False", "GatewayAPINotInstalled", message),)
     message = f"HTTPRoute {name} on Gateway {gateway} carries the variants' weights"

@@ -252,7 +252,7 @@ def should_measure(previous: api.RolloutStatus | None, desired_revision: str) ->
 
 
 def _rolled_out(primary: Variant, replicas: int) -> bool:
-    want = max(replicas, 1)
+    want = replicas  # 0 (scaled to zero meanwhile): done once the controller caught up
     return (
         primary.current
         and primary.replicas <= primary.updated  # no pod of the old template left

@@ -366,3 +366,54 @@ class TestRolling:
         validate_httproute(obj(operator, HTTPROUTES, "chat"))
         await eventually(lambda: not exists(operator, DEPLOYMENTS, "chat-canary"))
         assert_template_untouched(operator, since, allowed=None)
+
+
+class TestManualControls:
+    async def test_a_step_without_pause_waits_for_the_promote_annotation(
+        self, operator: ApplyingEmulator, stable: podserver.FakePod, canary_pod: podserver.FakePod
+    ) -> None:
+        body = spec()
+        body["rollout"]["steps"] = [{"weight": 50}]  # no pause: a person decides
+        await serving(operator, body, stable)
+        await change_template(operator)
+        new = await canary_serves(operator, canary_pod)
+        await eventually(
+            lambda: rollout(operator).get("reason") == "WaitingForPromote", message="waiting"
+        )
+        await asyncio.sleep(1.5)  # judgements pass, the step still waits
+        assert rollout(operator)["phase"] == "Paused"
+        assert condition_of(operator, "Rollout")["reason"] == "WaitingForPromote"
+        await patch(
+            operator,
+            LLAMA,
+            "chat",
+            {"metadata": {"annotations": {"llamaops.dev/rollout": "promote"}}},
+        )
+        await eventually(lambda: revision(operator, "chat-primary") == new, message="promoted")
+        # Acted on once, then removed, so it cannot act again on a later rollout.
+        await eventually(
+            lambda: (
+                "llamaops.dev/rollout"
+                not in (obj(operator, LLAMA, "chat")["metadata"].get("annotations") or {})
+            ),
+            message="annotation removed",
+        )
+        (promoting,) = await eventually(
+            lambda: [e for e in events(operator) if e["reason"] == "Promoting"]
+        )
+        assert "promoted by the llamaops.dev/rollout annotation" in promoting["message"]
+
+    async def test_pausing_holds_the_step_and_resuming_goes_on(
+        self, operator: ApplyingEmulator, stable: podserver.FakePod, canary_pod: podserver.FakePod
+    ) -> None:
+        body = spec()
+        body["rollout"]["paused"] = True
+        await serving(operator, body, stable)
+        await change_template(operator)
+        await canary_serves(operator, canary_pod)
+        await eventually(lambda: rollout(operator).get("reason") == "Paused", message="paused")
+        await asyncio.sleep(2.5)  # longer than the 1 s pause: still at the first step
+        assert (rollout(operator)["phase"], rollout(operator)["step"]) == ("Paused", 0)
+        assert any(run["result"] == "Passed" for run in rollout(operator)["analysis"])
+        await patch(operator, LLAMA, "chat", {"spec": {"rollout": {"paused": False}}})
+        await eventually(lambda: rollout(operator).get("phase") == "Promoting", timeout=20)
