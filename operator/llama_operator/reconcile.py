@@ -42,6 +42,7 @@ from llama_operator import (
     rollout,
     status,
 )
+from llama_operator.events import Event
 
 # (kind, namespace, name) -> the live object as last seen by a watch, or None.
 Lookup = Callable[[str, str, str], Mapping[str, Any] | None]
@@ -77,13 +78,6 @@ MAX_BASE_MODELS = 8
 # REAPPLY_SECONDS anyway, which restores one deleted or edited by hand.
 UNWATCHED_KINDS = frozenset({"ConfigMap", "ScaledObject", "HorizontalPodAutoscaler", "HTTPRoute"})
 REAPPLY_SECONDS = 300.0
-
-
-@dataclasses.dataclass(frozen=True)
-class Event:
-    type: Literal["Normal", "Warning"]
-    reason: str
-    message: str
 
 
 @dataclasses.dataclass(frozen=True)
@@ -504,7 +498,7 @@ def reconcile(
         if removed_children:
             events.append(Event("Normal", "Removed", ", ".join(removed_children)))
         if decision is not None:
-            events.extend(Event(e.type, e.reason, e.message) for e in decision.events)
+            events.extend(decision.events)
             rollout_status = decision.status
             if rollout_status is not None and decision.mode != "direct":
                 rollout_status = {
@@ -727,57 +721,47 @@ def _render(
     settings: config.OperatorConfig,
 ) -> list[dict[str, Any]]:
     """The children to apply for the rollout mode: the newest spec's, the stable primary's
-    held back while a canary runs or after a rollback, the canary's, and the route."""
-    objects = list(wanted.objects)
+    held back while a canary runs or after a rollback, the canary's, and the route.
+
+    ``decision`` None: no rollout decided (a closed gate, the CLI): the newest spec's."""
     spec = wanted.spec
-    gateway = spec.traffic is not None and spec.traffic.gatewayRef is not None
-    if decision is None:
-        route_annotations = builders.license_annotations(wanted.detection)
-        if gateway:
-            assert spec.traffic is not None
-            objects.append(
-                builders.http_route(
-                    name=name,
-                    namespace=namespace,
-                    uid=uid,
-                    traffic=spec.traffic,
-                    canary_weight=None,
-                    annotations=route_annotations,
-                )
-            )
-        return objects
-    held = decision.mode in ("canary", "hold")
+    held = decision is not None and decision.mode in ("canary", "hold")
+    canary = decision is not None and decision.canary_exists
+    # The entry Service and the route describe what the primary runs, which is not the
+    # newest spec while it is held.
     annotations = (
         builders.license_annotations_of_status(previous.get("license"))
         if held
         else builders.license_annotations(wanted.detection)
     )
-    if held:
-        stable = {
-            ("Deployment", f"{name}-primary"),
-            ("ConfigMap", builders.license_config_map_name(name=name)),
-            ("Service", f"{name}-primary"),
-        }
-        objects = [obj for obj in objects if (obj["kind"], obj["metadata"]["name"]) not in stable]
+    stable = {
+        ("Deployment", f"{name}-primary"),
+        ("ConfigMap", builders.license_config_map_name(name=name)),
+        ("Service", f"{name}-primary"),
+    }
+    objects = [
+        obj
+        for obj in wanted.objects
+        if not (held and (obj["kind"], obj["metadata"]["name"]) in stable)
+    ]
     # The entry point: the primary's pods, or (without a Gateway, while the canary takes
     # traffic) both variants', so the canary's share follows its replica count.
-    objects = [
-        builders.with_hash(
-            builders.service(
-                name=name,
-                namespace=namespace,
-                uid=uid,
-                service_name=name,
-                variant=builders.PRIMARY,
-                annotations=annotations,
-                all_variants=decision.both,
-            )
+    entry = builders.with_hash(
+        builders.service(
+            name=name,
+            namespace=namespace,
+            uid=uid,
+            service_name=name,
+            variant=builders.PRIMARY,
+            annotations=annotations,
+            all_variants=decision is not None and decision.both,
         )
-        if obj["kind"] == "Service" and obj["metadata"]["name"] == name
-        else obj
+    )
+    objects = [
+        entry if obj["kind"] == "Service" and obj["metadata"]["name"] == name else obj
         for obj in objects
     ]
-    if decision.canary_exists:
+    if decision is not None and canary:
         objects += builders.canary_objects(
             name=name,
             namespace=namespace,
@@ -790,15 +774,14 @@ def _render(
             replicas=decision.canary_replicas,
             revision=builders.revision_of(_primary_of(wanted)) or "",
         )
-    if gateway:
-        assert spec.traffic is not None
+    if spec.traffic is not None and spec.traffic.gatewayRef is not None:
         objects.append(
             builders.http_route(
                 name=name,
                 namespace=namespace,
                 uid=uid,
                 traffic=spec.traffic,
-                canary_weight=decision.weight if decision.canary_exists else None,
+                canary_weight=decision.weight if decision is not None and canary else None,
                 annotations=annotations,
             )
         )

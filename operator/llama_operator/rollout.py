@@ -36,6 +36,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 from llama_operator import analysis, api, conditions, licensing
+from llama_operator.events import Event
 
 ACTION_ANNOTATION = f"{api.GROUP}/rollout"
 Action = Literal["promote", "next", "abort", "retry"]
@@ -72,13 +73,6 @@ class Observed:
     canary_failure: str | None = None  # a crashed or OOM-killed canary pod, described
     judgement: analysis.Judgement | None = None  # of the canary, measured this tick
     action: Action | None = None
-
-
-@dataclasses.dataclass(frozen=True)
-class Event:
-    type: Literal["Normal", "Warning"]
-    reason: str
-    message: str
 
 
 @dataclasses.dataclass(frozen=True)

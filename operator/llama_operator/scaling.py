@@ -25,11 +25,12 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Literal
+from typing import Any
 
 import aiohttp
 
 from llama_operator import api, autoscaler, engines, k8s, podmetrics
+from llama_operator.events import Event
 
 # A pod's scrape may take at most this long (and never longer than the interval).
 SCRAPE_TIMEOUT_SECONDS = 2.0
@@ -39,13 +40,6 @@ SCRAPE_TIMEOUT_SECONDS = 2.0
 class Endpoint:
     pod: str
     url: str
-
-
-@dataclasses.dataclass(frozen=True)
-class Event:
-    type: Literal["Normal", "Warning"]
-    reason: str
-    message: str
 
 
 @dataclasses.dataclass(frozen=True)
