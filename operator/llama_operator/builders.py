@@ -28,6 +28,9 @@ from llama_operator import api, config, engines, licenses, licensing, pools, siz
 
 HASH_ANNOTATION = f"{api.GROUP}/spec-hash"
 REVISION_ANNOTATION = f"{api.GROUP}/revision"
+# On a canary's pods only (never the primary's: adding it would restart them): which
+# revision a pod runs, so a crash of an older canary template is not blamed on the newest.
+REVISION_LABEL = f"{api.GROUP}/revision"
 MODEL_ANNOTATION = f"{api.GROUP}/model"
 PLAN_ANNOTATION = f"{api.GROUP}/plan"
 LICENSE_ANNOTATION = f"{api.GROUP}/license"
@@ -241,6 +244,8 @@ def deployment(
         revision = template_revision(result)
     if revision is not None:
         result["metadata"]["annotations"] = {REVISION_ANNOTATION: revision}
+    if variant == CANARY and revision is not None:
+        result["spec"]["template"]["metadata"]["labels"][REVISION_LABEL] = revision
     return result
 
 

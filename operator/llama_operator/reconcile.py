@@ -435,6 +435,9 @@ def reconcile(
                     route_missing = f"{obj['apiVersion']} {kind}"
                 else:
                     scaler_missing = f"{obj['apiVersion']} {kind}"
+                # Tried again when the object changes or REAPPLY_SECONDS pass, like a
+                # refresh, not on every resync (the status says it is missing meanwhile).
+                unwatched[child] = (_live_hash(obj), clock())
                 continue  # the cluster does not serve the kind: reported, the rest applies
             applied_generation = (result.get("metadata") or {}).get("generation")
             if isinstance(applied_generation, int):
@@ -447,6 +450,17 @@ def reconcile(
                 refreshed.append(child)
             if kind == "Deployment" and obj_name == primary_name:
                 deployment = result
+        # An optional kind refused earlier and not tried again this time is still missing.
+        untried = {
+            obj["kind"]: f"{obj['apiVersion']} {obj['kind']}"
+            for obj in objects
+            if obj["kind"] in OPTIONAL_KINDS and reasons[id(obj)] is None
+        }
+        if "HTTPRoute" in untried and _refused(previous, conditions.TRAFFIC):
+            route_missing = untried["HTTPRoute"]
+        for kind in EXTERNAL_SCALER_KINDS & untried.keys():
+            if _refused(previous, conditions.AUTOSCALING):
+                scaler_missing = untried[kind]
         if decision is not None:
             deployment = _resize_held_primary(
                 decision,
@@ -660,9 +674,14 @@ def _rollout_decision(
     in_progress = before is not None and before.phase in ("Starting", "Progressing", "Paused")
     failure = None
     if canary is not None and in_progress:
+        # This revision's pods only: a crashed pod of an older canary template (the spec
+        # changed mid-rollout) says nothing about the newest one.
         pods = client.list_pods(
             namespace=namespace,
-            labels=builders.selector(name=name, variant=builders.CANARY),
+            labels={
+                **builders.selector(name=name, variant=builders.CANARY),
+                builders.REVISION_LABEL: revision,
+            },
         )
         failure = rollout.pod_failure(pods)
     judgement = None
@@ -891,6 +910,15 @@ def _sync_route(
         )
         return None, True
     return None, False
+
+
+def _refused(previous: Mapping[str, Any], type_: str) -> bool:
+    """Whether status says the cluster refused the optional kind behind condition ``type_``."""
+    found = conditions.find(previous.get("conditions") or [], type_)
+    return found is not None and found.get("reason") in (
+        "GatewayAPINotInstalled",
+        "ScalerNotInstalled",
+    )
 
 
 def _traffic_checks(

@@ -247,17 +247,18 @@ class TestServiceSplit:
         await serving(operator, spec(), stable)
         await change_template(operator)
         await eventually(lambda: obj(operator, DEPLOYMENTS, "chat-canary"), message="canary")
-        await create(
-            operator,
-            PODS,
-            {
+        new = revision(operator, "chat-canary")
+
+        def crashed(name: str, pod_revision: str) -> dict[str, Any]:
+            labels = {
+                "llamaops.dev/deployment": "chat",
+                "llamaops.dev/variant": "canary",
+                REVISION: pod_revision,
+            }
+            return {
                 "apiVersion": "v1",
                 "kind": "Pod",
-                "metadata": {
-                    "name": "chat-canary-7d9f-x2",
-                    "namespace": "ai",
-                    "labels": {"llamaops.dev/deployment": "chat", "llamaops.dev/variant": "canary"},
-                },
+                "metadata": {"name": name, "namespace": "ai", "labels": labels},
                 "status": {
                     "containerStatuses": [
                         {
@@ -268,8 +269,13 @@ class TestServiceSplit:
                         }
                     ]
                 },
-            },
-        )
+            }
+
+        # A crashed pod of an older canary template is not this canary's failure.
+        await create(operator, PODS, crashed("chat-canary-old-x1", "0123456789abcdef"))
+        await asyncio.sleep(1.0)  # two resyncs
+        assert rollout(operator)["phase"] == "Starting"
+        await create(operator, PODS, crashed("chat-canary-7d9f-x2", new))
         await eventually(lambda: rollout(operator).get("reason") == "CanaryFailed", message="fail")
         assert "OOMKilled" in condition_of(operator, "RolledBack")["message"]
         await eventually(lambda: not exists(operator, DEPLOYMENTS, "chat-canary"))

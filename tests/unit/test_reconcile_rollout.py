@@ -12,7 +12,7 @@ from typing import Any
 
 from test_reconcile import SETTINGS, RecordingClient, body
 
-from llama_operator import analysis, api, builders, reconcile
+from llama_operator import analysis, api, builders, k8s, reconcile
 
 SPEC: dict[str, Any] = {
     "model": {"id": "meta-llama/Llama-3.1-8B-Instruct"},
@@ -289,3 +289,51 @@ class TestWholeRollout:
         assert client.pod_lists == 1
         assert status["rollout"]["reason"] == "CanaryFailed"
         assert "CrashLoopBackOff" in status["rollout"]["message"]
+
+
+class NoGatewayAPI(Client):
+    """An API server without the Gateway API: every HTTPRoute apply is a 404."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.route_attempts = 0
+
+    def apply(self, obj: Mapping[str, Any]) -> dict[str, Any]:
+        if obj["kind"] == "HTTPRoute":
+            self.route_attempts += 1
+            raise k8s.APIError(404, "NotFound", "the server could not find the requested resource")
+        return super().apply(obj)
+
+
+class TestRefusedRoute:
+    def test_retried_on_change_or_after_the_refresh_period_not_every_resync(self) -> None:
+        routed = {**SPEC, "traffic": {"gatewayRef": {"name": "inference"}}}
+        client, unwatched = NoGatewayAPI(), {}
+
+        def once(status: dict[str, Any], clock: float) -> dict[str, Any]:
+            outcome = reconcile.reconcile(
+                body=body(routed, status),
+                settings=SETTINGS,
+                client=client,  # type: ignore[arg-type]
+                lookup=lambda kind, ns, name: None,
+                gpu_nodes=[],
+                fetch=None,
+                now=NOW,
+                unwatched=unwatched,
+                clock=lambda: clock,
+            )
+            return merged(status, outcome.status_patch)
+
+        status = once({}, 1000.0)
+        assert client.route_attempts == 1
+        traffic = [c for c in status["conditions"] if c["type"] == "Traffic"]
+        assert [(c["status"], c["reason"]) for c in traffic] == [
+            ("False", "GatewayAPINotInstalled")
+        ]
+        status = once(status, 1015.0)  # a resync later: not tried, still reported
+        assert client.route_attempts == 1
+        assert [c["reason"] for c in status["conditions"] if c["type"] == "Traffic"] == [
+            "GatewayAPINotInstalled"
+        ]
+        once(status, 1000.0 + reconcile.REAPPLY_SECONDS)  # the refresh period: tried again
+        assert client.route_attempts == 2
