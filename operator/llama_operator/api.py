@@ -7,9 +7,10 @@ descriptions from the ``Field(description=...)`` texts, CEL rules from
 ``CEL_RULES``), and the reconcile loop parses every object through them, so the
 schema the API server enforces and the one the operator trusts cannot drift apart.
 
-Fields that later capabilities will act on (fallbacks) are declared and validated
-now so the API is designed once; ``NOT_YET_ACTIVE`` lists them, and the reconciler
-reports a warning condition when one is set, never accepting it silently.
+Fields that later capabilities will act on are declared and validated before they
+are acted on, so the API is designed once; ``NOT_YET_ACTIVE`` lists them (none
+today), and the reconciler reports a warning condition when one is set, never
+accepting it silently.
 """
 
 from __future__ import annotations
@@ -481,10 +482,95 @@ class Traffic(Model):
 
 
 class Fallback(Model):
-    """A smaller model to serve when the primary cannot (acted on in a later release)."""
+    """A model to serve when the primary cannot (docs/concepts/fallbacks.md)."""
 
-    model: ModelSpec = Field(description="The fallback model.")
-    replicas: int = Field(default=1, ge=0, le=100, description="Warm standby replicas; 0 = cold.")
+    model: ModelSpec = Field(
+        description="The fallback model, planned and sized like the primary (same placement)."
+    )
+    replicas: int = Field(
+        default=1,
+        ge=0,
+        le=100,
+        description=(
+            "Warm standby replicas, running all the time; 0 = cold: started (one replica) "
+            "only when a failover needs it, which takes as long as a first start."
+        ),
+    )
+    license: License | None = Field(
+        default=None,
+        description=(
+            "Acceptance of this model's licence. Omitted: accepted when the licence is the "
+            "primary's and spec.license.accept is true. A fallback whose licence is not "
+            "accepted, or whose gated repository the token cannot read, is reported and "
+            "never used."
+        ),
+    )
+
+
+class Failover(Model):
+    """When traffic moves to a fallback, and when the primary is re-planned."""
+
+    onUnavailable: bool = Field(
+        default=True, description="Fail over when the primary has no ready replica."
+    )
+    onUnschedulable: bool = Field(
+        default=True,
+        description=(
+            "Fail over when primary pods stay unschedulable (PodScheduled=False, reason "
+            "Unschedulable) for gracePeriod."
+        ),
+    )
+    onFailing: bool = Field(
+        default=True,
+        description="Fail over when a primary pod crash-loops or is OOM-killed.",
+    )
+    overloadQueuePerReplica: float | None = Field(
+        default=None,
+        gt=0,
+        description=(
+            "Optional: fail over when the primary's waiting requests per ready replica stay "
+            "above this for gracePeriod (scraped from the engines' queue metric)."
+        ),
+    )
+    gracePeriod: str = Field(
+        default="5m",
+        pattern=DURATION_PATTERN,
+        description=(
+            "How long pods must stay unschedulable (or the primary overloaded) before acting."
+        ),
+    )
+    holdDown: str = Field(
+        default="5m",
+        pattern=DURATION_PATTERN,
+        description=(
+            "How long the primary must be healthy without a break before traffic returns "
+            "to it (no flapping)."
+        ),
+    )
+    replanOnUnschedulable: bool = Field(
+        default=True,
+        description=(
+            "Re-plan the primary on the next feasible GPU pool (spec.placement.pools order) "
+            "when its pods stay unschedulable for gracePeriod."
+        ),
+    )
+    replanOnOutOfMemory: bool = Field(
+        default=True,
+        description=(
+            "Re-plan the primary with more memory headroom (shorter context, more GPUs or "
+            "more quantization, within spec.placement) when it is OOM-killed or its engine "
+            "exits for lack of GPU memory."
+        ),
+    )
+    retryPoolsAfter: str | None = Field(
+        default=None,
+        pattern=DURATION_PATTERN,
+        description=(
+            "Optional: try a pool excluded for lack of capacity again after this long, so "
+            "the primary returns to the preferred pool (through a rollout) once it has "
+            "room. Omitted: excluded pools stay excluded until the spec changes."
+        ),
+    )
 
 
 class License(Model):
@@ -552,13 +638,22 @@ class LlamaDeploymentSpec(Model):
         default=None, description="Traffic splitting: Service-based, or a Gateway API route."
     )
     fallbacks: list[Fallback] = Field(
-        default_factory=list, max_length=8, description="Fallback models, in order."
+        default_factory=list,
+        max_length=8,
+        description="Fallback models, in order of preference (docs/concepts/fallbacks.md).",
+    )
+    failover: Failover | None = Field(
+        default=None,
+        description=(
+            "Failover triggers, hold-down and re-planning; omitted means the defaults "
+            "(re-planning applies with or without fallbacks)."
+        ),
     )
     license: License | None = Field(default=None, description="Licence acceptance.")
 
 
 # Spec fields that are validated now but whose behaviour ships in later releases.
-NOT_YET_ACTIVE: tuple[str, ...] = ("fallbacks",)
+NOT_YET_ACTIVE: tuple[str, ...] = ()
 
 
 class Plan(Model):
@@ -746,6 +841,82 @@ class RolloutStatus(Model):
     )
 
 
+class FallbackStatus(Model):
+    """One fallback variant, as the operator keeps it."""
+
+    name: str = Field(description="Its Deployment and Service, <name>-fallback-N.")
+    model: str = Field(description="The model it serves.")
+    replicas: int = Field(default=0, description="Replicas asked for now.")
+    readyReplicas: int = Field(default=0, description="Replicas ready.")
+    servable: bool = Field(default=False, description="Whether traffic may go to it.")
+    reason: str = Field(default="", description="Why it may not serve, when it may not.")
+    pool: str | None = Field(default=None, description="The GPU pool it is planned on.")
+
+
+class FailoverStatus(Model):
+    """Which variant the entry point serves from, and why (it survives a restart)."""
+
+    active: str = Field(
+        default="primary", description="primary, or fallback-N: where the entry point points."
+    )
+    reason: str = Field(
+        default="",
+        description="The trigger that moved traffic: Unavailable, Unschedulable, Failing, "
+        "Overloaded; empty on the primary.",
+    )
+    message: str = Field(default="", description="What happened, for a person.")
+    since: str | None = Field(default=None, description="When the active variant took over.")
+    primaryHealthySince: str | None = Field(
+        default=None, description="Since when the primary is healthy without a break."
+    )
+    overloadedSince: str | None = Field(
+        default=None, description="Since when the primary is overloaded without a break."
+    )
+    started: list[int] = Field(
+        default_factory=list,
+        description="Cold fallbacks (by index) started for this failover.",
+    )
+    fallbacks: list[FallbackStatus] = Field(
+        default_factory=list, description="Every fallback, in spec order."
+    )
+
+
+class ExcludedPool(Model):
+    """A GPU pool the primary was moved away from."""
+
+    pool: str = Field(description="The pool.")
+    since: str = Field(description="When it was excluded.")
+    reason: str = Field(description="Unschedulable (no free GPUs).")
+    message: str = Field(default="", description="What the scheduler said.")
+
+
+class PlanChange(Model):
+    """One re-planning of the primary, newest last in status.planHistory."""
+
+    time: str = Field(description="When.")
+    reason: Literal["Unschedulable", "OutOfMemory", "PoolRetried"] = Field(
+        description="Why the plan changed."
+    )
+    fromPool: str | None = Field(default=None, description="The pool before.")
+    toPool: str | None = Field(default=None, description="The pool after (none: no plan).")
+    message: str = Field(default="", description="The evidence and the new plan.")
+
+
+class RecoveryStatus(Model):
+    """Re-planning state: excluded pools and memory headroom (it survives a restart)."""
+
+    inputsHash: str | None = Field(
+        default=None, description="Spec inputs this state is for; a spec change resets it."
+    )
+    excludedPools: list[ExcludedPool] = Field(
+        default_factory=list, description="Pools the planner leaves out."
+    )
+    headroom: int = Field(
+        default=0, description="Memory headroom steps added after out-of-memory failures."
+    )
+    lastChange: str | None = Field(default=None, description="When it last re-planned.")
+
+
 class ExternalScalerRef(Model):
     """The KEDA ScaledObject or HPA the operator created for spec.autoscaling."""
 
@@ -770,6 +941,18 @@ class LlamaDeploymentStatus(Model):
     httpRoute: str | None = Field(
         default=None,
         description="The HTTPRoute the operator keeps for spec.traffic.gatewayRef.",
+    )
+    activeModel: str | None = Field(
+        default=None, description="The model the entry point serves now."
+    )
+    failover: FailoverStatus | None = Field(
+        default=None, description="Fallback variants and which one serves."
+    )
+    recovery: RecoveryStatus | None = Field(
+        default=None, description="Pools excluded and headroom added by re-planning."
+    )
+    planHistory: list[PlanChange] = Field(
+        default_factory=list, description="The last re-plannings of the primary, newest last."
     )
     externalScaler: ExternalScalerRef | None = Field(
         default=None,

@@ -36,6 +36,11 @@ PLAN_ANNOTATION = f"{api.GROUP}/plan"
 LICENSE_ANNOTATION = f"{api.GROUP}/license"
 AUP_ANNOTATION = f"{api.GROUP}/aup-url"
 DEPLOYMENT_LABEL = f"{api.GROUP}/deployment"
+# Fallback pods carry this instead of DEPLOYMENT_LABEL: the entry Service selects the
+# primary's and a canary's pods by DEPLOYMENT_LABEL alone, and must never pick a
+# fallback's by accident; it selects a fallback's only when one is active.
+FALLBACK_OF_LABEL = f"{api.GROUP}/fallback-of"
+FALLBACK_PREFIX = "fallback-"
 VARIANT_LABEL = f"{api.GROUP}/variant"
 PRIMARY = "primary"
 CANARY = "canary"
@@ -64,6 +69,8 @@ def labels(*, name: str, variant: str) -> dict[str, str]:
 
 def selector(*, name: str, variant: str) -> dict[str, str]:
     """The labels that pick one variant's pods; a subset of ``labels``."""
+    if variant.startswith(FALLBACK_PREFIX):
+        return {FALLBACK_OF_LABEL: name, VARIANT_LABEL: variant}
     return {DEPLOYMENT_LABEL: name, VARIANT_LABEL: variant}
 
 
@@ -321,6 +328,7 @@ def service(
     detection: licenses.Detection | None = None,
     annotations: Mapping[str, str] | None = None,
     all_variants: bool = False,
+    target: str | None = None,
 ) -> dict[str, Any]:
     """A ClusterIP Service named ``service_name`` in front of one variant's pods.
 
@@ -328,12 +336,16 @@ def service(
     alike), which is how a canary's share follows its replica count without a Gateway.
     ``annotations`` replace the licence annotations of ``detection`` (the entry Service
     describes what the primary runs, which during a rollout is not the newest spec).
+    ``target``: select that variant's pods instead (the entry Service on an active
+    fallback).
     """
     if annotations is None:
         if detection is None:
             raise ValueError("service() needs detection or annotations")
         annotations = license_annotations(detection)
-    chosen = {DEPLOYMENT_LABEL: name} if all_variants else selector(name=name, variant=variant)
+    chosen = (
+        {DEPLOYMENT_LABEL: name} if all_variants else selector(name=name, variant=target or variant)
+    )
     return {
         "apiVersion": "v1",
         "kind": "Service",
@@ -460,6 +472,56 @@ def canary_objects(
     return [with_hash(obj) for obj in objects]
 
 
+def fallback_objects(
+    *,
+    name: str,
+    namespace: str,
+    uid: str,
+    index: int,
+    spec: api.LlamaDeploymentSpec,
+    plan: api.Plan,
+    pool: pools.Pool,
+    settings: config.OperatorConfig,
+    detection: licenses.Detection,
+    replicas: int,
+) -> list[dict[str, Any]]:
+    """``<name>-fallback-N``: the fallback model's Deployment, Service and licence
+    ConfigMap (its model has a licence of its own), each hashed. ``spec`` is the
+    fallback's own (``spec.fallbacks[N]`` laid over the primary's placement)."""
+    variant = f"{FALLBACK_PREFIX}{index}"
+    objects = [
+        license_config_map(
+            name=name,
+            namespace=namespace,
+            uid=uid,
+            model_id=spec.model.id,
+            detection=detection,
+            variant=variant,
+        ),
+        deployment(
+            name=name,
+            namespace=namespace,
+            uid=uid,
+            variant=variant,
+            spec=spec,
+            plan=plan,
+            pool=pool,
+            settings=settings,
+            replicas=replicas,
+            detection=detection,
+        ),
+        service(
+            name=name,
+            namespace=namespace,
+            uid=uid,
+            service_name=f"{name}-{variant}",
+            variant=variant,
+            detection=detection,
+        ),
+    ]
+    return [with_hash(obj) for obj in objects]
+
+
 def http_route(
     *,
     name: str,
@@ -468,11 +530,13 @@ def http_route(
     traffic: api.Traffic,
     canary_weight: int | None,
     annotations: Mapping[str, str],
+    stable: str = PRIMARY,
 ) -> dict[str, Any]:
     """``HTTPRoute <name>`` (Gateway API v1) on ``spec.traffic.gatewayRef``: exact weights.
 
     ``canary_weight`` None: the primary alone. Otherwise both variants' Services, the
-    canary with that percent (0 while it is not in traffic yet).
+    canary with that percent (0 while it is not in traffic yet). ``stable``: the variant
+    in the primary's place (an active fallback takes it, alone).
     """
     gateway = traffic.gatewayRef
     if gateway is None:
@@ -482,8 +546,10 @@ def http_route(
         parent["namespace"] = gateway.namespace
     if gateway.sectionName:
         parent["sectionName"] = gateway.sectionName
-    backends = [_backend(f"{name}-{PRIMARY}", 100 - (canary_weight or 0))]
-    if canary_weight is not None:
+    alone = stable != PRIMARY or canary_weight is None
+    backends = [_backend(f"{name}-{stable}", 100 if alone else 100 - (canary_weight or 0))]
+    if not alone:
+        assert canary_weight is not None
         backends.append(_backend(f"{name}-{CANARY}", canary_weight))
     route_spec: dict[str, Any] = {
         "parentRefs": [parent],

@@ -21,6 +21,7 @@ AUTOSCALING = "Autoscaling"
 ROLLOUT = "Rollout"
 ROLLED_BACK = "RolledBack"
 TRAFFIC = "Traffic"
+FALLBACK_ACTIVE = "FallbackActive"
 
 # Order in which types are listed in status (stable output, stable diffs).
 ORDER = (
@@ -31,6 +32,7 @@ ORDER = (
     READY,
     ROLLOUT,
     ROLLED_BACK,
+    FALLBACK_ACTIVE,
     TRAFFIC,
     AUTOSCALING,
     LICENSE_RESTRICTED,

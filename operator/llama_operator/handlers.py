@@ -273,6 +273,7 @@ def _reconcile(
             deployments=kwargs["llama_deployments"],
             services=kwargs["llama_services"],
             nodes=kwargs["gpu_nodes"],
+            slices=kwargs["llama_endpointslices"],
         )
 
 
@@ -284,6 +285,7 @@ def _reconcile_locked(
     deployments: kopf.Index[tuple[str | None, str], dict[str, Any]],
     services: kopf.Index[tuple[str | None, str], dict[str, Any]],
     nodes: kopf.Index[None, dict[str, Any]],
+    slices: kopf.Index[tuple[str | None, str], dict[str, Any]],
 ) -> None:
     indexes = {"Deployment": deployments, "Service": services}
     started = time.monotonic()
@@ -309,6 +311,9 @@ def _reconcile_locked(
             measure=analyzer.measure,
             handled=memo.setdefault("handled_actions", {}),
             instant=time.time(),
+            queue=lambda ns, name, engine: scaling.queue_per_pod(
+                slices.get((ns, f"{name}-primary"), []), engine=engine
+            ),
         )
     except Exception:
         metrics.record_error(seconds=time.monotonic() - started)

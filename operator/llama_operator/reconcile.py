@@ -33,12 +33,15 @@ from llama_operator import (
     config,
     external_scalers,
     facts,
+    failover,
+    health,
     hub,
     k8s,
     licenses,
     licensing,
     planner,
     pools,
+    recovery,
     rollout,
     status,
 )
@@ -69,6 +72,9 @@ class MeasureRequest:
 # A judgement of the canary against the stable pods, or None when none is due yet (the
 # interval has not passed, or the window has too few requests so far).
 Measure = Callable[[MeasureRequest], "analysis.Judgement | None"]
+# (namespace, name, engine) -> the primary's waiting requests per ready pod, or None when
+# no pod could be read (spec.failover.overloadQueuePerReplica).
+QueueRead = Callable[[str, str, api.Engine], float | None]
 
 # How many ancestors of a fine-tune are looked up on the Hub at most.
 MAX_BASE_MODELS = 8
@@ -137,6 +143,7 @@ def desired(
     keep: api.Plan | None = None,
     card: CardFetch | None = None,
     keep_canary: api.Plan | None = None,
+    recovery_state: api.RecoveryStatus | None = None,
 ) -> Desired:
     """Everything the operator wants to exist for this resource, or ``PlanningError``.
 
@@ -145,6 +152,8 @@ def desired(
     a price change in the operator config never moves a running endpoint.
     ``keep_canary`` is the plan of a canary under way (status.rollout.canaryPlan), kept the
     same way, so the canary is not re-planned (and restarted) on every reconcile.
+    ``recovery_state`` (status.recovery) leaves out the pools re-planning excluded and adds
+    the memory headroom it asked for.
     """
     try:
         spec = api.parse_spec(dict(raw_spec))
@@ -154,17 +163,34 @@ def desired(
         model = resolve_facts(model=spec.model, namespace=namespace, fetch=fetch)
     except (facts.FactsError, api.SpecError) as exc:
         raise PlanningError(status.PlanningFailure("ModelFactsUnavailable", str(exc))) from exc
-    request = planner.request_for(spec=spec, model=model, available=available, settings=settings)
-    inputs = api.plan_inputs_hash(spec)
+    request = recovery.apply(
+        planner.request_for(spec=spec, model=model, available=available, settings=settings),
+        recovery_state,
+    )
+    inputs = recovery.inputs_hash(api.plan_inputs_hash(spec), recovery_state)
+    if not request.pools and recovery_state is not None and recovery_state.excludedPools:
+        raise PlanningError(
+            status.PlanningFailure(
+                "NoFeasiblePlan",
+                "spec.placement.pools: every GPU pool the spec allows was excluded after its "
+                "pods stayed unschedulable (no free GPUs)"
+                + recovery.exhausted(recovery_state)
+                + ". Add GPU capacity or allow more pools; set spec.failover.retryPoolsAfter "
+                "to try them again, or change the spec to start afresh",
+            )
+        )
     try:
         kept = [p for p in (keep_canary, keep) if p is not None and p.inputsHash == inputs]
         if kept and _still_fits(request, kept[0]):
             plan = kept[0]
         else:
-            plan = planner.plan(request).model_copy(update={"inputsHash": inputs})
+            plan = _plan_in_order(request, spec, recovery_state).model_copy(
+                update={"inputsHash": inputs}
+            )
     except planner.PlanError as exc:
         reason = "NoGPUPools" if not request.pools else "NoFeasiblePlan"
-        raise PlanningError(status.PlanningFailure(reason, f"{exc.field}: {exc}")) from exc
+        message = f"{exc.field}: {exc}{recovery.exhausted(recovery_state)}"
+        raise PlanningError(status.PlanningFailure(reason, message)) from exc
     pool = next(p for p in request.pools if p.name == plan.pool)
     if (
         spec.autoscaling is not None
@@ -209,6 +235,24 @@ def desired(
         card_gated=card_gated,
         objects=objects,
     )
+
+
+def _plan_in_order(
+    request: planner.Request,
+    spec: api.LlamaDeploymentSpec,
+    recovery_state: api.RecoveryStatus | None,
+) -> api.Plan:
+    """The planner's best plan; after a pool was excluded for lack of GPUs, and with
+    spec.placement.pools naming an order, the first pool of that order that fits instead
+    (the user's preference, not the cheapest)."""
+    if recovery_state is None or not recovery_state.excludedPools or not spec.placement.pools:
+        return planner.plan(request)
+    for pool in request.pools:  # pools.restrict kept the spec's order
+        try:
+            return planner.plan(dataclasses.replace(request, pools=(pool,)))
+        except planner.PlanError:
+            continue
+    return planner.plan(request)  # none fits alone: the planner explains why
 
 
 def detect_license(
@@ -294,6 +338,7 @@ def reconcile(
     measure: Measure | None = None,
     handled: MutableMapping[str, str] | None = None,
     instant: float | None = None,
+    queue: QueueRead | None = None,
 ) -> Outcome:
     """Reconcile one LlamaDeployment.
 
@@ -342,9 +387,19 @@ def reconcile(
     consume_action = False  # the llamaops.dev/rollout annotation was acted on: remove it
     removed_children: list[str] = []  # the canary's, deleted once no canary is wanted
     canary_counts = status.counts(None)
+    switched: failover.Decision | None = None  # where the entry point serves from
+    planned_now: api.Plan | None = None  # the primary's plan this reconcile, when one fits
     spec_replicas = raw_spec.get("replicas", 1)
     desired_replicas = spec_replicas if isinstance(spec_replicas, int) else 1
     deployment = lookup("Deployment", namespace, primary_name)
+    moment = rollout.epoch(now) if instant is None else instant
+    # Re-planning (a pool without free GPUs, an engine out of memory) decides from the
+    # primary's health before planning: its outcome is what the planner plans with.
+    spec_now = _parsed(raw_spec)
+    primary_health = _primary_health(
+        deployment, spec_now, previous, client=client, namespace=namespace, name=name
+    )
+    recovered = _recover(spec_now, previous, primary_health, now=moment, wall=now)
     try:
         wanted = desired(
             name=name,
@@ -357,11 +412,12 @@ def reconcile(
             keep=_current_plan(previous),
             card=card,
             keep_canary=_canary_plan(previous),
+            recovery_state=recovered.state if recovered is not None else None,
         )
     except PlanningError as exc:
         failure = exc.failure
     else:
-        plan = wanted.plan
+        plan = planned_now = wanted.plan
         serving = deployment is not None
         recorded = _recorded(name, previous)
         gate = gates(
@@ -385,12 +441,39 @@ def reconcile(
                 measure=measure,
                 handled=handled,
                 now=now,
-                instant=rollout.epoch(now) if instant is None else instant,
+                instant=moment,
             )
             if consumed is not None:
                 consume_action = True
                 if consumed:
                     events.append(Event("Warning", "UnknownRolloutAction", consumed))
+        backups = _fallbacks(
+            wanted,
+            name=name,
+            namespace=namespace,
+            uid=uid,
+            raw_spec=raw_spec,
+            settings=settings,
+            available=available,
+            fetch=fetch,
+            card=card,
+            access=access,
+            lookup=lookup,
+            generations=generations,
+            recovery_state=recovered.state if recovered is not None else None,
+            primary=wanted.detection,
+        )
+        switched = failover.decide(
+            policy=failover.policy_of(wanted.spec),
+            previous=failover.previous_of(previous.get("failover")),
+            primary=primary_health or health.Health(desired=desired_replicas, ready=0),
+            primary_model=wanted.spec.model.id,
+            fallbacks=[b.candidate for b in backups],
+            overloaded=_overloaded(wanted, primary_health, queue, namespace, name),
+            now=moment,
+            wall=now,
+        )
+        events.extend(switched.events)
         objects = _render(
             wanted,
             decision,
@@ -399,6 +482,8 @@ def reconcile(
             uid=uid,
             previous=previous,
             settings=settings,
+            backups=backups,
+            switched=switched,
         )
         reasons = {
             id(obj): _write_reason(
@@ -509,6 +594,15 @@ def reconcile(
             events.append(Event("Normal", "Planned", plan.reason))
         if written:
             events.append(Event("Normal", "Applied", ", ".join(written)))
+        if switched is not None:
+            removed_children += _remove_stale_fallbacks(
+                previous,
+                wanted.spec,
+                client=client,
+                lookup=lookup,
+                namespace=namespace,
+                name=name,
+            )
         if removed_children:
             events.append(Event("Normal", "Removed", ", ".join(removed_children)))
         if decision is not None:
@@ -530,6 +624,7 @@ def reconcile(
             if decision.canary_exists and in_traffic:
                 canary_counts = status.counts(lookup("Deployment", namespace, f"{name}-canary"))
 
+    history, recovery_status = _replanned(recovered, previous, plan=planned_now, events=events)
     new_status = status.compute(
         status.Observation(
             generation=generation,
@@ -548,6 +643,7 @@ def reconcile(
                     *_autoscaling_checks(wanted.spec, scaler_missing),
                     *(decision.checks if decision is not None else ()),
                     *_traffic_checks(wanted.spec, name, route_missing),
+                    *(switched.checks if switched is not None else ()),
                 )
                 if gate is not None
                 else ()
@@ -557,6 +653,7 @@ def reconcile(
                     *gate.removed,
                     *_autoscaling_removed(wanted.spec),
                     *(decision.removed if decision is not None else ()),
+                    *(switched.removed if switched is not None else ()),
                     *(
                         ()
                         if wanted.spec.traffic and wanted.spec.traffic.gatewayRef
@@ -575,6 +672,13 @@ def reconcile(
             canary_ready=canary_counts.ready,
             http_route=route,
             route_known=route_known,
+            failover=switched.status if switched is not None else None,
+            failover_known=switched is not None,
+            active_model=switched.active_model if switched is not None else None,
+            serving_fallback=_serving_fallback(switched),
+            fallback_ready=_active_ready(switched),
+            recovery=recovery_status,
+            plan_history=history,
         )
     )
     events.extend(_condition_events(previous, new_status))
@@ -587,6 +691,305 @@ def reconcile(
         refreshed=refreshed,
         consume_action=consume_action,
     )
+
+
+def _replanned(
+    recovered: recovery.Outcome | None,
+    previous: Mapping[str, Any],
+    *,
+    plan: api.Plan | None,
+    events: list[Event],
+) -> tuple[list[dict[str, Any]] | None, dict[str, Any] | None]:
+    """status.planHistory and status.recovery after this reconcile's re-planning (None:
+    unchanged), and its Event."""
+    if recovered is None:
+        return None, None
+    state = recovered.state.model_dump(mode="json", exclude_none=True)
+    empty = not recovered.state.excludedPools and recovered.state.headroom == 0
+    recovery_status = None if empty and not previous.get("recovery") else state
+    change = recovered.change
+    if change is None:
+        return None, recovery_status
+    landed = change.model_copy(update={"toPool": plan.pool if plan is not None else None})
+    where = (
+        f"now on pool {plan.pool}: {builders.plan_summary(plan=plan)}, maxModelLen "
+        f"{plan.maxModelLen}"
+        if plan is not None
+        else "and no plan fits any more (see the Planned condition)"
+    )
+    events.append(Event("Warning", "Replanned", f"{change.message}; {where}"))
+    try:
+        before = [
+            api.PlanChange.model_validate(e, strict=False)
+            for e in previous.get("planHistory") or []
+        ]
+    except pydantic.ValidationError:
+        before = []
+    history = recovery.merge_history(before, landed)
+    return [e.model_dump(mode="json", exclude_none=True) for e in history], recovery_status
+
+
+def _serving_fallback(switched: failover.Decision | None) -> str | None:
+    if switched is None or switched.active == failover.PRIMARY:
+        return None
+    state = switched.status or {}
+    return f"serving from {switched.active} ({switched.active_model}): {state.get('message', '')}"
+
+
+def _active_ready(switched: failover.Decision | None) -> int:
+    if switched is None or switched.index is None:
+        return 0
+    rows = (switched.status or {}).get("fallbacks") or []
+    return int(rows[switched.index].get("readyReplicas") or 0) if switched.index < len(rows) else 0
+
+
+def _remove_stale_fallbacks(
+    previous: Mapping[str, Any],
+    spec: api.LlamaDeploymentSpec,
+    *,
+    client: k8s.Client,
+    lookup: Lookup,
+    namespace: str,
+    name: str,
+) -> list[str]:
+    """Delete the children of fallbacks the spec no longer has (status names them)."""
+    before = failover.previous_of(previous.get("failover"))
+    if before is None:
+        return []
+    wanted = {f"{name}-{failover.name_of(i)}" for i in range(len(spec.fallbacks))}
+    removed = []
+    for row in before.fallbacks:
+        child = f"{name}-{row.name}"
+        if child in wanted:
+            continue
+        for api_version, kind, obj_name in (
+            ("apps/v1", "Deployment", child),
+            ("v1", "Service", child),
+            ("v1", "ConfigMap", licensing.config_map_name(child)),
+        ):
+            if kind != "ConfigMap" and lookup(kind, namespace, obj_name) is None:
+                continue
+            if client.delete(
+                api_version=api_version, kind=kind, namespace=namespace, name=obj_name
+            ):
+                removed.append(f"{kind}/{obj_name}")
+    return removed
+
+
+def _parsed(raw_spec: Mapping[str, Any]) -> api.LlamaDeploymentSpec | None:
+    try:
+        return api.parse_spec(dict(raw_spec))
+    except api.SpecError:
+        return None  # desired() reports it
+
+
+def _primary_health(
+    deployment: Mapping[str, Any] | None,
+    spec: api.LlamaDeploymentSpec | None,
+    previous: Mapping[str, Any],
+    *,
+    client: k8s.Client,
+    namespace: str,
+    name: str,
+) -> health.Health | None:
+    """The primary's health; its pods are read only when they may tell something: the
+    Deployment has fewer ready pods than it asks for, or a failover or an exclusion is
+    under way (a healthy endpoint costs no request)."""
+    if deployment is None or spec is None:
+        return None
+    asked = (deployment.get("spec") or {}).get("replicas")
+    desired = asked if isinstance(asked, int) else spec.replicas
+    ready = status.counts(deployment).ready
+    before = failover.previous_of(previous.get("failover"))
+    away = before is not None and before.active != failover.PRIMARY
+    if not (health.needs_pods(deployment, desired) or away):
+        return health.Health(desired=desired, ready=ready)
+    pods = client.list_pods(
+        namespace=namespace, labels=builders.selector(name=name, variant=builders.PRIMARY)
+    )
+    return health.of(desired=desired, ready=ready, pods=pods)
+
+
+def _recover(
+    spec: api.LlamaDeploymentSpec | None,
+    previous: Mapping[str, Any],
+    primary: health.Health | None,
+    *,
+    now: float,
+    wall: str,
+) -> recovery.Outcome | None:
+    if spec is None:
+        return None
+    raw = previous.get("recovery")
+    try:
+        state = api.RecoveryStatus.model_validate(raw, strict=False) if raw else None
+    except pydantic.ValidationError:
+        state = None
+    return recovery.decide(
+        policy=recovery.policy_of(spec),
+        state=state,
+        inputs_hash=api.plan_inputs_hash(spec),
+        plan=_current_plan(previous),
+        primary=primary,
+        now=now,
+        wall=wall,
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Backup:
+    """One fallback: its plan and children when it can have them, and how it is."""
+
+    candidate: failover.Candidate
+    spec: api.LlamaDeploymentSpec | None = None
+    wanted: Desired | None = None
+
+
+def _fallbacks(
+    wanted: Desired,
+    *,
+    name: str,
+    namespace: str,
+    uid: str,
+    raw_spec: Mapping[str, Any],
+    settings: config.OperatorConfig,
+    available: Sequence[pools.Pool],
+    fetch: HubFetch | None,
+    card: CardFetch | None,
+    access: AccessCheck | None,
+    lookup: Lookup,
+    generations: MutableMapping[str, int],
+    recovery_state: api.RecoveryStatus | None,
+    primary: licenses.Detection,
+) -> list[Backup]:
+    """Each spec.fallbacks[i], planned and sized like the primary (its placement, the
+    pools re-planning left), with its own licence and gated-access gates: a fallback
+    that may not serve is reported with the reason, and gets no pods."""
+    result = []
+    accepted = wanted.spec.license is not None and wanted.spec.license.accept
+    for index, fallback in enumerate(wanted.spec.fallbacks):
+        variant = f"{builders.FALLBACK_PREFIX}{index}"
+        raw = _fallback_spec(raw_spec, fallback)
+        live = lookup("Deployment", namespace, f"{name}-{variant}")
+        ready = status.counts(live).ready
+        base = failover.Candidate(
+            index=index, model=fallback.model.id, configured=fallback.replicas, ready=ready
+        )
+        try:
+            planned = desired(
+                name=f"{name}-{variant}",
+                namespace=namespace,
+                uid=uid,
+                raw_spec=raw,
+                settings=settings,
+                available=available,
+                fetch=fetch,
+                card=card,
+                recovery_state=_pools_only(recovery_state),
+            )
+        except PlanningError as exc:
+            reason = f"{exc.failure.reason}: {exc.failure.message}"
+            result.append(Backup(dataclasses.replace(base, servable=False, reason=reason)))
+            continue
+        if fallback.license is None and accepted and planned.detection.id == primary.id:
+            # The same licence the primary's acceptance covers: accepted for it too.
+            raw = {**raw, "license": {"accept": True}}
+            planned = dataclasses.replace(planned, spec=api.parse_spec(raw))
+        children = _fallback_children(
+            planned,
+            name=name,
+            namespace=namespace,
+            uid=uid,
+            index=index,
+            settings=settings,
+            replicas=fallback.replicas,
+        )
+        pods = next(o for o in children if o["kind"] == "Deployment")
+        gate = gates(
+            planned,
+            name=f"{name}-{variant}",
+            namespace=namespace,
+            previous={},
+            serving=live is not None,
+            # Access to a gated model is checked when its pods are about to change.
+            creating_pods=live is None
+            or _live_hash(live) != _live_hash(pods)
+            or _edited_by_others(live, f"Deployment/{name}-{variant}", generations),
+            access=access,
+        )
+        # The gates speak of the primary's fields; for a fallback, name its own.
+        reason = (
+            (gate.hold or "")
+            .replace("spec.license.", f"spec.fallbacks[{index}].license.")
+            .replace("spec.model.", f"spec.fallbacks[{index}].model.")
+        )
+        candidate = dataclasses.replace(
+            base, servable=gate.hold is None, reason=reason, pool=planned.plan.pool
+        )
+        result.append(Backup(candidate, planned.spec, planned))
+    return result
+
+
+def _fallback_children(
+    planned: Desired,
+    *,
+    name: str,
+    namespace: str,
+    uid: str,
+    index: int,
+    settings: config.OperatorConfig,
+    replicas: int,
+) -> list[dict[str, Any]]:
+    return builders.fallback_objects(
+        name=name,
+        namespace=namespace,
+        uid=uid,
+        index=index,
+        spec=planned.spec,
+        plan=planned.plan,
+        pool=planned.pool,
+        settings=settings,
+        detection=planned.detection,
+        replicas=replicas,
+    )
+
+
+def _fallback_spec(raw_spec: Mapping[str, Any], fallback: api.Fallback) -> dict[str, Any]:
+    """The primary's spec with the fallback's model: same engine choice, placement and
+    cache; no rollout, autoscaling, traffic or fallbacks of its own."""
+    keep = {"engine", "placement", "image", "modelCache"}
+    raw = {key: value for key, value in raw_spec.items() if key in keep}
+    raw["model"] = fallback.model.model_dump(mode="json", exclude_none=True)
+    raw["replicas"] = fallback.replicas
+    if fallback.license is not None:
+        raw["license"] = fallback.license.model_dump(mode="json", exclude_none=True)
+    return raw
+
+
+def _pools_only(state: api.RecoveryStatus | None) -> api.RecoveryStatus | None:
+    """What of the primary's re-planning a fallback shares: pools without free GPUs (its
+    own memory headroom is its own)."""
+    if state is None or not state.excludedPools:
+        return None
+    return api.RecoveryStatus(excludedPools=state.excludedPools)
+
+
+def _overloaded(
+    wanted: Desired,
+    primary: health.Health | None,
+    queue: QueueRead | None,
+    namespace: str,
+    name: str,
+) -> bool:
+    """Whether the primary's queue per ready replica is above the failover threshold now
+    (read only when the threshold is set and fallbacks exist)."""
+    threshold = failover.policy_of(wanted.spec).overloadQueuePerReplica
+    if threshold is None or queue is None or not wanted.spec.fallbacks:
+        return False
+    if primary is None or primary.ready == 0:
+        return False
+    per_pod = queue(namespace, name, wanted.plan.engine)
+    return per_pod is not None and per_pod > threshold
 
 
 def _changes_pods(
@@ -738,9 +1141,12 @@ def _render(
     uid: str,
     previous: Mapping[str, Any],
     settings: config.OperatorConfig,
+    backups: Sequence[Backup] = (),
+    switched: failover.Decision | None = None,
 ) -> list[dict[str, Any]]:
     """The children to apply for the rollout mode: the newest spec's, the stable primary's
-    held back while a canary runs or after a rollback, the canary's, and the route.
+    held back while a canary runs or after a rollback, the canary's, the fallbacks' that
+    may serve, and the route; the entry Service and the route on the active fallback.
 
     ``decision`` None: no rollout decided (a closed gate, the CLI): the newest spec's."""
     spec = wanted.spec
@@ -763,8 +1169,13 @@ def _render(
         for obj in wanted.objects
         if not (held and (obj["kind"], obj["metadata"]["name"]) in stable)
     ]
+    active = switched.index if switched is not None else None
+    serving_backup = next((b for b in backups if b.candidate.index == active), None)
+    if serving_backup is not None and serving_backup.wanted is not None:
+        annotations = builders.license_annotations(serving_backup.wanted.detection)
     # The entry point: the primary's pods, or (without a Gateway, while the canary takes
-    # traffic) both variants', so the canary's share follows its replica count.
+    # traffic) both variants', so the canary's share follows its replica count; an
+    # active fallback's alone while the primary cannot serve.
     entry = builders.with_hash(
         builders.service(
             name=name,
@@ -773,7 +1184,8 @@ def _render(
             service_name=name,
             variant=builders.PRIMARY,
             annotations=annotations,
-            all_variants=decision is not None and decision.both,
+            all_variants=decision is not None and decision.both and active is None,
+            target=failover.name_of(active) if active is not None else None,
         )
     )
     objects = [
@@ -793,6 +1205,18 @@ def _render(
             replicas=decision.canary_replicas,
             revision=builders.revision_of(_primary_of(wanted)) or "",
         )
+    for backup, replicas in zip(backups, switched.replicas if switched else (), strict=False):
+        if backup.wanted is None or not backup.candidate.servable:
+            continue  # reported in status.failover, never given pods
+        objects += _fallback_children(
+            backup.wanted,
+            name=name,
+            namespace=namespace,
+            uid=uid,
+            index=backup.candidate.index,
+            settings=settings,
+            replicas=replicas,
+        )
     if spec.traffic is not None and spec.traffic.gatewayRef is not None:
         objects.append(
             builders.http_route(
@@ -802,6 +1226,7 @@ def _render(
                 traffic=spec.traffic,
                 canary_weight=decision.weight if decision is not None and canary else None,
                 annotations=annotations,
+                stable=failover.name_of(active) if active is not None else builders.PRIMARY,
             )
         )
     return objects

@@ -204,3 +204,24 @@ async def tick(
             subresource="status",
         )
     return Tick(decision, samples, current, scaling.metric, policy.target, events, bool(update))
+
+
+def queue_per_pod(slices: Iterable[Mapping[str, Any]], *, engine: api.Engine) -> float | None:
+    """Waiting requests per ready pod behind these EndpointSlices, or None when no pod
+    could be read (the failover's overload trigger). Blocking: for a reconcile's thread."""
+    endpoints = ready_endpoints(slices)
+    if not endpoints:
+        return None
+
+    async def read() -> list[autoscaler.Sample]:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+            return await scrape(
+                session,
+                endpoints,
+                engine=engine,
+                signal="queue",
+                timeout=SCRAPE_TIMEOUT_SECONDS,
+            )
+
+    values = [s.value for s in asyncio.run(read()) if s.value is not None]
+    return sum(values) / len(values) if values else None

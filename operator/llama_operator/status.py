@@ -53,6 +53,13 @@ class Observation:
     route_known: bool = False  # False: keep status.httpRoute as it is
     canary_replicas: int = 0  # pods of a canary in traffic, added to the reported counts
     canary_ready: int = 0
+    failover: Mapping[str, Any] | None = None  # status.failover
+    failover_known: bool = False  # False: keep status.failover as it is
+    active_model: str | None = None  # status.activeModel; None keeps it
+    serving_fallback: str | None = None  # why the entry point serves from a fallback
+    fallback_ready: int = 0  # ready pods of the active fallback
+    recovery: Mapping[str, Any] | None = None  # status.recovery; None keeps it
+    plan_history: Sequence[Mapping[str, Any]] | None = None  # None keeps it
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,7 +96,7 @@ def phase(observation: Observation, c: Counts) -> api.Phase:
         return "Degraded" if observation.deployment is not None else "Failed"
     if observation.deployment is None:
         return "Pending"
-    if observation.held_back is not None:
+    if observation.held_back is not None or observation.serving_fallback is not None:
         return "Degraded"
     desired = observation.desired_replicas
     if c.deadline_exceeded:
@@ -141,6 +148,12 @@ def compute(observation: Observation) -> dict[str, Any]:
 
     if c.ready > 0:
         available = ("True", "MinimumReplicasAvailable", f"{c.ready} replica(s) ready")
+    elif observation.serving_fallback is not None and observation.fallback_ready > 0:
+        available = (
+            "True",
+            "FallbackAvailable",
+            f"{observation.fallback_ready} fallback replica(s) ready; the primary has none",
+        )
     elif observation.desired_replicas == 0 and observation.deployment is not None:
         available = ("False", "ScaledToZero", "spec.replicas is 0")
     else:
@@ -168,7 +181,9 @@ def compute(observation: Observation) -> dict[str, Any]:
             "downloads the model and can take a long time"
         ),
         "Degraded": (
-            f"the latest spec is held back, the running pods serve unchanged: {held}"
+            observation.serving_fallback
+            if observation.serving_fallback is not None
+            else f"the latest spec is held back, the running pods serve unchanged: {held}"
             if held is not None and observation.failure is None
             else "the Deployment exceeded its progress deadline"
             if c.deadline_exceeded
@@ -238,6 +253,14 @@ def compute(observation: Observation) -> dict[str, Any]:
         result["license"] = dict(license)
     if observation.rollout is not None:
         result["rollout"] = dict(observation.rollout)
+    if observation.failover_known:
+        result["failover"] = dict(observation.failover) if observation.failover else None
+    if observation.active_model is not None:
+        result["activeModel"] = observation.active_model
+    if observation.recovery is not None:
+        result["recovery"] = dict(observation.recovery)
+    if observation.plan_history is not None:
+        result["planHistory"] = [dict(entry) for entry in observation.plan_history]
     if observation.route_known:
         result["httpRoute"] = observation.http_route
     if observation.scaler_known:

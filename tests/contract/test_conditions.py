@@ -164,21 +164,26 @@ class TestHubFacts:
         assert "example-org/tiny-llama" in container_args(deployment)
 
 
-class TestNotYetActive:
-    async def test_fields_of_later_releases_raise_a_warning_condition(
+class TestEveryFieldIsActive:
+    async def test_fallbacks_raise_no_warning_and_get_their_deployment(
         self, operator: ApplyingEmulator
     ) -> None:
         spec = {
             "model": {"id": "meta-llama/Llama-3.1-8B-Instruct"},
-            "fallbacks": [{"model": {"id": "meta-llama/Llama-3.2-1B-Instruct"}}],
+            "fallbacks": [
+                {
+                    "model": {"id": "meta-llama/Llama-3.2-1B-Instruct"},
+                    "license": {"accept": True},  # Llama 3.2's licence, not the primary's
+                }
+            ],
             "license": {"accept": True},
         }
         await create(operator, LLAMA, llama(spec=spec))
-        condition = await eventually(lambda: condition_of(operator, "NotYetActive"))
-        assert condition["status"] == "True"
-        assert "spec.fallbacks" in condition["message"]
-        assert exists(operator, DEPLOYMENTS, "chat-primary")  # still serves what it can
-        await eventually(lambda: any(e["reason"] == "FieldsNotActive" for e in events(operator)))
+        await eventually(lambda: exists(operator, DEPLOYMENTS, "chat-fallback-0"))
+        assert exists(operator, DEPLOYMENTS, "chat-primary")
+        await eventually(lambda: status_of(operator).get("activeModel"))
+        assert "NotYetActive" not in {c["type"] for c in status_of(operator)["conditions"]}
+        assert not any(e["reason"] == "FieldsNotActive" for e in events(operator))
 
 
 async def create_node(cluster: ApplyingEmulator, node: dict[str, Any]) -> None:

@@ -1,0 +1,163 @@
+"""How the primary is doing, from its Deployment and (when it is not all well) its pods.
+
+Pure: the Deployment's counts and the pods' status in, a ``Health`` out. Failover
+(``failover``) and re-planning (``recovery``) decide from it. The reconcile lists the
+primary's pods only when the Deployment does not report every replica ready (or a
+failover or an exclusion is under way): a healthy endpoint costs no pod listing.
+
+What is read from pods:
+- **Unschedulable**: a pod whose ``PodScheduled`` condition is False with reason
+  ``Unschedulable`` (the scheduler's ``FailedScheduling``: no node with free GPUs, or none
+  matching the pool's selector); the earliest such transition is when it started.
+- **Failing**: a container that crash-loops (or cannot start), or was OOM-killed and is
+  not ready again (``rollout.pod_failure`` reads similar states for canaries).
+- **Out of memory**: OOMKilled, or a termination message (the engine's last log lines,
+  ``terminationMessagePolicy: FallbackToLogsOnError``) saying the GPU ran out of memory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+# What vLLM, TGI and PyTorch print when the GPU memory does not suffice; matched against
+# a container's termination message (its last log lines), lower-cased.
+GPU_MEMORY_PATTERNS = (
+    "cuda out of memory",
+    "outofmemoryerror",
+    "out of memory",
+    "no available memory for the cache blocks",
+    "not enough memory",
+    "insufficient memory",
+    "cuda error: out of memory",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Health:
+    """The primary as the failover and re-planning see it."""
+
+    desired: int  # spec.replicas the primary should run
+    ready: int  # its ready pods
+    unschedulable_since: float | None = None  # the earliest Unschedulable pod, epoch
+    unschedulable: str | None = None  # what the scheduler said about it
+    failing: str | None = None  # a crash loop or OOM kill, described
+    out_of_memory: str | None = None  # an OOM kill or a GPU-memory exit, described
+    out_of_memory_at: float | None = None  # when that container ended, epoch
+
+    @property
+    def healthy(self) -> bool:
+        """Every desired replica ready, none failing, none waiting for a node."""
+        return (
+            self.ready >= max(1, self.desired)
+            and self.failing is None
+            and self.unschedulable_since is None
+        )
+
+
+def needs_pods(deployment: Mapping[str, Any] | None, desired: int) -> bool:
+    """Whether the pods must be read: the Deployment does not report all replicas ready."""
+    if deployment is None:
+        return False
+    status = deployment.get("status") or {}
+    return int(status.get("readyReplicas") or 0) < desired
+
+
+def of(*, desired: int, ready: int, pods: Sequence[Mapping[str, Any]] = ()) -> Health:
+    """The primary's health from its ready count and (when read) its pods."""
+    since: float | None = None
+    said: str | None = None
+    failing: str | None = None
+    oom: str | None = None
+    oom_at: float | None = None
+    for pod in pods:
+        meta = pod.get("metadata") or {}
+        if meta.get("deletionTimestamp"):
+            continue  # going away: says nothing about the pods that will serve
+        name = meta.get("name", "?")
+        status = pod.get("status") or {}
+        for condition in status.get("conditions") or []:
+            if (
+                condition.get("type") == "PodScheduled"
+                and condition.get("status") == "False"
+                and condition.get("reason") == "Unschedulable"
+            ):
+                at = _epoch(condition.get("lastTransitionTime"))
+                if at is not None and (since is None or at < since):
+                    since, said = at, str(condition.get("message") or "")
+        for container in status.get("containerStatuses") or []:
+            found = _out_of_memory(name, container)
+            # The latest wins: an older pod's kill from before the last re-planning
+            # must not hide a new one's (re-planning dedups by this time).
+            if found is not None and (oom is None or _later(found[1], oom_at)):
+                oom, oom_at = found
+            if failing is None:
+                failing = _failing(name, container)
+    return Health(
+        desired=desired,
+        ready=ready,
+        unschedulable_since=since,
+        unschedulable=said,
+        failing=failing,
+        out_of_memory=oom,
+        out_of_memory_at=oom_at,
+    )
+
+
+_BROKEN = frozenset({"CrashLoopBackOff", "RunContainerError", "CreateContainerError"})
+
+
+def _failing(pod: str, container: Mapping[str, Any]) -> str | None:
+    state = container.get("state") or {}
+    # lastState keeps a kill until the next restart, days later perhaps: it counts only
+    # while the container does not serve again.
+    last = (
+        {}
+        if container.get("ready") is True
+        else (container.get("lastState") or {}).get("terminated") or {}
+    )
+    terminated = state.get("terminated") or {}
+    for ended in (terminated, last):
+        if ended.get("reason") == "OOMKilled":
+            return f"pod {pod}: container {container.get('name')} was OOMKilled"
+    waiting = (state.get("waiting") or {}).get("reason")
+    if waiting in _BROKEN:
+        return f"pod {pod}: container {container.get('name')} is in {waiting}"
+    return None
+
+
+def _out_of_memory(pod: str, container: Mapping[str, Any]) -> tuple[str, float | None] | None:
+    state = container.get("state") or {}
+    for ended in (
+        state.get("terminated") or {},
+        (container.get("lastState") or {}).get("terminated") or {},
+    ):
+        if not ended:
+            continue
+        at = _epoch(ended.get("finishedAt"))
+        if ended.get("reason") == "OOMKilled":
+            return f"pod {pod}: container {container.get('name')} was OOMKilled", at
+        message = str(ended.get("message") or "").lower()
+        hit = next((p for p in GPU_MEMORY_PATTERNS if p in message), None)
+        if hit is not None:
+            return (
+                f"pod {pod}: container {container.get('name')} exited for lack of GPU "
+                f"memory ({hit!r} in its last log lines)",
+                at,
+            )
+    return None
+
+
+def _later(at: float | None, than: float | None) -> bool:
+    return at is not None and (than is None or at > than)
+
+
+def _epoch(text: Any) -> float | None:
+    if not isinstance(text, str) or not text:
+        return None
+    try:
+        return datetime.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
