@@ -197,6 +197,9 @@ def _cmd_plan(args: argparse.Namespace) -> int:
             entry["plan"] = wanted.plan.model_dump(mode="json")
             entry["license"] = _license_entry(doc, wanted)
             entry["rollout"] = _rollout_entry(wanted.spec)
+            entry["fallbacks"] = [
+                _fallback_entry(backup) for backup in _backups(doc, wanted, settings, catalogue)
+            ]
         results.append(entry)
 
     if not results:
@@ -267,6 +270,61 @@ def _rollout_entry(spec: api.LlamaDeploymentSpec) -> dict[str, Any]:
         "maxSurge": policy.maxSurge,
         "maxUnavailable": policy.maxUnavailable,
     }
+
+
+def _backups(
+    doc: dict[str, Any],
+    wanted: reconcile.Desired,
+    settings: config.OperatorConfig,
+    catalogue: tuple[pools.Pool, ...],
+) -> list[reconcile.Backup]:
+    meta = doc.get("metadata") or {}
+    return reconcile.plan_fallbacks(
+        wanted,
+        name=str(meta.get("name", "unnamed")),
+        namespace=str(meta.get("namespace", "default")),
+        uid=str(meta.get("uid", PLACEHOLDER_UID)),
+        raw_spec=doc.get("spec") or {},
+        settings=settings,
+        available=catalogue,
+        fetch=_cli_fetch,
+        card=_cli_card,
+    )
+
+
+def _fallback_entry(backup: reconcile.Backup) -> dict[str, Any]:
+    c = backup.candidate
+    found: dict[str, Any] = {
+        "name": f"fallback-{c.index}",
+        "model": c.model,
+        "replicas": c.configured,
+        "servable": c.servable,
+    }
+    if backup.wanted is not None:
+        found["plan"] = backup.wanted.plan.model_dump(mode="json", exclude_none=True)
+        found["license"] = backup.wanted.detection.id
+    if c.reason:
+        found["reason"] = c.reason
+    return found
+
+
+def _fallbacks_text(fallbacks: list[dict[str, Any]]) -> str:
+    lines = []
+    for f in fallbacks:
+        standby = f"{f['replicas']} warm" if f["replicas"] else "cold"
+        if "plan" in f:
+            p = f["plan"]
+            where = (
+                f"{p['engine']} on pool {p['pool']}: {p['gpusPerReplica']}x {p['gpuProduct']}, "
+                f"{p['quantization']}, maxModelLen {p['maxModelLen']}"
+            )
+        else:
+            where = "no plan"
+        line = f"  {f['name']}: {f['model']} ({standby}), {where}"
+        if not f["servable"]:
+            line += f"; NOT SERVABLE: {f.get('reason', '')}"
+        lines.append(line + "\n")
+    return "".join(lines)
 
 
 def _rollout_text(rollout: dict[str, Any]) -> str:
@@ -344,6 +402,7 @@ def _plan_text(entry: dict[str, Any]) -> str:
         f"per replica ({p['maxConcurrentSequences']} full-length sequences)\n"
         f"  why: {p['reason']}\n"
         f"{_rollout_text(entry['rollout'])}"
+        f"{_fallbacks_text(entry.get('fallbacks') or [])}"
         f"{found}"
     )
 
@@ -399,6 +458,7 @@ def _cmd_render(args: argparse.Namespace) -> int:
             namespace=str(meta.get("namespace", "default")),
             uid=str(meta.get("uid", PLACEHOLDER_UID)),
             settings=settings,
+            backups=_backups(doc, wanted, settings, catalogue),
         )
         for obj in children:
             if obj["kind"] == "Deployment" and hold is not None:

@@ -88,6 +88,20 @@ JUDGEMENTS = prometheus_client.Counter(
     ["result"],
     registry=REGISTRY,
 )
+FAILOVERS = prometheus_client.Counter(
+    "llama_operator_failovers",
+    "Fallback switches and re-plannings, by event (failed_over, failed_back, "
+    "fallback_started, replanned).",
+    ["event"],
+    registry=REGISTRY,
+)
+# Event reasons of the failover and re-planning -> the FAILOVERS event they count as.
+_FAILOVER_EVENTS = {
+    "FailedOver": "failed_over",
+    "FailedBack": "failed_back",
+    "StartingFallback": "fallback_started",
+    "Replanned": "replanned",
+}
 # Event reasons of the rollout state machine -> the ROLLOUTS outcome they count as.
 _ROLLOUT_OUTCOMES = {
     "RolloutStarted": "started",
@@ -208,11 +222,15 @@ def record(
 
 
 def record_rollout(reasons: list[str]) -> None:
-    """Count the rollout transitions among a reconcile's Event reasons."""
+    """Count the rollout, failover and re-planning transitions among a reconcile's Event
+    reasons."""
     for reason in reasons:
         outcome = _ROLLOUT_OUTCOMES.get(reason)
         if outcome is not None:
             ROLLOUTS.labels(outcome=outcome).inc()
+        event = _FAILOVER_EVENTS.get(reason)
+        if event is not None:
+            FAILOVERS.labels(event=event).inc()
 
 
 def record_judgement(result: str) -> None:

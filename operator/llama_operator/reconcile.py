@@ -1205,7 +1205,8 @@ def _render(
             replicas=decision.canary_replicas,
             revision=builders.revision_of(_primary_of(wanted)) or "",
         )
-    for backup, replicas in zip(backups, switched.replicas if switched else (), strict=False):
+    counts = switched.replicas if switched else tuple(b.candidate.configured for b in backups)
+    for backup, replicas in zip(backups, counts, strict=False):
         if backup.wanted is None or not backup.candidate.servable:
             continue  # reported in status.failover, never given pods
         objects += _fallback_children(
@@ -1233,11 +1234,57 @@ def _render(
 
 
 def steady_children(
-    wanted: Desired, *, name: str, namespace: str, uid: str, settings: config.OperatorConfig
+    wanted: Desired,
+    *,
+    name: str,
+    namespace: str,
+    uid: str,
+    settings: config.OperatorConfig,
+    backups: Sequence[Backup] = (),
 ) -> list[dict[str, Any]]:
-    """Every child of a resource with no rollout under way (the CLI's render)."""
+    """Every child of a resource with no rollout under way and the primary serving (the
+    CLI's render): the fallbacks that may serve at their configured replicas."""
     return _render(
-        wanted, None, name=name, namespace=namespace, uid=uid, previous={}, settings=settings
+        wanted,
+        None,
+        name=name,
+        namespace=namespace,
+        uid=uid,
+        previous={},
+        settings=settings,
+        backups=backups,
+    )
+
+
+def plan_fallbacks(
+    wanted: Desired,
+    *,
+    name: str,
+    namespace: str,
+    uid: str,
+    raw_spec: Mapping[str, Any],
+    settings: config.OperatorConfig,
+    available: Sequence[pools.Pool],
+    fetch: HubFetch | None,
+    card: CardFetch | None,
+) -> list[Backup]:
+    """The fallbacks as a first reconcile plans them, offline (the CLI): nothing runs
+    yet, and no token is checked."""
+    return _fallbacks(
+        wanted,
+        name=name,
+        namespace=namespace,
+        uid=uid,
+        raw_spec=raw_spec,
+        settings=settings,
+        available=available,
+        fetch=fetch,
+        card=card,
+        access=None,
+        lookup=lambda kind, ns, obj_name: None,
+        generations={},
+        recovery_state=None,
+        primary=wanted.detection,
     )
 
 

@@ -151,8 +151,24 @@ class TestRender:
         assert ("Service", "chat") in names
         assert ("Service", "chat-primary") in names
         assert ("ConfigMap", "chat-license") in names
-        # Every example accepts its licence, so nothing is held back.
-        assert len(objects) == 4 * len(list(EXAMPLES.glob("*.yaml")))
+        # Every example accepts its licence, so nothing is held back: four children each,
+        # and three more (Deployment, Service, licence) per fallback.
+        fallbacks = sum(
+            len((yaml.safe_load(path.read_text())["spec"].get("fallbacks") or []))
+            for path in EXAMPLES.glob("*.yaml")
+        )
+        assert fallbacks >= 1
+        assert len(objects) == 4 * len(list(EXAMPLES.glob("*.yaml"))) + 3 * fallbacks
+        assert ("Deployment", "chat-70b-resilient-fallback-0") in names
+        (standby,) = [
+            o
+            for o in objects
+            if o["metadata"]["name"] == "chat-70b-resilient-fallback-0"
+            and o["kind"] == "Deployment"
+        ]
+        labels = standby["spec"]["template"]["metadata"]["labels"]
+        assert "llamaops.dev/deployment" not in labels  # never selected as the primary
+        assert labels["llamaops.dev/fallback-of"] == "chat-70b-resilient"
 
     def test_a_deployment_the_licence_gate_holds_is_left_out_and_said(
         self, capsys: pytest.CaptureFixture[str], tmp_path: pathlib.Path

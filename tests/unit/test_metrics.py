@@ -45,6 +45,24 @@ class TestRecord:
         assert delta("llama_operator_planning_failures_total", ("reason", "NoFeasiblePlan")) == 1
         assert delta("llama_operator_reconcile_duration_seconds_count") == 3
 
+    def test_rollout_and_failover_events_are_counted(self) -> None:
+        before = samples()
+
+        def delta(name: str, *labels: tuple[str, str]) -> float:
+            key = (name, tuple(sorted(labels)))
+            return samples()[key] - before.get(key, 0.0)
+
+        metrics.record_rollout(
+            ["Applied", "RolloutStarted", "FailedOver", "Replanned", "Replanned", "FailedBack"]
+        )
+        metrics.record_rollout(["Promoted", "StartingFallback"])
+        assert delta("llama_operator_rollouts_total", ("outcome", "started")) == 1
+        assert delta("llama_operator_rollouts_total", ("outcome", "promoted")) == 1
+        assert delta("llama_operator_failovers_total", ("event", "failed_over")) == 1
+        assert delta("llama_operator_failovers_total", ("event", "failed_back")) == 1
+        assert delta("llama_operator_failovers_total", ("event", "replanned")) == 2
+        assert delta("llama_operator_failovers_total", ("event", "fallback_started")) == 1
+
     def test_phases_count_each_object_once_and_forget_deleted_ones(self) -> None:
         metrics.forget("p1")
         start = phase_count("Ready")

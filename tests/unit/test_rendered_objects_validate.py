@@ -14,7 +14,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from llama_operator import api, builders, catalog, config, facts, licenses, planner
+from llama_operator import api, builders, catalog, config, facts, licenses, planner, reconcile
 
 EXAMPLES = sorted((pathlib.Path(__file__).parents[2] / "manifests" / "examples").glob("*.yaml"))
 OLDEST = "1.30"
@@ -76,3 +76,43 @@ def test_validator_rejects_a_broken_object(version: str) -> None:
     container["ports"][0]["bogus"] = 1
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(deployment, version, strict=True)
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda path: path.stem)
+def test_every_child_the_operator_renders_validates(example: pathlib.Path, version: str) -> None:
+    """What `render` prints (the reconcile's own rendering, fallbacks included)."""
+    document = yaml.safe_load(example.read_text(encoding="utf-8"))
+    meta = document["metadata"]
+    settings = config.OperatorConfig()
+    wanted = reconcile.desired(
+        name=meta["name"],
+        namespace=meta["namespace"],
+        uid="6f1c2a8e-0000-4000-8000-000000000001",
+        raw_spec=document["spec"],
+        settings=settings,
+        available=config.default_pools(),
+        fetch=None,
+    )
+    backups = reconcile.plan_fallbacks(
+        wanted,
+        name=meta["name"],
+        namespace=meta["namespace"],
+        uid="6f1c2a8e-0000-4000-8000-000000000001",
+        raw_spec=document["spec"],
+        settings=settings,
+        available=config.default_pools(),
+        fetch=None,
+        card=None,
+    )
+    children = reconcile.steady_children(
+        wanted,
+        name=meta["name"],
+        namespace=meta["namespace"],
+        uid="6f1c2a8e-0000-4000-8000-000000000001",
+        settings=settings,
+        backups=backups,
+    )
+    assert len(children) >= 4
+    for obj in children:
+        kubernetes_validate.validate(obj, version, strict=True)
