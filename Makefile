@@ -88,6 +88,7 @@ bench: $(STAMP) ## benchmarks: planner vs brute force, autoscaling policy and lo
 	$(BIN)/python benchmarks/bench_autoscaler.py
 	$(BIN)/python benchmarks/bench_scaler_loop.py
 	$(BIN)/python benchmarks/bench_rollout.py
+	$(BIN)/python benchmarks/bench_failover.py
 	$(BIN)/python benchmarks/bench_reconcile.py
 	$(BIN)/python benchmarks/bench_footprint.py
 

@@ -12,7 +12,8 @@ Two operator runs, each with a fresh child and a fresh emulator:
 
 A. resync 0.5 s (``LLAMA_OPERATOR_RESYNC_SECONDS`` in the child's environment, so it is
    set before ``llama_operator.handlers`` is imported: Kopf binds timer intervals then).
-   One LlamaDeployment is created and left to settle (its first reconcile races the
+   One LlamaDeployment is created, its Deployment reported Ready (as the Deployment
+   controller would) and left to settle (its first reconcile races the
    first timer ticks here, hence the second "first" column); then the requests made
    during ``NOOP_TICKS`` timer ticks of the unchanged object are counted, from the start
    of one tick to the start of the tick ``NOOP_TICKS`` later. Ticks are seen by wrapping
@@ -523,6 +524,14 @@ async def run_noop(workdir: pathlib.Path) -> NoopResult:
         created = time.monotonic()
         await kube.create(cluster, kube.LLAMA, kube.llama("idle", spec=spec_for(0)))
         await wait_for(lambda: "idle" in cluster.done, 30, "the first reconcile")
+        # What the Deployment controller reports once the pods pass their readiness probe:
+        # a settled endpoint. (While a primary has fewer ready pods than it asks for, each
+        # reconcile reads its pods, for failover and re-planning: not a no-op.)
+        await wait_for(
+            lambda: kube.exists(cluster, kube.DEPLOYMENTS, "idle-primary"), 30, "the Deployment"
+        )
+        replicas = kube.obj(cluster, kube.DEPLOYMENTS, "idle-primary")["spec"]["replicas"]
+        await kube.report_ready(cluster, "idle-primary", replicas)
         # Quiet means no request for QUIET_SECONDS: timers tick meanwhile, so a tick that
         # wrote something would show up here too (in the "first reconcile" column), and
         # ticks that always write never let it be quiet: count on, they are reported below.

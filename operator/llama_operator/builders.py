@@ -174,7 +174,7 @@ def deployment(
     detection: licenses.Detection,
     revision: str | None = None,
 ) -> dict[str, Any]:
-    """The Deployment serving one variant (primary, canary, later fallbacks).
+    """The Deployment serving one variant (primary, canary, fallback-N).
 
     ``revision``: the primary-form revision to annotate (a canary's is the revision the
     primary will have once the canary is promoted); None computes the primary's own.

@@ -188,6 +188,11 @@ def decide(
                 f"{reason}: traffic on {active} ({current.model}); the primary is healthy "
                 f"again, back on it in {max(0, int(left))}s unless it falters"
             )
+        else:
+            message = (
+                f"{reason}: traffic on {active} ({current.model}); back on the primary once "
+                f"it has been healthy for spec.failover.holdDown ({policy.holdDown})"
+            )
 
     # A fallback that may not serve runs no pod, even one started for this failover.
     replicas = tuple(

@@ -2,8 +2,8 @@
 
 Pure: the Deployment's counts and the pods' status in, a ``Health`` out. Failover
 (``failover``) and re-planning (``recovery``) decide from it. The reconcile lists the
-primary's pods only when the Deployment does not report every replica ready (or a
-failover or an exclusion is under way): a healthy endpoint costs no pod listing.
+primary's pods only when the Deployment does not report every replica ready, or a
+fallback serves: a healthy endpoint costs no pod listing.
 
 What is read from pods:
 - **Unschedulable**: a pod whose ``PodScheduled`` condition is False with reason

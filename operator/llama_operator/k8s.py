@@ -5,8 +5,9 @@ under one field manager, so ownership of every field is explicit. It applies wit
 ``force``: the operator is the intended owner of what it renders, so a field another
 manager (a stray ``kubectl apply``, an older operator) took over is taken back.
 
-Reads are few: Secrets (only when a Hugging Face token is needed), the canary's pods
-while a canary exists, and single objects on demand; the reconcile loop otherwise
+Reads are few: Secrets (only when a Hugging Face token is needed), pods by label (a
+canary's while it is checked, the primary's while it has fewer ready pods than it asks
+for or a fallback serves), and single objects on demand; the reconcile loop otherwise
 reads children from Kopf indexes fed by watches.
 
 It uses the official ``kubernetes`` client synchronously: Kopf runs our sync

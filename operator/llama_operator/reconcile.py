@@ -393,6 +393,7 @@ def reconcile(
     desired_replicas = spec_replicas if isinstance(spec_replicas, int) else 1
     deployment = lookup("Deployment", namespace, primary_name)
     moment = rollout.epoch(now) if instant is None else instant
+    wanted: Desired | None = None
     # Re-planning (a pool without free GPUs, an engine out of memory) decides from the
     # primary's health before planning: its outcome is what the planner plans with.
     spec_now = _parsed(raw_spec)
@@ -416,8 +417,23 @@ def reconcile(
         )
     except PlanningError as exc:
         failure = exc.failure
-    else:
-        plan = planned_now = wanted.plan
+        wanted = _last_plan_standing(
+            recovered,
+            previous,
+            name=name,
+            namespace=namespace,
+            uid=uid,
+            raw_spec=raw_spec,
+            settings=settings,
+            available=available,
+            fetch=fetch,
+            card=card,
+        )
+    if wanted is not None:
+        # failure with a plan: re-planning excluded every pool; the last plan stands (its
+        # pods wait for GPUs) and the failover below serves from a fallback meanwhile.
+        plan = wanted.plan if failure is None else None
+        planned_now = plan
         serving = deployment is not None
         recorded = _recorded(name, previous)
         gate = gates(
@@ -590,7 +606,9 @@ def reconcile(
             # The primary runs the stable revision: its plan and licence stay in status;
             # the canary's plan is in status.rollout.
             plan, gate = None, dataclasses.replace(gate, license=None)
-        elif plan.model_dump(mode="json", exclude_none=True) != previous.get("plan"):
+        elif plan is not None and plan.model_dump(mode="json", exclude_none=True) != previous.get(
+            "plan"
+        ):
             events.append(Event("Normal", "Planned", plan.reason))
         if written:
             events.append(Event("Normal", "Applied", ", ".join(written)))
@@ -645,7 +663,7 @@ def reconcile(
                     *_traffic_checks(wanted.spec, name, route_missing),
                     *(switched.checks if switched is not None else ()),
                 )
-                if gate is not None
+                if gate is not None and wanted is not None
                 else ()
             ),
             removed=(
@@ -660,7 +678,7 @@ def reconcile(
                         else (conditions.TRAFFIC,)
                     ),
                 )
-                if gate is not None
+                if gate is not None and wanted is not None
                 else ()
             ),
             held_back=held_back or rollout_held,
@@ -776,6 +794,41 @@ def _remove_stale_fallbacks(
     return removed
 
 
+def _last_plan_standing(
+    recovered: recovery.Outcome | None,
+    previous: Mapping[str, Any],
+    *,
+    name: str,
+    namespace: str,
+    uid: str,
+    raw_spec: Mapping[str, Any],
+    settings: config.OperatorConfig,
+    available: Sequence[pools.Pool],
+    fetch: HubFetch | None,
+    card: CardFetch | None,
+) -> Desired | None:
+    """When re-planning has excluded every pool: the plan in status, as it is, so the rest
+    of the reconcile (fallbacks, failover) goes on; None for any other planning failure,
+    which leaves every child as it is."""
+    kept = _current_plan(previous)
+    if recovered is None or not recovered.state.excludedPools or kept is None:
+        return None
+    try:
+        return desired(
+            name=name,
+            namespace=namespace,
+            uid=uid,
+            raw_spec=raw_spec,
+            settings=settings,
+            available=available,
+            fetch=fetch,
+            keep=kept,
+            card=card,
+        )
+    except PlanningError:
+        return None
+
+
 def _parsed(raw_spec: Mapping[str, Any]) -> api.LlamaDeploymentSpec | None:
     try:
         return api.parse_spec(dict(raw_spec))
@@ -843,6 +896,7 @@ class Backup:
     candidate: failover.Candidate
     spec: api.LlamaDeploymentSpec | None = None
     wanted: Desired | None = None
+    live: bool = False  # its Deployment exists
 
 
 def _fallbacks(
@@ -885,10 +939,9 @@ def _fallbacks(
                 available=available,
                 fetch=fetch,
                 card=card,
-                recovery_state=_pools_only(recovery_state),
             )
         except PlanningError as exc:
-            reason = f"{exc.failure.reason}: {exc.failure.message}"
+            reason = _fallback_fields(f"{exc.failure.reason}: {exc.failure.message}", index)
             result.append(Backup(dataclasses.replace(base, servable=False, reason=reason)))
             continue
         if fallback.license is None and accepted and planned.detection.id == primary.id:
@@ -917,16 +970,13 @@ def _fallbacks(
             or _edited_by_others(live, f"Deployment/{name}-{variant}", generations),
             access=access,
         )
-        # The gates speak of the primary's fields; for a fallback, name its own.
-        reason = (
-            (gate.hold or "")
-            .replace("spec.license.", f"spec.fallbacks[{index}].license.")
-            .replace("spec.model.", f"spec.fallbacks[{index}].model.")
-        )
         candidate = dataclasses.replace(
-            base, servable=gate.hold is None, reason=reason, pool=planned.plan.pool
+            base,
+            servable=gate.hold is None,
+            reason=_fallback_fields(gate.hold or "", index),
+            pool=planned.plan.pool,
         )
-        result.append(Backup(candidate, planned.spec, planned))
+        result.append(Backup(candidate, planned.spec, planned, live=live is not None))
     return result
 
 
@@ -955,10 +1005,16 @@ def _fallback_children(
 
 
 def _fallback_spec(raw_spec: Mapping[str, Any], fallback: api.Fallback) -> dict[str, Any]:
-    """The primary's spec with the fallback's model: same engine choice, placement and
-    cache; no rollout, autoscaling, traffic or fallbacks of its own."""
-    keep = {"engine", "placement", "image", "modelCache"}
-    raw = {key: value for key, value in raw_spec.items() if key in keep}
+    """The primary's spec with the fallback's model: the same engine choice, image and
+    placement policy (optimize, pools, concurrency), but not the primary's pins (its
+    quantization, tensor-parallel degree, context, memory fraction are for its model)
+    nor its model cache (a claim holds the primary's weights); no rollout, autoscaling,
+    traffic or fallbacks of its own."""
+    raw = {key: value for key, value in raw_spec.items() if key in {"engine", "image"}}
+    placement = raw_spec.get("placement")
+    if isinstance(placement, Mapping):
+        policy = {"optimize", "pools", "concurrentSequences"}
+        raw["placement"] = {k: v for k, v in placement.items() if k in policy}
     raw["model"] = fallback.model.model_dump(mode="json", exclude_none=True)
     raw["replicas"] = fallback.replicas
     if fallback.license is not None:
@@ -966,12 +1022,14 @@ def _fallback_spec(raw_spec: Mapping[str, Any], fallback: api.Fallback) -> dict[
     return raw
 
 
-def _pools_only(state: api.RecoveryStatus | None) -> api.RecoveryStatus | None:
-    """What of the primary's re-planning a fallback shares: pools without free GPUs (its
-    own memory headroom is its own)."""
-    if state is None or not state.excludedPools:
-        return None
-    return api.RecoveryStatus(excludedPools=state.excludedPools)
+def _fallback_fields(text: str, index: int) -> str:
+    """Messages of the gates and the planner name the primary's fields; a fallback's are
+    under spec.fallbacks[i]."""
+    return (
+        text.replace("spec.license.", f"spec.fallbacks[{index}].license.")
+        .replace("spec.model.", f"spec.fallbacks[{index}].model.")
+        .replace("spec.replicas", f"spec.fallbacks[{index}].replicas")
+    )
 
 
 def _overloaded(
@@ -1207,7 +1265,9 @@ def _render(
         )
     counts = switched.replicas if switched else tuple(b.candidate.configured for b in backups)
     for backup, replicas in zip(backups, counts, strict=False):
-        if backup.wanted is None or not backup.candidate.servable:
+        if backup.wanted is None:
+            continue  # could not be planned: reported in status.failover
+        if not backup.candidate.servable and not backup.live:
             continue  # reported in status.failover, never given pods
         objects += _fallback_children(
             backup.wanted,
@@ -1216,7 +1276,8 @@ def _render(
             uid=uid,
             index=backup.candidate.index,
             settings=settings,
-            replicas=replicas,
+            # A fallback that may not serve any more keeps its objects but no pods.
+            replicas=replicas if backup.candidate.servable else 0,
         )
     if spec.traffic is not None and spec.traffic.gatewayRef is not None:
         objects.append(

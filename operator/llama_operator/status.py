@@ -10,8 +10,9 @@ Phases:
 - Progressing: pods exist but not all are ready, or a new template is rolling out.
 - Ready: every desired replica is ready on the current template.
 - Degraded: something serves but not as asked (a rejected edit left the last good
-  plan running, a closed licence or access gate holds an edit back, pods that were
-  ready are failing, or the rollout timed out).
+  plan running, a closed licence or access gate holds an edit back, a rolled-back
+  change is held, a fallback serves in the primary's place, pods that were ready are
+  failing, or the rollout timed out).
 - Failed: nothing serves and the spec cannot be planned.
 """
 

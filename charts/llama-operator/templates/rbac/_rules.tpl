@@ -5,7 +5,8 @@ Kopf framework. Every rule says why it exists. Children go away through owner
 references when their LlamaDeployment is deleted; the only deletes are of children that
 must go while it lives on: a ScaledObject or HPA left over when spec.autoscaling.engine
 changes, a canary's Deployment, Service and licence ConfigMap once the canary is promoted
-or rolled back, and the HTTPRoute when spec.traffic.gatewayRef is removed.
+or rolled back, a fallback's once spec.fallbacks no longer has it, and the HTTPRoute
+when spec.traffic.gatewayRef is removed.
 
 "llama-operator.rules.namespaced": what the operator needs wherever LlamaDeployments live.
 A ClusterRole in all-namespaces mode, a Role per watched namespace otherwise.
@@ -47,9 +48,10 @@ A ClusterRole in all-namespaces mode, a Role per watched namespace otherwise.
 - apiGroups: [discovery.k8s.io]
   resources: [endpointslices]
   verbs: [list, watch]
-# Application: a canary's pods, listed by label selector in the LlamaDeployment's
-# namespace: their container states (crash loops, OOM kills) fail a canary at once.
-# Listed only while a canary exists; not watched.
+# Application: pods, listed by label selector in the LlamaDeployment's namespace, never
+# watched: a canary's while it is checked (crash loops and OOM kills fail it at once), and
+# the primary's while its Deployment reports fewer ready pods than it asks for or a
+# fallback serves (failover triggers, re-planning on another pool or with more memory).
 - apiGroups: [""]
   resources: [pods]
   verbs: [list]
@@ -61,21 +63,22 @@ A ClusterRole in all-namespaces mode, a Role per watched namespace otherwise.
 # Application: serving Deployments. Watched (a Kopf index, filtered to the label
 # app.kubernetes.io/managed-by=llama-operator in the operator) and written with
 # server-side apply: a PATCH, which needs create when the object is new. Deleted only
-# for a canary (<name>-canary), once it is promoted or rolled back; other children go
-# away through their owner references.
+# for a canary (<name>-canary) once it is promoted or rolled back, and a fallback
+# (<name>-fallback-N) the spec no longer has; other children go away through their owner
+# references.
 - apiGroups: [apps]
   resources: [deployments]
   verbs: [list, watch, create, patch, delete]
-# Application: serving Services, watched and applied like the Deployments; the canary's
-# <name>-canary is deleted with its Deployment.
+# Application: serving Services, watched and applied like the Deployments; a canary's or
+# removed fallback's is deleted with its Deployment.
 - apiGroups: [""]
   resources: [services]
   verbs: [list, watch, create, patch, delete]
 # Application: the model licence's NOTICE, links and obligations (<name>-license),
 # mounted into every serving pod. Written with server-side apply and never read: not
 # watched, because watching every ConfigMap in the cluster to find ours costs more
-# than re-applying it every few minutes. The canary's <name>-canary-license is deleted
-# with its Deployment.
+# than re-applying it every few minutes. A canary's or removed fallback's licence is
+# deleted with its Deployment.
 - apiGroups: [""]
   resources: [configmaps]
   verbs: [create, patch, delete]
