@@ -154,7 +154,7 @@ class TestRender:
         # Every example accepts its licence, so nothing is held back: four children each,
         # and three more (Deployment, Service, licence) per fallback.
         fallbacks = sum(
-            len((yaml.safe_load(path.read_text())["spec"].get("fallbacks") or []))
+            len(yaml.safe_load(path.read_text())["spec"].get("fallbacks") or [])
             for path in EXAMPLES.glob("*.yaml")
         )
         assert fallbacks >= 1
