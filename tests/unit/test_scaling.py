@@ -109,3 +109,22 @@ async def test_a_restarted_scaler_starts_a_new_window() -> None:
     assert carried is not None
     assert (fresh.decision.reason, fresh.decision.replicas) == ("Stabilizing", 4)
     assert carried.decision.replicas == 1  # without resume the stored window counts
+
+
+class TestQueuePerPod:
+    """The failover's overload trigger reads the primary's queue per ready pod."""
+
+    def test_averages_the_ready_pods_that_answer(self) -> None:
+        with podserver.FakePod(waiting=12) as one, podserver.FakePod(waiting=4) as two:
+            slices = [slice_of(one.port, ("a", True)), slice_of(two.port, ("b", True))]
+            assert scaling.queue_per_pod(slices, engine="vllm") == 8.0
+
+    def test_a_pod_that_fails_is_left_out_and_none_means_none(self) -> None:
+        with podserver.FakePod(waiting=6) as one, podserver.FakePod(waiting=100) as broken:
+            broken.status = 500
+            slices = [slice_of(one.port, ("a", True)), slice_of(broken.port, ("b", True))]
+            assert scaling.queue_per_pod(slices, engine="vllm") == 6.0
+            assert (
+                scaling.queue_per_pod([slice_of(broken.port, ("b", True))], engine="vllm") is None
+            )
+        assert scaling.queue_per_pod([], engine="vllm") is None
