@@ -149,7 +149,7 @@ class TestFailover:
         spec = {**SPEC, "failover": {**SPEC["failover"], "overloadQueuePerReplica": 10}}
         live, status = settled(spec)
         busy: reconcile.QueueRead = lambda ns, name, engine: 40.0  # noqa: E731
-        _, client, status = run(spec, live, status, now="2026-01-01T00:01:00Z", queue=busy)
+        _, _, status = run(spec, live, status, now="2026-01-01T00:01:00Z", queue=busy)
         assert status["activeModel"] == PRIMARY_MODEL  # not yet: within the grace period
         assert status["failover"]["overloadedSince"] == "2026-01-01T00:01:00Z"
         _outcome, _client, status = run(spec, live, status, now="2026-01-01T00:02:00Z", queue=busy)
