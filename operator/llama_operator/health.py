@@ -65,8 +65,19 @@ def needs_pods(deployment: Mapping[str, Any] | None, desired: int) -> bool:
     return int(status.get("readyReplicas") or 0) < desired
 
 
-def of(*, desired: int, ready: int, pods: Sequence[Mapping[str, Any]] = ()) -> Health:
-    """The primary's health from its ready count and (when read) its pods."""
+def of(
+    *,
+    desired: int,
+    ready: int,
+    pods: Sequence[Mapping[str, Any]] = (),
+    node_selector: Mapping[str, str] | None = None,
+) -> Health:
+    """The primary's health from its ready count and (when read) its pods.
+
+    ``node_selector``: the current plan's pool. A pending pod that asks for other nodes
+    was made from an earlier plan (it goes once the Deployment rolls to the current one)
+    and does not count as unschedulable: it must not cost the new pool its grace period.
+    """
     since: float | None = None
     said: str | None = None
     failing: str | None = None
@@ -78,7 +89,11 @@ def of(*, desired: int, ready: int, pods: Sequence[Mapping[str, Any]] = ()) -> H
             continue  # going away: says nothing about the pods that will serve
         name = meta.get("name", "?")
         status = pod.get("status") or {}
-        for condition in status.get("conditions") or []:
+        asks = (pod.get("spec") or {}).get("nodeSelector") or {}
+        current = node_selector is None or all(
+            asks.get(key) == value for key, value in node_selector.items()
+        )
+        for condition in (status.get("conditions") or []) if current else []:
             if (
                 condition.get("type") == "PodScheduled"
                 and condition.get("status") == "False"

@@ -398,7 +398,13 @@ def reconcile(
     # primary's health before planning: its outcome is what the planner plans with.
     spec_now = _parsed(raw_spec)
     primary_health = _primary_health(
-        deployment, spec_now, previous, client=client, namespace=namespace, name=name
+        deployment,
+        spec_now,
+        previous,
+        client=client,
+        namespace=namespace,
+        name=name,
+        pools_of=available,
     )
     recovered = _recover(spec_now, previous, primary_health, now=moment, wall=now)
     try:
@@ -810,9 +816,17 @@ def _last_plan_standing(
     """When re-planning has excluded every pool: the plan in status, as it is, so the rest
     of the reconcile (fallbacks, failover) goes on; None for any other planning failure,
     which leaves every child as it is."""
-    kept = _current_plan(previous)
-    if recovered is None or not recovered.state.excludedPools or kept is None:
+    if recovered is None or not recovered.state.excludedPools:
         return None
+    try:
+        # status.plan, whatever the Planned condition says now (it turned False the first
+        # time, and stays so): the plan the primary was last applied with.
+        kept = api.Plan.model_validate(previous.get("plan"))
+        spec = api.parse_spec(dict(raw_spec))
+    except (pydantic.ValidationError, api.SpecError):
+        return None
+    # Kept as it is: its inputs hash had the re-planning state folded in.
+    kept = kept.model_copy(update={"inputsHash": api.plan_inputs_hash(spec)})
     try:
         return desired(
             name=name,
@@ -836,6 +850,16 @@ def _parsed(raw_spec: Mapping[str, Any]) -> api.LlamaDeploymentSpec | None:
         return None  # desired() reports it
 
 
+def _plan_selector(
+    previous: Mapping[str, Any], available: Sequence[pools.Pool]
+) -> Mapping[str, str] | None:
+    """The nodeSelector of the pool status.plan is on: a pod asking for another pool's
+    nodes was made from an earlier plan, and says nothing about this one."""
+    pool = (previous.get("plan") or {}).get("pool")
+    found = next((p for p in available if p.name == pool), None)
+    return dict(found.nodeSelector) if found is not None else None
+
+
 def _primary_health(
     deployment: Mapping[str, Any] | None,
     spec: api.LlamaDeploymentSpec | None,
@@ -844,6 +868,7 @@ def _primary_health(
     client: k8s.Client,
     namespace: str,
     name: str,
+    pools_of: Sequence[pools.Pool] = (),
 ) -> health.Health | None:
     """The primary's health; its pods are read only when they may tell something: the
     Deployment has fewer ready pods than it asks for, or a failover or an exclusion is
@@ -860,7 +885,9 @@ def _primary_health(
     pods = client.list_pods(
         namespace=namespace, labels=builders.selector(name=name, variant=builders.PRIMARY)
     )
-    return health.of(desired=desired, ready=ready, pods=pods)
+    return health.of(
+        desired=desired, ready=ready, pods=pods, node_selector=_plan_selector(previous, pools_of)
+    )
 
 
 def _recover(

@@ -80,8 +80,14 @@ def iso(seconds_from_now: float = 0.0) -> str:
     return at.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def primary_pod(name: str, pod_status: dict[str, Any]) -> dict[str, Any]:
-    """A pod of the primary's ReplicaSet, as the scheduler or kubelet left it."""
+def primary_pod(
+    name: str, pod_status: dict[str, Any], *, pool: str, node: str | None = None
+) -> dict[str, Any]:
+    """A pod of the primary's ReplicaSet for a template on ``pool`` (its node selector),
+    as the scheduler (``node``: where it was bound) or kubelet left it."""
+    pod_spec: dict[str, Any] = {"nodeSelector": dict(POOLS[pool]["nodeSelector"])}
+    if node is not None:
+        pod_spec["nodeName"] = node
     return {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -90,11 +96,12 @@ def primary_pod(name: str, pod_status: dict[str, Any]) -> dict[str, Any]:
             "namespace": NAMESPACE,
             "labels": {"llamaops.dev/deployment": "chat", "llamaops.dev/variant": "primary"},
         },
+        "spec": pod_spec,
         "status": pod_status,
     }
 
 
-def unschedulable(name: str, since: float) -> dict[str, Any]:
+def unschedulable(name: str, since: float, pool: str) -> dict[str, Any]:
     """A Pending pod the scheduler found no node with free GPUs for, ``since`` seconds ago."""
     return primary_pod(
         name,
@@ -110,11 +117,12 @@ def unschedulable(name: str, since: float) -> dict[str, Any]:
                 }
             ],
         },
+        pool=pool,
     )
 
 
 def oom_killed(name: str) -> dict[str, Any]:
-    """A pod whose engine was OOM-killed just now and waits to be restarted."""
+    """A pod on l4 whose engine was OOM-killed just now and waits to be restarted."""
     return primary_pod(
         name,
         {
@@ -131,6 +139,8 @@ def oom_killed(name: str) -> dict[str, Any]:
                 }
             ],
         },
+        pool="l4",
+        node="gpu-l4-1",
     )
 
 
@@ -245,7 +255,7 @@ class TestPoolFallback:
         await eventually(lambda: status_of(operator).get("plan", {}).get("pool") == first)
         # The scheduler finds no node with a free GPU: the primary's pod stays Pending (its
         # Deployment, just created, reports no ready replica).
-        await create(operator, PODS, unschedulable("chat-primary-5d8f-x1", since=5))
+        await create(operator, PODS, unschedulable("chat-primary-5d8f-x1", since=5, pool=first))
 
         await eventually(
             lambda: status_of(operator)["plan"]["pool"] == second, message="re-planned"
@@ -289,11 +299,6 @@ class TestPoolFallback:
         assert [x["pool"] for x in state["recovery"]["excludedPools"]] == [first]
         assert len(state["planHistory"]) == 1
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="operator bug: a pod of the old pool's template, still pending while the new "
-        "pool's pod loads the model, excludes the new pool after one grace period",
-    )
     async def test_the_new_pool_is_not_excluded_while_its_pod_loads(
         self, operator: ApplyingEmulator
     ) -> None:
@@ -306,7 +311,7 @@ class TestPoolFallback:
         }
         await create(operator, LLAMA, llama(spec=body))
         await eventually(lambda: obj(operator, DEPLOYMENTS, "chat-primary"))
-        await create(operator, PODS, unschedulable("chat-primary-5d8f-x1", since=5))
+        await create(operator, PODS, unschedulable("chat-primary-5d8f-x1", since=5, pool="l4"))
         await eventually(lambda: status_of(operator)["plan"]["pool"] == "a10g")
         # With the default rollout policy (maxSurge 1, maxUnavailable 0) the Deployment
         # controller keeps the old ReplicaSet's pending pod until the new pod is available.
@@ -327,12 +332,81 @@ class TestPoolFallback:
                     }
                 ],
             },
+            pool="a10g",
+            node="gpu-a10g-1",
         )
         await create(operator, PODS, loading)
         await asyncio.sleep(2.5)  # longer than the grace period after the re-planning
         state = status_of(operator)
         assert [x["pool"] for x in state["recovery"]["excludedPools"]] == ["l4"]
         assert condition_of(operator, "Planned")["status"] == "True"
+
+
+async def exhaust_pools(cluster: ApplyingEmulator) -> None:
+    """A primary on pools [l4, a10g] with a warm fallback serving for it: its pods find
+    no free GPU on l4, then none on a10g either."""
+    body = failover_spec(hold_down="1s", placement={"pools": ["l4", "a10g"]})
+    body["failover"]["gracePeriod"] = "1s"
+    await create(cluster, LLAMA, llama(spec=body))
+    await eventually(lambda: obj(cluster, DEPLOYMENTS, "chat-fallback-0"), message="fallback")
+    await report_ready(cluster, "chat-fallback-0", 1)
+    await eventually(lambda: entry_selector(cluster) == ON_FALLBACK, message="failover")
+    await create(cluster, PODS, unschedulable("chat-primary-5d8f-x1", since=5, pool="l4"))
+    await eventually(lambda: status_of(cluster)["plan"]["pool"] == "a10g", message="a10g")
+    await delete(cluster, PODS, "chat-primary-5d8f-x1")  # replaced by the a10g template's
+    await create(cluster, PODS, unschedulable("chat-primary-7c9e-x2", since=0, pool="a10g"))
+    await eventually(
+        lambda: len(status_of(cluster)["recovery"]["excludedPools"]) == 2, message="a10g out"
+    )
+
+
+class TestEveryPoolExcluded:
+    async def test_it_is_reported_and_the_fallback_keeps_serving(
+        self, operator: ApplyingEmulator
+    ) -> None:
+        await exhaust_pools(operator)
+        planned = await eventually(
+            lambda: (c := condition_of(operator, "Planned"))["status"] == "False" and c
+        )
+        assert planned["reason"] == "NoFeasiblePlan"
+        assert "every GPU pool the spec allows was excluded" in planned["message"]
+        assert "pool l4 excluded since" in planned["message"]
+        assert "pool a10g excluded since" in planned["message"]
+        assert "spec.failover.retryPoolsAfter" in planned["message"]
+        state = status_of(operator)
+        assert state["phase"] == "Degraded"
+        assert state["plan"]["pool"] == "a10g"  # the last plan, as status reports it
+        last = state["planHistory"][-1]
+        assert (last["reason"], last["fromPool"], last.get("toPool")) == (
+            "Unschedulable",
+            "a10g",
+            None,
+        )
+        # (Events are posted after the status patch of the same reconcile.)
+        (_, replanned) = await eventually(
+            lambda: (e := with_reason(operator, "Replanned"))[1:] and e
+        )
+        assert "no plan fits any more" in replanned["message"]
+        assert entry_selector(operator) == ON_FALLBACK
+        assert state["activeModel"] == SMALL
+
+    async def test_the_primary_keeps_its_last_plan(self, operator: ApplyingEmulator) -> None:
+        await exhaust_pools(operator)
+        await eventually(lambda: condition_of(operator, "Planned")["status"] == "False")
+        await asyncio.sleep(1.0)  # two resyncs
+        deployment = obj(operator, DEPLOYMENTS, "chat-primary")
+        assert pod_spec(deployment)["nodeSelector"] == POOLS["a10g"]["nodeSelector"]
+
+    async def test_failover_goes_on(self, operator: ApplyingEmulator) -> None:
+        await exhaust_pools(operator)
+        await eventually(lambda: condition_of(operator, "Planned")["status"] == "False")
+        await asyncio.sleep(1.0)  # two resyncs
+        available = condition_of(operator, "Available")
+        assert (available["status"], available["reason"]) == ("True", "FallbackAvailable")
+        # GPUs free up: the pending pod is scheduled and gets ready.
+        await delete(operator, PODS, "chat-primary-7c9e-x2")
+        await report_ready(operator, "chat-primary", 1)
+        await eventually(lambda: entry_selector(operator) == ON_PRIMARY, message="fail-back")
 
 
 class TestSelfHealing:
@@ -439,7 +513,10 @@ class TestFailover:
         assert "traffic moved to fallback-0" in active["message"]
         state = status_of(operator)
         assert state["activeModel"] == SMALL
-        assert state["failover"]["active"] == "fallback-0"
+        assert (state["failover"]["active"], state["failover"]["reason"]) == (
+            "fallback-0",
+            "Unavailable",
+        )
         assert state["phase"] == "Degraded"
         available = condition_of(operator, "Available")
         assert (available["status"], available["reason"]) == ("True", "FallbackAvailable")
@@ -507,7 +584,7 @@ class TestFailover:
             message="scaled back to zero",
         )
         state = await eventually(
-            lambda: (f := status_of(operator)["failover"])["active"] == ("primary") and f
+            lambda: (f := status_of(operator)["failover"])["active"] == "primary" and f
         )
         assert state["started"] == []
         assert state["fallbacks"][0]["replicas"] == 0

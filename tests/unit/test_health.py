@@ -424,3 +424,35 @@ def test_timestamps() -> None:
     assert health._epoch("") is None
     assert health._epoch(1750000000) is None
     assert health._epoch("not a time") is None
+
+
+class TestPodsOfAnEarlierPlan:
+    def test_a_pending_pod_of_another_pool_does_not_count(self) -> None:
+        l4 = {"nvidia.com/gpu.product": "NVIDIA-L4"}
+        l40s = {"nvidia.com/gpu.product": "NVIDIA-L40S"}
+
+        def pending(name: str, selector: dict[str, str], since: str) -> dict[str, object]:
+            return {
+                "metadata": {"name": name},
+                "spec": {"nodeSelector": selector},
+                "status": {
+                    "conditions": [
+                        {
+                            "type": "PodScheduled",
+                            "status": "False",
+                            "reason": "Unschedulable",
+                            "message": "0/3 nodes are available",
+                            "lastTransitionTime": since,
+                        }
+                    ]
+                },
+            }
+
+        old = pending("old", l4, "2026-01-01T00:00:00Z")  # the plan before the re-plan
+        new = pending("new", l40s, "2026-01-01T00:10:00Z")
+        found = health.of(desired=1, ready=0, pods=[old, new], node_selector=l40s)
+        assert found.unschedulable_since == health._epoch("2026-01-01T00:10:00Z")
+        alone = health.of(desired=1, ready=0, pods=[old], node_selector=l40s)
+        assert alone.unschedulable_since is None
+        # Without a plan to compare with, every pending pod counts.
+        assert health.of(desired=1, ready=0, pods=[old]).unschedulable_since is not None

@@ -157,9 +157,10 @@ class TestFailover:
         assert status["failover"]["reason"] == "Overloaded"
 
 
-def unschedulable(since: str) -> dict[str, Any]:
+def unschedulable(since: str, node_selector: dict[str, str]) -> dict[str, Any]:
     return {
         "metadata": {"name": "chat-primary-x"},
+        "spec": {"nodeSelector": node_selector},
         "status": {
             "phase": "Pending",
             "conditions": [
@@ -181,7 +182,8 @@ class TestReplanning:
         live, status = settled(spec)
         before = copy.deepcopy(live["Deployment", "chat-primary"])
         live["Deployment", "chat-primary"]["status"]["readyReplicas"] = 0
-        client = Pods([unschedulable("2026-01-01T00:00:00Z")])
+        pool = before["spec"]["template"]["spec"]["nodeSelector"]
+        client = Pods([unschedulable("2026-01-01T00:00:00Z", pool)])
         outcome, client, status = run(spec, live, status, now="2026-01-01T00:05:00Z", client=client)
         planned = {c["type"]: c for c in status["conditions"]}["Planned"]
         assert (planned["status"], planned["reason"]) == ("False", "NoFeasiblePlan")
