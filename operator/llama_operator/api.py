@@ -15,6 +15,7 @@ accepting it silently.
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import itertools
 import json
@@ -1188,3 +1189,13 @@ def parse_duration(text: str) -> float:
         float(number) * units[unit]
         for number, unit in re.findall(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)", text)
     )
+
+
+def stamp(now: float) -> str:
+    """RFC 3339, with milliseconds when ``now`` has a fraction: periods (pauses, grace,
+    hold-down) are timed from these, and a start truncated to the second would end them
+    up to 1 s early."""
+    moment = datetime.datetime.fromtimestamp(now, datetime.UTC)
+    if now == int(now):
+        return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"

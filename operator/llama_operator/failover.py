@@ -107,12 +107,13 @@ def decide(
         )
     state = previous or api.FailoverStatus()
     grace = api.parse_duration(policy.gracePeriod)
+    at = api.stamp(now)  # periods are timed from these: to the millisecond
     overloaded_since = (
-        (state.overloadedSince or wall) if overloaded and policy.overloadQueuePerReplica else None
+        (state.overloadedSince or at) if overloaded and policy.overloadQueuePerReplica else None
     )
     trigger = _trigger(policy, primary, overloaded_since, grace, now)
     healthy = primary.healthy and overloaded_since is None
-    healthy_since = (state.primaryHealthySince or wall) if healthy else None
+    healthy_since = (state.primaryHealthySince or at) if healthy else None
     active, started = state.active, list(state.started)
     reason, message, since = state.reason, state.message, state.since
     events: list[Event] = []

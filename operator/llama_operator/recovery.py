@@ -68,7 +68,8 @@ def decide(
                 f"spec.failover.retryPoolsAfter ({policy.retryPoolsAfter})",
             )
             return Outcome(
-                state.model_copy(update={"excludedPools": kept, "lastChange": wall}), change
+                state.model_copy(update={"excludedPools": kept, "lastChange": api.stamp(now)}),
+                change,
             )
     if primary is None or plan is None:
         return Outcome(state, None)
@@ -85,7 +86,7 @@ def decide(
         if now - since >= grace:
             said = primary.unschedulable or "pods unschedulable"
             entry = api.ExcludedPool(
-                pool=plan.pool, since=wall, reason="Unschedulable", message=said[:500]
+                pool=plan.pool, since=api.stamp(now), reason="Unschedulable", message=said[:500]
             )
             change = api.PlanChange(
                 time=wall,
@@ -96,7 +97,10 @@ def decide(
             )
             return Outcome(
                 state.model_copy(
-                    update={"excludedPools": [*state.excludedPools, entry], "lastChange": wall}
+                    update={
+                        "excludedPools": [*state.excludedPools, entry],
+                        "lastChange": api.stamp(now),
+                    }
                 ),
                 change,
             )
@@ -116,7 +120,9 @@ def decide(
             message=f"{primary.out_of_memory}: re-planned with {headroom * HEADROOM_GIB:g} GiB "
             f"more headroom per GPU (step {headroom}/{MAX_HEADROOM})",
         )
-        return Outcome(state.model_copy(update={"headroom": headroom, "lastChange": wall}), change)
+        return Outcome(
+            state.model_copy(update={"headroom": headroom, "lastChange": api.stamp(now)}), change
+        )
     return Outcome(state, None)
 
 

@@ -283,7 +283,7 @@ def _start(
         effectiveWeight=0.0,
         canaryReplicas=canary,
         stableReplicas=max(o.replicas, 1),
-        startedAt=_stamp(o.now),
+        startedAt=api.stamp(o.now),
         stepStartedAt=None,
         lastTransitionTime=o.wall,
     )
@@ -444,14 +444,16 @@ def _unavailable(
             "phase": "Paused",
             "reason": "CanaryUnavailable",
             "message": message,
-            "lastTransitionTime": since or _stamp(o.now),
+            "lastTransitionTime": since or api.stamp(o.now),
         }
     )
     return _render(policy, state, o, events=tuple(events))
 
 
 def _at_step(state: api.RolloutStatus, index: int, o: Observed) -> api.RolloutStatus:
-    return state.model_copy(update={"step": index, "stepStartedAt": _stamp(o.now), "stepPasses": 0})
+    return state.model_copy(
+        update={"step": index, "stepStartedAt": api.stamp(o.now), "stepPasses": 0}
+    )
 
 
 def _phase(
@@ -603,15 +605,6 @@ def _epoch(text: str | None, default: float) -> float:
         return datetime.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
     except ValueError:
         return default
-
-
-def _stamp(now: float) -> str:
-    """RFC 3339 with milliseconds when ``now`` has a fraction: pauses are measured from
-    these, and a start truncated to the second would end a pause up to 1 s early."""
-    moment = datetime.datetime.fromtimestamp(now, datetime.UTC)
-    if now == int(now):
-        return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
 def epoch(wall: str) -> float:
