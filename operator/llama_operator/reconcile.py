@@ -943,9 +943,10 @@ def _fallbacks(
     recovery_state: api.RecoveryStatus | None,
     primary: licenses.Detection,
 ) -> list[Backup]:
-    """Each spec.fallbacks[i], planned and sized like the primary (its placement, the
-    pools re-planning left), with its own licence and gated-access gates: a fallback
-    that may not serve is reported with the reason, and gets no pods."""
+    """Each spec.fallbacks[i], planned and sized like the primary (its placement policy),
+    with its own licence and gated-access gates: a fallback that may not serve is
+    reported with the reason, and gets no pods. The primary's re-planning does not apply
+    (``recovery_state`` is unused): re-planning a serving fallback would restart it."""
     result = []
     accepted = wanted.spec.license is not None and wanted.spec.license.accept
     for index, fallback in enumerate(wanted.spec.fallbacks):
