@@ -1199,3 +1199,19 @@ def stamp(now: float) -> str:
     if now == int(now):
         return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def epoch(text: object) -> float | None:
+    """``stamp``'s (or any RFC 3339) time in seconds since the epoch; None when absent or
+    unreadable."""
+    if not isinstance(text, str) or not text:
+        return None
+    try:
+        return datetime.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def failover_policy(spec: LlamaDeploymentSpec) -> Failover:
+    """spec.failover, or its defaults when omitted (re-planning is on by default)."""
+    return spec.failover if spec.failover is not None else Failover()

@@ -422,6 +422,57 @@ def build_all(
     return [with_hash(obj) for obj in objects]
 
 
+def variant_objects(
+    *,
+    name: str,
+    namespace: str,
+    uid: str,
+    variant: str,
+    spec: api.LlamaDeploymentSpec,
+    plan: api.Plan,
+    pool: pools.Pool,
+    settings: config.OperatorConfig,
+    detection: licenses.Detection,
+    replicas: int,
+    revision: str | None = None,
+) -> list[dict[str, Any]]:
+    """A variant beside the primary, ``<name>-<variant>``: its licence ConfigMap (it may
+    serve another model, under another licence), its Deployment and its Service (for the
+    HTTPRoute and for scraping), each hashed."""
+    objects = [
+        license_config_map(
+            name=name,
+            namespace=namespace,
+            uid=uid,
+            model_id=spec.model.id,
+            detection=detection,
+            variant=variant,
+        ),
+        deployment(
+            name=name,
+            namespace=namespace,
+            uid=uid,
+            variant=variant,
+            spec=spec,
+            plan=plan,
+            pool=pool,
+            settings=settings,
+            replicas=replicas,
+            detection=detection,
+            revision=revision,
+        ),
+        service(
+            name=name,
+            namespace=namespace,
+            uid=uid,
+            service_name=f"{name}-{variant}",
+            variant=variant,
+            detection=detection,
+        ),
+    ]
+    return [with_hash(obj) for obj in objects]
+
+
 def canary_objects(
     *,
     name: str,
@@ -435,41 +486,21 @@ def canary_objects(
     replicas: int,
     revision: str,
 ) -> list[dict[str, Any]]:
-    """``<name>-canary``: the newest spec's Deployment beside the stable one, its Service
-    (for the HTTPRoute and for scraping) and its own licence ConfigMap (the canary may
-    serve another model, under another licence), each hashed."""
-    objects = [
-        license_config_map(
-            name=name,
-            namespace=namespace,
-            uid=uid,
-            model_id=spec.model.id,
-            detection=detection,
-            variant=CANARY,
-        ),
-        deployment(
-            name=name,
-            namespace=namespace,
-            uid=uid,
-            variant=CANARY,
-            spec=spec,
-            plan=plan,
-            pool=pool,
-            settings=settings,
-            replicas=replicas,
-            detection=detection,
-            revision=revision,
-        ),
-        service(
-            name=name,
-            namespace=namespace,
-            uid=uid,
-            service_name=f"{name}-{CANARY}",
-            variant=CANARY,
-            detection=detection,
-        ),
-    ]
-    return [with_hash(obj) for obj in objects]
+    """``<name>-canary``: the newest spec's children beside the stable ones; ``revision``
+    is the primary's once it is promoted."""
+    return variant_objects(
+        name=name,
+        namespace=namespace,
+        uid=uid,
+        variant=CANARY,
+        spec=spec,
+        plan=plan,
+        pool=pool,
+        settings=settings,
+        detection=detection,
+        replicas=replicas,
+        revision=revision,
+    )
 
 
 def fallback_objects(
@@ -485,41 +516,20 @@ def fallback_objects(
     detection: licenses.Detection,
     replicas: int,
 ) -> list[dict[str, Any]]:
-    """``<name>-fallback-N``: the fallback model's Deployment, Service and licence
-    ConfigMap (its model has a licence of its own), each hashed. ``spec`` is the
-    fallback's own (``spec.fallbacks[N]`` laid over the primary's placement)."""
-    variant = f"{FALLBACK_PREFIX}{index}"
-    objects = [
-        license_config_map(
-            name=name,
-            namespace=namespace,
-            uid=uid,
-            model_id=spec.model.id,
-            detection=detection,
-            variant=variant,
-        ),
-        deployment(
-            name=name,
-            namespace=namespace,
-            uid=uid,
-            variant=variant,
-            spec=spec,
-            plan=plan,
-            pool=pool,
-            settings=settings,
-            replicas=replicas,
-            detection=detection,
-        ),
-        service(
-            name=name,
-            namespace=namespace,
-            uid=uid,
-            service_name=f"{name}-{variant}",
-            variant=variant,
-            detection=detection,
-        ),
-    ]
-    return [with_hash(obj) for obj in objects]
+    """``<name>-fallback-N``: the fallback model's children. ``spec`` is the fallback's
+    own (``spec.fallbacks[N]`` over the primary's placement policy)."""
+    return variant_objects(
+        name=name,
+        namespace=namespace,
+        uid=uid,
+        variant=f"{FALLBACK_PREFIX}{index}",
+        spec=spec,
+        plan=plan,
+        pool=pool,
+        settings=settings,
+        detection=detection,
+        replicas=replicas,
+    )
 
 
 def http_route(

@@ -27,7 +27,6 @@ Rules:
 from __future__ import annotations
 
 import dataclasses
-import datetime
 from collections.abc import Sequence
 from typing import Any
 
@@ -72,8 +71,7 @@ class Decision:
         return None if self.active == PRIMARY else int(self.active.rsplit("-", 1)[1])
 
 
-def policy_of(spec: api.LlamaDeploymentSpec) -> api.Failover:
-    return spec.failover if spec.failover is not None else api.Failover()
+policy_of = api.failover_policy
 
 
 def previous_of(raw: Any) -> api.FailoverStatus | None:
@@ -304,9 +302,5 @@ def _index(active: str) -> int:
 
 
 def _epoch(text: str | None, default: float) -> float:
-    if not text:
-        return default
-    try:
-        return datetime.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return default
+    found = api.epoch(text)
+    return default if found is None else found

@@ -18,9 +18,10 @@ What is read from pods:
 from __future__ import annotations
 
 import dataclasses
-import datetime
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+from llama_operator import api
 
 # What vLLM, TGI and PyTorch print when the GPU memory does not suffice; matched against
 # a container's termination message (its last log lines), lower-cased.
@@ -169,10 +170,4 @@ def _later(at: float | None, than: float | None) -> bool:
     return at is not None and (than is None or at > than)
 
 
-def _epoch(text: Any) -> float | None:
-    if not isinstance(text, str) or not text:
-        return None
-    try:
-        return datetime.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
+_epoch = api.epoch

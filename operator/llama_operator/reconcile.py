@@ -482,11 +482,10 @@ def reconcile(
             access=access,
             lookup=lookup,
             generations=generations,
-            recovery_state=recovered.state if recovered is not None else None,
             primary=wanted.detection,
         )
         switched = failover.decide(
-            policy=failover.policy_of(wanted.spec),
+            policy=api.failover_policy(wanted.spec),
             previous=failover.previous_of(previous.get("failover")),
             primary=primary_health or health.Health(desired=desired_replicas, ready=0),
             primary_model=wanted.spec.model.id,
@@ -906,7 +905,7 @@ def _recover(
     except pydantic.ValidationError:
         state = None
     return recovery.decide(
-        policy=recovery.policy_of(spec),
+        policy=api.failover_policy(spec),
         state=state,
         inputs_hash=api.plan_inputs_hash(spec),
         plan=_current_plan(previous),
@@ -921,8 +920,7 @@ class Backup:
     """One fallback: its plan and children when it can have them, and how it is."""
 
     candidate: failover.Candidate
-    spec: api.LlamaDeploymentSpec | None = None
-    wanted: Desired | None = None
+    wanted: Desired | None = None  # its plan, licence and spec, when it could be planned
     live: bool = False  # its Deployment exists
 
 
@@ -940,13 +938,12 @@ def _fallbacks(
     access: AccessCheck | None,
     lookup: Lookup,
     generations: MutableMapping[str, int],
-    recovery_state: api.RecoveryStatus | None,
     primary: licenses.Detection,
 ) -> list[Backup]:
     """Each spec.fallbacks[i], planned and sized like the primary (its placement policy),
     with its own licence and gated-access gates: a fallback that may not serve is
-    reported with the reason, and gets no pods. The primary's re-planning does not apply
-    (``recovery_state`` is unused): re-planning a serving fallback would restart it."""
+    reported with the reason, and gets no pods. The primary's re-planning does not apply:
+    re-planning a serving fallback would restart it."""
     result = []
     accepted = wanted.spec.license is not None and wanted.spec.license.accept
     for index, fallback in enumerate(wanted.spec.fallbacks):
@@ -1004,7 +1001,7 @@ def _fallbacks(
             reason=_fallback_fields(gate.hold or "", index),
             pool=planned.plan.pool,
         )
-        result.append(Backup(candidate, planned.spec, planned, live=live is not None))
+        result.append(Backup(candidate, planned, live=live is not None))
     return result
 
 
@@ -1069,7 +1066,7 @@ def _overloaded(
 ) -> bool:
     """Whether the primary's queue per ready replica is above the failover threshold now
     (read only when the threshold is set and fallbacks exist)."""
-    threshold = failover.policy_of(wanted.spec).overloadQueuePerReplica
+    threshold = api.failover_policy(wanted.spec).overloadQueuePerReplica
     if threshold is None or queue is None or not wanted.spec.fallbacks:
         return False
     if primary is None or primary.ready == 0:
@@ -1372,7 +1369,6 @@ def plan_fallbacks(
         access=None,
         lookup=lambda kind, ns, obj_name: None,
         generations={},
-        recovery_state=None,
         primary=wanted.detection,
     )
 

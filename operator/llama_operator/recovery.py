@@ -21,7 +21,6 @@ in the pool the new plan landed on.
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import hashlib
 
 from llama_operator import api, health, planner
@@ -37,8 +36,7 @@ class Outcome:
     change: api.PlanChange | None  # this reconcile's re-planning, toPool still unknown
 
 
-def policy_of(spec: api.LlamaDeploymentSpec) -> api.Failover:
-    return spec.failover if spec.failover is not None else api.Failover()
+policy_of = api.failover_policy
 
 
 def decide(
@@ -166,10 +164,4 @@ def merge_history(
     return [*(history or []), entry][-HISTORY:]
 
 
-def _epoch(text: str | None) -> float | None:
-    if not text:
-        return None
-    try:
-        return datetime.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
+_epoch = api.epoch

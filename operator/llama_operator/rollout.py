@@ -30,7 +30,6 @@ Modes, as the reconcile renders them:
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
@@ -599,12 +598,8 @@ def _dump(state: api.RolloutStatus) -> dict[str, Any]:
 
 
 def _epoch(text: str | None, default: float) -> float:
-    if not text:
-        return default
-    try:
-        return datetime.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return default
+    found = api.epoch(text)
+    return default if found is None else found
 
 
 def epoch(wall: str) -> float:
