@@ -53,6 +53,12 @@ DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
 # Gateway API's Hostname: lower-case DNS labels, optionally behind one leading wildcard.
 HOSTNAME_PATTERN = r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|k|M|G|T|P)?$"
+# IPv4 or IPv6 CIDR, loosely: the API server checks the address itself.
+CIDR_PATTERN = r"^[0-9a-fA-F:.]+/[0-9]{1,3}$"
+AuthMode = Literal["required", "optional"]
+# Engine flags that would put a secret into the Deployment's arguments, where `kubectl
+# describe`, the ReplicaSet history and anyone with read access to Deployments see it.
+SECRET_FLAGS = ("--api-key", "--hf-token")
 
 
 class Model(pydantic.BaseModel):
@@ -597,6 +603,176 @@ class License(Model):
     )
 
 
+class APIKeySecretRef(Model):
+    """The Secret key holding an endpoint's API key; the value is never copied."""
+
+    name: str = Field(min_length=1, max_length=253, description="Name of the Secret.")
+    key: str = Field(
+        default="api-key", min_length=1, max_length=253, description="Key within the Secret."
+    )
+
+
+class Auth(Model):
+    """Who may call the endpoint's API (docs/operations/security.md#api-keys)."""
+
+    mode: AuthMode | None = Field(
+        default=None,
+        description=(
+            "required: serve only with an API key; without apiKeySecretRef no serving pod is "
+            "created and the Authenticated condition says what to set. optional: a key when "
+            "apiKeySecretRef is set, an open endpoint otherwise. Omitted: the operator's "
+            "default (Helm value auth.defaultMode; required unless changed)."
+        ),
+    )
+    apiKeySecretRef: APIKeySecretRef | None = Field(
+        default=None,
+        description=(
+            "The API key clients send as `Authorization: Bearer <key>`. The engine reads it "
+            "from the Secret (vLLM: VLLM_API_KEY, TGI: API_KEY), so it never appears in the "
+            "Deployment; /health and /metrics stay open for probes and scraping. A changed "
+            "key reaches running pods when they restart."
+        ),
+    )
+
+
+class LabelSelectorRequirement(Model):
+    """One requirement of a label selector, as in Kubernetes."""
+
+    key: str = Field(min_length=1, max_length=317, description="The label key.")
+    operator: Literal["In", "NotIn", "Exists", "DoesNotExist"] = Field(
+        description="In, NotIn, Exists or DoesNotExist."
+    )
+    values: list[Annotated[str, Field(max_length=63)]] = Field(
+        default_factory=list,
+        max_length=64,
+        description="Values for In and NotIn (at least one); empty for Exists and DoesNotExist.",
+    )
+
+
+class LabelSelector(Model):
+    """A Kubernetes label selector; an empty one selects everything."""
+
+    matchLabels: dict[
+        Annotated[str, Field(min_length=1, max_length=317)],
+        Annotated[str, Field(max_length=63)],
+    ] = Field(default_factory=dict, max_length=32, description="Labels that must all match.")
+    matchExpressions: list[LabelSelectorRequirement] = Field(
+        default_factory=list, max_length=16, description="Requirements that must all hold."
+    )
+
+
+class NetworkPeer(Model):
+    """Pods allowed to connect: by namespace, by pod, or both (those pods in those namespaces)."""
+
+    namespaceSelector: LabelSelector | None = Field(
+        default=None, description="Namespaces, by their labels ({} = every namespace)."
+    )
+    podSelector: LabelSelector | None = Field(
+        default=None, description="Pods, by their labels ({} = every pod)."
+    )
+
+
+class IPBlock(Model):
+    """A CIDR range, minus some of it."""
+
+    model_config = pydantic.ConfigDict(populate_by_name=True)
+
+    cidr: str = Field(
+        min_length=1, max_length=64, pattern=CIDR_PATTERN, description="e.g. 0.0.0.0/0."
+    )
+    except_: list[Annotated[str, Field(max_length=64, pattern=CIDR_PATTERN)]] = Field(
+        default_factory=list,
+        max_length=32,
+        alias="except",
+        description="Ranges inside cidr that are not allowed.",
+    )
+
+
+class EgressRule(Model):
+    """Where serving pods may connect when egress is restricted."""
+
+    namespaceSelector: LabelSelector | None = Field(
+        default=None, description="Namespaces, by their labels."
+    )
+    podSelector: LabelSelector | None = Field(default=None, description="Pods, by their labels.")
+    ipBlock: IPBlock | None = Field(
+        default=None, description="Addresses (outside the cluster's pod network)."
+    )
+    ports: list[Annotated[int, Field(ge=1, le=65535)]] = Field(
+        default_factory=lambda: [443],
+        min_length=1,
+        max_length=16,
+        description="TCP ports.",
+    )
+
+
+class Egress(Model):
+    """Outbound connections of the serving pods."""
+
+    restrict: bool = Field(
+        default=False,
+        description=(
+            "Allow only DNS and allowTo. Off by default: engines download weights from the "
+            "model hub on first start."
+        ),
+    )
+    allowTo: list[EgressRule] | None = Field(
+        default=None,
+        max_length=16,
+        description=(
+            "With restrict: where pods may connect besides DNS. Omitted: the model hub, as "
+            "HTTPS (443) to addresses outside the private, shared and link-local ranges (so "
+            "no other workload in the cluster and no cloud metadata endpoint)."
+        ),
+    )
+
+
+class Network(Model):
+    """The NetworkPolicy <name> in front of the serving pods (docs/operations/security.md)."""
+
+    policy: bool | None = Field(
+        default=None,
+        description=(
+            "Create the NetworkPolicy. Omitted: the operator's default (Helm value "
+            "networkPolicy.enabled; on unless changed). false removes it."
+        ),
+    )
+    allowFrom: list[NetworkPeer] | None = Field(
+        default=None,
+        max_length=16,
+        description=(
+            "Who may connect to the serving port, besides the operator and the monitoring "
+            "namespace. Omitted: every pod in this namespace. [] : nobody else."
+        ),
+    )
+    egress: Egress = Field(default_factory=Egress, description="Outbound connections.")
+
+
+class Limits(Model):
+    """Per-request and per-replica limits the engines enforce (docs/operations/security.md)."""
+
+    maxTokensPerRequest: int | None = Field(
+        default=None,
+        ge=128,
+        le=10_000_000,
+        description=(
+            "Prompt plus generated tokens one request may use; longer requests are refused "
+            "by the engine. Omitted: the planned context (status.plan.maxModelLen); larger "
+            "than that is refused."
+        ),
+    )
+    maxConcurrentSequences: int | None = Field(
+        default=None,
+        ge=1,
+        le=4096,
+        description=(
+            "Requests one replica works on at once (vLLM --max-num-seqs; TGI "
+            "--max-concurrent-requests, which refuses more). Omitted: what the planned KV "
+            "cache holds at 1024 tokens each, within [planned full-length sequences, 256]."
+        ),
+    )
+
+
 class LlamaDeploymentSpec(Model):
     """The desired endpoint: which model, which service level."""
 
@@ -651,6 +827,18 @@ class LlamaDeploymentSpec(Model):
         ),
     )
     license: License | None = Field(default=None, description="Licence acceptance.")
+    auth: Auth = Field(
+        default_factory=Auth,
+        description="API keys (docs/operations/security.md#api-keys).",
+    )
+    network: Network = Field(
+        default_factory=Network,
+        description="The NetworkPolicy in front of the serving pods.",
+    )
+    limits: Limits = Field(
+        default_factory=Limits,
+        description="Input limits the engines enforce; omitted fields follow the plan.",
+    )
 
 
 # Spec fields that are validated now but whose behaviour ships in later releases.
@@ -943,6 +1131,10 @@ class LlamaDeploymentStatus(Model):
         default=None,
         description="The HTTPRoute the operator keeps for spec.traffic.gatewayRef.",
     )
+    networkPolicy: str | None = Field(
+        default=None,
+        description="The NetworkPolicy the operator keeps in front of the serving pods.",
+    )
     activeModel: str | None = Field(
         default=None, description="The model the entry point serves now."
     )
@@ -1059,6 +1251,25 @@ CEL_RULES: dict[str, list[tuple[str, str]]] = {
             "could never replace a pod",
         ),
     ],
+    "network": [
+        (
+            "!has(self.allowFrom) || self.allowFrom.all(p, has(p.namespaceSelector) || "
+            "has(p.podSelector))",
+            "spec.network.allowFrom: each entry needs namespaceSelector, podSelector or both",
+        ),
+    ],
+    "network.egress": [
+        (
+            "!has(self.allowTo) || self.allowTo.all(r, has(r.ipBlock) != "
+            "(has(r.namespaceSelector) || has(r.podSelector)))",
+            "spec.network.egress.allowTo: each entry needs either ipBlock or "
+            "namespaceSelector/podSelector, not both",
+        ),
+        (
+            "!has(self.allowTo) || (has(self.restrict) && self.restrict)",
+            "spec.network.egress.allowTo applies only with restrict: true",
+        ),
+    ],
     "": [
         (
             "!has(self.model.checkpointQuantization) || self.model.checkpointQuantization == "
@@ -1074,6 +1285,12 @@ CEL_RULES: dict[str, list[tuple[str, str]]] = {
             "self.model.checkpointQuantization == self.placement.quantization)",
             "spec.placement.quantization awq/gptq needs a pre-quantized checkpoint: set "
             "spec.model.checkpointQuantization and point spec.model.id at that repository",
+        ),
+        (
+            "!has(self.engineArgs) || self.engineArgs.all(a, !(a in ['--api-key', "
+            "'--hf-token']) && !a.startsWith('--api-key=') && !a.startsWith('--hf-token='))",
+            "spec.engineArgs must not carry --api-key or --hf-token: arguments show in kubectl "
+            "describe; use spec.auth.apiKeySecretRef and spec.model.tokenSecretRef",
         ),
     ],
 }
@@ -1125,6 +1342,7 @@ def validate_spec(spec: LlamaDeploymentSpec) -> None:
                 "maxSurge and maxUnavailable cannot both be 0, or a rolling update could never "
                 "replace a pod",
             )
+    _validate_security(spec)
     ckpt, quant = spec.model.checkpointQuantization, spec.placement.quantization
     if ckpt != "none" and quant not in ("auto", ckpt):
         raise SpecError(
@@ -1137,6 +1355,53 @@ def validate_spec(spec: LlamaDeploymentSpec) -> None:
             f"{quant} needs a pre-quantized checkpoint: set spec.model.checkpointQuantization: "
             f"{quant} and point spec.model.id at that repository",
         )
+
+
+def _validate_security(spec: LlamaDeploymentSpec) -> None:
+    for arg in spec.engineArgs:
+        flag = arg.split("=", 1)[0]
+        if flag in SECRET_FLAGS:
+            raise SpecError(
+                "spec.engineArgs",
+                f"must not carry {flag}: arguments show in kubectl describe and the "
+                "Deployment's history; use spec.auth.apiKeySecretRef for the API key and "
+                "spec.model.tokenSecretRef for the Hub token",
+            )
+    network = spec.network
+    for index, peer in enumerate(network.allowFrom or ()):
+        where = f"spec.network.allowFrom[{index}]"
+        if peer.namespaceSelector is None and peer.podSelector is None:
+            raise SpecError(where, "needs namespaceSelector, podSelector or both")
+        _validate_selector(f"{where}.namespaceSelector", peer.namespaceSelector)
+        _validate_selector(f"{where}.podSelector", peer.podSelector)
+    if network.egress.allowTo is not None and not network.egress.restrict:
+        raise SpecError("spec.network.egress.allowTo", "applies only with restrict: true")
+    for index, rule in enumerate(network.egress.allowTo or ()):
+        where = f"spec.network.egress.allowTo[{index}]"
+        selectors = rule.namespaceSelector is not None or rule.podSelector is not None
+        if (rule.ipBlock is not None) == selectors:
+            raise SpecError(
+                where, "needs either ipBlock or namespaceSelector/podSelector, not both"
+            )
+        _validate_selector(f"{where}.namespaceSelector", rule.namespaceSelector)
+        _validate_selector(f"{where}.podSelector", rule.podSelector)
+
+
+def _validate_selector(where: str, selector: LabelSelector | None) -> None:
+    # What the API server checks of a NetworkPolicy's selectors, so a bad one is reported
+    # on the LlamaDeployment (naming its field) rather than as a refused apply.
+    for index, requirement in enumerate(selector.matchExpressions if selector else ()):
+        takes_values = requirement.operator in ("In", "NotIn")
+        if takes_values and not requirement.values:
+            raise SpecError(
+                f"{where}.matchExpressions[{index}].values",
+                f"operator {requirement.operator} needs at least one value",
+            )
+        if not takes_values and requirement.values:
+            raise SpecError(
+                f"{where}.matchExpressions[{index}].values",
+                f"must be empty for operator {requirement.operator}",
+            )
 
 
 def _validate_autoscaling(a: Autoscaling) -> None:

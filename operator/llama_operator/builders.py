@@ -588,6 +588,179 @@ def http_route(
     )
 
 
+# Restricted egress, by default: HTTPS to the public internet, which is where the model
+# hub and its CDNs are (NetworkPolicy cannot name hosts). The private, shared (carrier NAT)
+# and link-local ranges are left out, so a compromised engine reaches no other workload in
+# the cluster or the network it runs in, and no cloud metadata endpoint (169.254.169.254).
+PUBLIC_INTERNET: tuple[tuple[str, tuple[str, ...]], ...] = (
+    (
+        "0.0.0.0/0",
+        (
+            "10.0.0.0/8",
+            "100.64.0.0/10",
+            "127.0.0.0/8",
+            "169.254.0.0/16",
+            "172.16.0.0/12",
+            "192.168.0.0/16",
+        ),
+    ),
+    ("::/0", ("::1/128", "fc00::/7", "fe80::/10")),
+)
+HUB_PORT = 443
+DNS_PORT = 53
+# Kubernetes sets this label on every namespace (1.21+): a namespace selected by name.
+NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
+
+
+def network_policy_name(name: str) -> str:
+    """``<name>``: one NetworkPolicy per LlamaDeployment, for all of its serving pods."""
+    return name
+
+
+def serving_pods(*, name: str) -> dict[str, str]:
+    """Labels every serving pod of this LlamaDeployment carries, and nothing else does:
+    the primary's, a canary's and the fallbacks' alike (``labels``)."""
+    return {
+        "app.kubernetes.io/name": api.SINGULAR,
+        "app.kubernetes.io/instance": name,
+        "app.kubernetes.io/managed-by": MANAGER,
+    }
+
+
+def network_policy(
+    *,
+    name: str,
+    namespace: str,
+    uid: str,
+    network: api.Network,
+    settings: config.NetworkPolicy,
+) -> dict[str, Any]:
+    """``NetworkPolicy <name>``: who may reach the serving port of this endpoint's pods, and,
+    with ``spec.network.egress.restrict``, where they may connect.
+
+    Ingress: ``spec.network.allowFrom`` (omitted: every pod in this namespace), the
+    operator's pods (metrics for canary analysis, autoscaling and failover) and the
+    monitoring namespace of the operator config. The kubelet's probes are not pod traffic
+    and are not affected.
+    """
+    port = [{"protocol": "TCP", "port": engines.PORT}]
+    peers = (
+        network.allowFrom
+        if network.allowFrom is not None
+        else [api.NetworkPeer(podSelector=api.LabelSelector())]
+    )
+    ingress: list[dict[str, Any]] = []
+    if peers:
+        # Never an empty "from": that would let everyone in.
+        ingress.append({"from": [_peer(peer) for peer in peers], "ports": copy.deepcopy(port)})
+    if settings.operatorNamespace:
+        ingress.append(
+            {
+                "from": [
+                    {
+                        "namespaceSelector": {
+                            "matchLabels": {NAMESPACE_NAME_LABEL: settings.operatorNamespace}
+                        },
+                        "podSelector": {"matchLabels": dict(settings.operatorPodLabels)},
+                    }
+                ],
+                "ports": copy.deepcopy(port),
+            }
+        )
+    if settings.monitoringNamespace:
+        monitoring: dict[str, Any] = {
+            "namespaceSelector": {
+                "matchLabels": {NAMESPACE_NAME_LABEL: settings.monitoringNamespace}
+            }
+        }
+        if settings.monitoringPodLabels:
+            monitoring["podSelector"] = {"matchLabels": dict(settings.monitoringPodLabels)}
+        ingress.append({"from": [monitoring], "ports": copy.deepcopy(port)})
+    policy_spec: dict[str, Any] = {
+        "podSelector": {"matchLabels": serving_pods(name=name)},
+        # Ingress is always listed: with no rule at all it still denies every connection.
+        "policyTypes": ["Ingress"],
+        "ingress": ingress,
+    }
+    if network.egress.restrict:
+        policy_spec["policyTypes"].append("Egress")
+        policy_spec["egress"] = [
+            # DNS to wherever the cluster resolves (kube-dns, a node-local cache).
+            {"ports": [{"protocol": p, "port": DNS_PORT} for p in ("UDP", "TCP")]},
+            *_egress_rules(network.egress.allowTo),
+        ]
+    return with_hash(
+        {
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "NetworkPolicy",
+            "metadata": {
+                "name": network_policy_name(name),
+                "namespace": namespace,
+                "labels": labels(name=name, variant="network-policy"),
+                "ownerReferences": [owner_reference(name=name, uid=uid)],
+            },
+            "spec": policy_spec,
+        }
+    )
+
+
+def _egress_rules(allow_to: list[api.EgressRule] | None) -> list[dict[str, Any]]:
+    if allow_to is None:
+        return [
+            {
+                "to": [
+                    {"ipBlock": {"cidr": cidr, "except": list(excluded)}}
+                    for cidr, excluded in PUBLIC_INTERNET
+                ],
+                "ports": [{"protocol": "TCP", "port": HUB_PORT}],
+            }
+        ]
+    result = []
+    for rule in allow_to:
+        peer: dict[str, Any] = {}
+        if rule.ipBlock is not None:
+            block: dict[str, Any] = {"cidr": rule.ipBlock.cidr}
+            if rule.ipBlock.except_:
+                block["except"] = list(rule.ipBlock.except_)
+            peer["ipBlock"] = block
+        peer.update(
+            _peer(
+                api.NetworkPeer(
+                    namespaceSelector=rule.namespaceSelector, podSelector=rule.podSelector
+                )
+            )
+        )
+        result.append(
+            {"to": [peer], "ports": [{"protocol": "TCP", "port": port} for port in rule.ports]}
+        )
+    return result
+
+
+def _peer(peer: api.NetworkPeer) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    if peer.namespaceSelector is not None:
+        result["namespaceSelector"] = _selector(peer.namespaceSelector)
+    if peer.podSelector is not None:
+        result["podSelector"] = _selector(peer.podSelector)
+    return result
+
+
+def _selector(selector: api.LabelSelector) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    if selector.matchLabels:
+        result["matchLabels"] = dict(selector.matchLabels)
+    if selector.matchExpressions:
+        result["matchExpressions"] = [
+            {
+                "key": requirement.key,
+                "operator": requirement.operator,
+                **({"values": list(requirement.values)} if requirement.values else {}),
+            }
+            for requirement in selector.matchExpressions
+        ]
+    return result
+
+
 def _backend(service_name: str, weight: int) -> dict[str, Any]:
     return {
         "group": "",

@@ -26,6 +26,7 @@ from llama_operator import (
     catalog,
     config,
     crd,
+    engines,
     facts,
     hub,
     licenses,
@@ -33,6 +34,7 @@ from llama_operator import (
     pools,
     reconcile,
     rollout,
+    security,
 )
 
 PLACEHOLDER_UID = "00000000-0000-0000-0000-000000000000"
@@ -160,18 +162,21 @@ def _desired(
     )
 
 
-def _gate(wanted: reconcile.Desired, name: str) -> reconcile.Gate:
+def _gate(
+    wanted: reconcile.Desired, name: str, settings: config.OperatorConfig, namespace: str = ""
+) -> reconcile.Gate:
     """The gates as the operator would first apply them: nothing serves yet, and the token
     itself is not checked (the CLI reads no Secrets), so a gated repository is held only
     when no token is referenced (from the Hub card, when the Hub can be read)."""
     return reconcile.gates(
         wanted,
         name=name,
-        namespace="",
+        namespace=namespace,
         previous={},
         serving=False,
         creating_pods=True,
         access=None,
+        settings=settings,
     )
 
 
@@ -195,7 +200,8 @@ def _cmd_plan(args: argparse.Namespace) -> int:
             entry["license"] = _license_entry(doc)
         else:
             entry["plan"] = wanted.plan.model_dump(mode="json")
-            entry["license"] = _license_entry(doc, wanted)
+            entry["license"] = _license_entry(doc, wanted, settings)
+            entry["security"] = _security_entry(doc, wanted, settings)
             entry["rollout"] = _rollout_entry(wanted.spec)
             entry["fallbacks"] = [
                 _fallback_entry(backup) for backup in _backups(doc, wanted, settings, catalogue)
@@ -218,7 +224,11 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     return 1 if failed or not results else 0
 
 
-def _license_entry(doc: dict[str, Any], wanted: reconcile.Desired | None = None) -> dict[str, Any]:
+def _license_entry(
+    doc: dict[str, Any],
+    wanted: reconcile.Desired | None = None,
+    settings: config.OperatorConfig | None = None,
+) -> dict[str, Any]:
     """The licence of a document's model, and what the operator does about it.
 
     With a plan, the detection the operator itself made (Hub card included when the Hub
@@ -241,19 +251,56 @@ def _license_entry(doc: dict[str, Any], wanted: reconcile.Desired | None = None)
             "euMultimodal": licenses.eu_multimodal_notice(found.license, model_id),
         }
     found = wanted.detection
-    gate = _gate(wanted, str((doc.get("metadata") or {}).get("name", "unnamed")))
+    meta = doc.get("metadata") or {}
+    gate = _gate(
+        wanted,
+        str(meta.get("name", "unnamed")),
+        settings or config.OperatorConfig(),
+        str(meta.get("namespace", "default")),
+    )
+    # The licence's own part of the gate: an API key the spec lacks is the security
+    # entry's to report.
+    held = gate.hold if gate.auth is None or gate.hold != gate.auth.hold else None
     (config_map,) = [o for o in wanted.objects if o["kind"] == "ConfigMap"]
     return {
         **found.as_dict(),
         "euMultimodal": licenses.eu_multimodal_notice(found.license, model_id),
         "accepted": bool(gate.license is not None and gate.license["accepted"]),
-        "serving": "held" if gate.hold else "allowed",
-        "held": gate.hold,
+        "serving": "held" if held else "allowed",
+        "held": held,
         "injected": {
             "configMap": config_map["metadata"]["name"],
             "mountPath": licensing.MOUNT_PATH,
             "files": sorted(config_map["data"]),
             "annotations": builders.license_annotations(found),
+        },
+    }
+
+
+def _security_entry(
+    doc: dict[str, Any], wanted: reconcile.Desired, settings: config.OperatorConfig
+) -> dict[str, Any]:
+    """The API-key gate, the NetworkPolicy and the input limits the engine is given."""
+    spec = wanted.spec
+    meta = doc.get("metadata") or {}
+    name = str(meta.get("name", "unnamed"))
+    namespace = str(meta.get("namespace", "default"))
+    verdict = security.auth(spec, settings, secret_present=None, namespace=namespace)
+    ref = spec.auth.apiKeySecretRef
+    limits = engines.limits(spec=spec, plan=wanted.plan)
+    policy = security.network_policy_enabled(spec, settings)
+    return {
+        "auth": {
+            "mode": security.auth_mode(spec, settings),
+            "apiKeySecret": f"{ref.name}/{ref.key}" if ref is not None else None,
+            "serving": "held" if verdict.hold else "allowed",
+            "held": verdict.hold,
+        },
+        "networkPolicy": builders.network_policy_name(name) if policy else None,
+        "egress": "restricted" if policy and spec.network.egress.restrict else "open",
+        "limits": {
+            "maxTokensPerRequest": limits.max_tokens_per_request,
+            "maxConcurrentSequences": limits.max_concurrent_sequences,
         },
     }
 
@@ -401,10 +448,29 @@ def _plan_text(entry: dict[str, Any]) -> str:
         f"  memory per GPU ~{p['estimatedGPUMemoryGiB']} GiB, KV cache {p['kvCacheGiB']} GiB "
         f"per replica ({p['maxConcurrentSequences']} full-length sequences)\n"
         f"  why: {p['reason']}\n"
+        f"{_security_text(entry['security'])}"
         f"{_rollout_text(entry['rollout'])}"
         f"{_fallbacks_text(entry.get('fallbacks') or [])}"
         f"{found}"
     )
+
+
+def _security_text(found: dict[str, Any]) -> str:
+    auth, limits = found["auth"], found["limits"]
+    key = f"API key {auth['apiKeySecret']}" if auth["apiKeySecret"] else "no API key"
+    policy = (
+        f"NetworkPolicy {found['networkPolicy']} (egress {found['egress']})"
+        if found["networkPolicy"]
+        else "no NetworkPolicy"
+    )
+    text = (
+        f"  security: auth {auth['mode']}, {key}; {policy}; limits "
+        f"{limits['maxTokensPerRequest']} tokens/request, "
+        f"{limits['maxConcurrentSequences']} concurrent sequences/replica\n"
+    )
+    if auth["held"]:
+        text += f"  HELD: {auth['held']}\n"
+    return text
 
 
 def _cmd_licenses(args: argparse.Namespace) -> int:
@@ -450,7 +516,8 @@ def _cmd_render(args: argparse.Namespace) -> int:
             failed = True
             print(f"error: {origin}: {name}: {exc.failure.message}", file=sys.stderr)
             continue
-        hold = _gate(wanted, str(name)).hold
+        namespace = str((doc.get("metadata") or {}).get("namespace", "default"))
+        hold = _gate(wanted, str(name), settings, namespace).hold
         meta = doc.get("metadata") or {}
         children = reconcile.steady_children(
             wanted,

@@ -17,6 +17,7 @@ NOT_YET_ACTIVE = "NotYetActive"
 LICENSE_ACCEPTED = "LicenseAccepted"
 LICENSE_RESTRICTED = "LicenseRestricted"
 MODEL_ACCESSIBLE = "ModelAccessible"
+AUTHENTICATED = "Authenticated"
 AUTOSCALING = "Autoscaling"
 ROLLOUT = "Rollout"
 ROLLED_BACK = "RolledBack"
@@ -28,6 +29,7 @@ ORDER = (
     PLANNED,
     LICENSE_ACCEPTED,
     MODEL_ACCESSIBLE,
+    AUTHENTICATED,
     AVAILABLE,
     READY,
     ROLLOUT,

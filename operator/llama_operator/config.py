@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib.resources
 import os
-from typing import Any
+from typing import Any, Literal
 
 import pydantic
 import yaml
@@ -119,6 +119,34 @@ class Autoscaling(pydantic.BaseModel):
         return merged
 
 
+class NetworkPolicy(pydantic.BaseModel):
+    """The NetworkPolicy each LlamaDeployment gets (spec.network), operator-wide parts."""
+
+    model_config = pydantic.ConfigDict(frozen=True, extra="forbid")
+
+    # Default of spec.network.policy.
+    enabled: bool = True
+    # The operator's own pods, let in to scrape the engines' /metrics (canary analysis,
+    # the built-in autoscaler, failover on overload). The chart fills both in; None (the
+    # operator runs outside the cluster, where it cannot reach pod IPs anyway): no rule.
+    operatorNamespace: str | None = Field(default=None, min_length=1, max_length=63)
+    operatorPodLabels: dict[str, str] = Field(default_factory=dict)
+    # Where Prometheus runs, let in to scrape /metrics; None: no rule.
+    monitoringNamespace: str | None = Field(default="monitoring", min_length=1, max_length=63)
+    # Narrows the monitoring rule to these pods of that namespace; empty: all of them.
+    monitoringPodLabels: dict[str, str] = Field(default_factory=dict)
+
+
+class Security(pydantic.BaseModel):
+    """Operator-wide security defaults (docs/operations/security.md)."""
+
+    model_config = pydantic.ConfigDict(frozen=True, extra="forbid")
+
+    # Default of spec.auth.mode: required refuses to serve without an API key.
+    defaultAuthMode: Literal["required", "optional"] = "required"
+    networkPolicy: NetworkPolicy = Field(default_factory=NetworkPolicy)
+
+
 class OperatorConfig(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(frozen=True, extra="forbid")
 
@@ -131,6 +159,7 @@ class OperatorConfig(pydantic.BaseModel):
     imagePullPolicy: str = Field(default="IfNotPresent", pattern=r"^(Always|IfNotPresent|Never)$")
     hub: Hub = Field(default_factory=Hub)
     autoscaling: Autoscaling = Field(default_factory=Autoscaling)
+    security: Security = Field(default_factory=Security)
 
 
 class ConfigError(ValueError):

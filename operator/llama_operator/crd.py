@@ -105,7 +105,9 @@ _KEY_ORDER = (
     "pattern",
     "minItems",
     "maxItems",
+    "maxProperties",
     "items",
+    "additionalProperties",
     "x-kubernetes-list-type",
     "x-kubernetes-list-map-keys",
     "properties",
@@ -126,6 +128,7 @@ _PASSTHROUGH = (
     "pattern",
     "minItems",
     "maxItems",
+    "maxProperties",
 )
 _INT_OR_STRING = [{"type": "integer"}, {"type": "string"}]
 
@@ -255,9 +258,17 @@ def _convert(*, node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
 
     out: dict[str, Any] = {}
     for key, value in node.items():
-        if key in ("title", "additionalProperties"):
+        if key == "title" or (key == "additionalProperties" and not isinstance(value, dict)):
             # additionalProperties: false (extra="forbid") is not allowed in a structural
             # schema; pruning and strict field validation refuse unknown keys instead.
+            continue
+        if key == "propertyNames":
+            # Structural schemas cannot constrain map keys; the operator checks them when it
+            # parses the spec (InvalidSpec naming the field).
+            continue
+        if key == "additionalProperties":
+            # A map (dict[str, X]): its values' schema.
+            out["additionalProperties"] = _convert(node=value, defs=defs)
             continue
         if key == "default":
             if value is not None:
@@ -424,6 +435,8 @@ def _type_name(node: dict[str, Any]) -> str:
         return "integer or string"
     if node.get("type") == "array":
         return "[]" + _type_name(node["items"])
+    if node.get("type") == "object" and "additionalProperties" in node:
+        return f"map[string]{_type_name(node['additionalProperties'])}"
     return str(node["type"])
 
 

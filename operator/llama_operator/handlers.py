@@ -307,6 +307,7 @@ def _reconcile_locked(
             generations=memo.setdefault("child_generations", {}),
             card=reconcile.card_fetcher(memo.client),
             access=reconcile.access_checker(memo.client, memo.config),
+            api_key=reconcile.key_checker(memo.client),
             unwatched=memo.setdefault("unwatched_children", {}),
             measure=analyzer.measure,
             handled=memo.setdefault("handled_actions", {}),

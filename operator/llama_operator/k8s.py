@@ -5,7 +5,8 @@ under one field manager, so ownership of every field is explicit. It applies wit
 ``force``: the operator is the intended owner of what it renders, so a field another
 manager (a stray ``kubectl apply``, an older operator) took over is taken back.
 
-Reads are few: Secrets (only when a Hugging Face token is needed), pods by label (a
+Reads are few: Secrets (only when a Hugging Face token is needed, and whether an API-key
+Secret holds its key while serving pods are about to change), pods by label (a
 canary's while it is checked, the primary's while it has fewer ready pods than it asks
 for or a fallback serves), and single objects on demand; the reconcile loop otherwise
 reads children from Kopf indexes fed by watches.
@@ -39,6 +40,7 @@ PLURALS: dict[str, tuple[str, bool]] = {
     "ScaledObject": ("scaledobjects", True),
     "HorizontalPodAutoscaler": ("horizontalpodautoscalers", True),
     "HTTPRoute": ("httproutes", True),
+    "NetworkPolicy": ("networkpolicies", True),
     "Pod": ("pods", True),
 }
 MERGE_PATCH = "application/merge-patch+json"
@@ -156,6 +158,12 @@ class Client:
         if encoded is None:
             return None
         return base64.b64decode(encoded).decode().strip()
+
+    def secret_has_key(self, *, namespace: str, name: str, key: str) -> bool:
+        """Whether a Secret exists and holds a non-empty ``key``: the API-key check. The
+        value is looked at for emptiness only, and goes nowhere."""
+        secret = self.get(api_version="v1", kind="Secret", namespace=namespace, name=name)
+        return secret is not None and bool((secret.get("data") or {}).get(key))
 
     def list_pods(self, *, namespace: str, labels: Mapping[str, str]) -> list[dict[str, Any]]:
         """Pods matching every label (used only while a canary exists; not watched)."""

@@ -31,6 +31,7 @@ from llama_operator import (
     catalog,
     conditions,
     config,
+    engines,
     external_scalers,
     facts,
     failover,
@@ -43,6 +44,7 @@ from llama_operator import (
     pools,
     recovery,
     rollout,
+    security,
     status,
 )
 from llama_operator.events import Event
@@ -54,6 +56,8 @@ HubFetch = Callable[[api.ModelSpec, str], facts.PartialFacts]
 CardFetch = Callable[[str, str, api.ModelSpec, str], hub.Card]
 # (model, namespace) -> whether the referenced token can read the repository.
 AccessCheck = Callable[[api.ModelSpec, str], licensing.AccessAnswer]
+# (spec.auth.apiKeySecretRef, namespace) -> whether that Secret holds a non-empty key.
+KeyCheck = Callable[[api.APIKeySecretRef, str], bool]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,7 +86,9 @@ MAX_BASE_MODELS = 8
 # to find our few costs far more than one no-op apply now and then. Their last applied
 # hash is remembered in process; they are re-applied when it changes, and every
 # REAPPLY_SECONDS anyway, which restores one deleted or edited by hand.
-UNWATCHED_KINDS = frozenset({"ConfigMap", "ScaledObject", "HorizontalPodAutoscaler", "HTTPRoute"})
+UNWATCHED_KINDS = frozenset(
+    {"ConfigMap", "ScaledObject", "HorizontalPodAutoscaler", "HTTPRoute", "NetworkPolicy"}
+)
 REAPPLY_SECONDS = 300.0
 
 
@@ -144,6 +150,7 @@ def desired(
     card: CardFetch | None = None,
     keep_canary: api.Plan | None = None,
     recovery_state: api.RecoveryStatus | None = None,
+    clamp_limits: bool = False,
 ) -> Desired:
     """Everything the operator wants to exist for this resource, or ``PlanningError``.
 
@@ -153,7 +160,9 @@ def desired(
     ``keep_canary`` is the plan of a canary under way (status.rollout.canaryPlan), kept the
     same way, so the canary is not re-planned (and restarted) on every reconcile.
     ``recovery_state`` (status.recovery) leaves out the pools re-planning excluded and adds
-    the memory headroom it asked for.
+    the memory headroom it asked for. ``clamp_limits``: a spec.limits token limit above the
+    plan's context is held to it instead of refused (a fallback inherits the primary's
+    limits, planned for another model).
     """
     try:
         spec = api.parse_spec(dict(raw_spec))
@@ -204,6 +213,11 @@ def desired(
                 "inflight, or engine: vllm",
             )
         )
+    if not clamp_limits:
+        try:
+            engines.check_limits(spec=spec, plan=plan)
+        except api.SpecError as exc:
+            raise PlanningError(status.PlanningFailure("InvalidSpec", str(exc))) from exc
     detection, card_gated = detect_license(spec=spec, namespace=namespace, card=card)
     objects = builders.build_all(
         name=name,
@@ -226,6 +240,16 @@ def desired(
         )
     except external_scalers.ScalerError as exc:
         raise PlanningError(status.PlanningFailure("InvalidSpec", str(exc))) from exc
+    if security.network_policy_enabled(spec, settings):
+        objects.append(
+            builders.network_policy(
+                name=name,
+                namespace=namespace,
+                uid=uid,
+                network=spec.network,
+                settings=settings.security.networkPolicy,
+            )
+        )
     return Desired(
         spec=spec,
         model=model,
@@ -339,6 +363,7 @@ def reconcile(
     handled: MutableMapping[str, str] | None = None,
     instant: float | None = None,
     queue: QueueRead | None = None,
+    api_key: KeyCheck | None = None,
 ) -> Outcome:
     """Reconcile one LlamaDeployment.
 
@@ -356,7 +381,8 @@ def reconcile(
     remembers the rollout actions already acted on, so a stale copy of the object that
     still carries the annotation does not act twice. ``instant`` is ``now`` in seconds
     since the epoch with its fraction (rollout pauses are timed from it); None reads it
-    from ``now``.
+    from ``now``. ``api_key`` checks that the Secret of spec.auth.apiKeySecretRef holds its
+    key, only when serving pods are about to be created or changed; None leaves it unchecked.
     """
     generations = {} if generations is None else generations
     unwatched = {} if unwatched is None else unwatched
@@ -381,6 +407,8 @@ def reconcile(
     route_missing: str | None = None  # the cluster does not serve the Gateway API
     route: str | None = None
     route_known = False
+    network_policy: str | None = None
+    policy_known = False  # False: status.networkPolicy stays as it is
     decision: rollout.Decision | None = None
     rollout_status: dict[str, Any] | None = None
     rollout_held: str | None = None
@@ -450,6 +478,8 @@ def reconcile(
             serving=serving,
             creating_pods=_changes_pods(wanted, lookup, namespace, generations),
             access=access,
+            settings=settings,
+            api_key=api_key,
         )
         if gate.hold is None:
             # A closed gate decides nothing about rollouts: no canary of a change that may
@@ -483,6 +513,7 @@ def reconcile(
             lookup=lookup,
             generations=generations,
             primary=wanted.detection,
+            api_key=api_key,
         )
         switched = failover.decide(
             policy=api.failover_policy(wanted.spec),
@@ -593,6 +624,9 @@ def reconcile(
                 name=name,
                 missing=route_missing,
             )
+        network_policy, policy_known = _sync_network_policy(
+            wanted, settings, previous=previous, client=client, namespace=namespace, name=name
+        )
         if held_back is None or not serving:
             external = _sync_external_scaler(
                 wanted,
@@ -695,6 +729,8 @@ def reconcile(
             canary_ready=canary_counts.ready,
             http_route=route,
             route_known=route_known,
+            network_policy=network_policy,
+            network_policy_known=policy_known,
             failover=switched.status if switched is not None else None,
             failover_known=switched is not None,
             active_model=switched.active_model if switched is not None else None,
@@ -939,6 +975,7 @@ def _fallbacks(
     lookup: Lookup,
     generations: MutableMapping[str, int],
     primary: licenses.Detection,
+    api_key: KeyCheck | None = None,
 ) -> list[Backup]:
     """Each spec.fallbacks[i], planned and sized like the primary (its placement policy),
     with its own licence and gated-access gates: a fallback that may not serve is
@@ -964,6 +1001,7 @@ def _fallbacks(
                 available=available,
                 fetch=fetch,
                 card=card,
+                clamp_limits=True,
             )
         except PlanningError as exc:
             reason = _fallback_fields(f"{exc.failure.reason}: {exc.failure.message}", index)
@@ -994,6 +1032,8 @@ def _fallbacks(
             or _live_hash(live) != _live_hash(pods)
             or _edited_by_others(live, f"Deployment/{name}-{variant}", generations),
             access=access,
+            settings=settings,
+            api_key=api_key,
         )
         candidate = dataclasses.replace(
             base,
@@ -1034,8 +1074,10 @@ def _fallback_spec(raw_spec: Mapping[str, Any], fallback: api.Fallback) -> dict[
     placement policy (optimize, pools, concurrency), but not the primary's pins (its
     quantization, tensor-parallel degree, context, memory fraction are for its model)
     nor its model cache (a claim holds the primary's weights); no rollout, autoscaling,
-    traffic or fallbacks of its own."""
-    raw = {key: value for key, value in raw_spec.items() if key in {"engine", "image"}}
+    traffic or fallbacks of its own. The endpoint's security is the primary's: the same API
+    key, network rules and input limits (a token limit held to the fallback's context)."""
+    shared = {"engine", "image", "auth", "network", "limits"}
+    raw = {key: value for key, value in raw_spec.items() if key in shared}
     placement = raw_spec.get("placement")
     if isinstance(placement, Mapping):
         policy = {"optimize", "pools", "concurrentSequences"}
@@ -1469,6 +1511,30 @@ def _sync_route(
     return None, False
 
 
+def _sync_network_policy(
+    wanted: Desired,
+    settings: config.OperatorConfig,
+    *,
+    previous: Mapping[str, Any],
+    client: k8s.Client,
+    namespace: str,
+    name: str,
+) -> tuple[str | None, bool]:
+    """status.networkPolicy, and the policy deleted once it is switched off."""
+    if security.network_policy_enabled(wanted.spec, settings):
+        return builders.network_policy_name(name), True
+    before = previous.get("networkPolicy")
+    if isinstance(before, str) and before:
+        client.delete(
+            api_version="networking.k8s.io/v1",
+            kind="NetworkPolicy",
+            namespace=namespace,
+            name=before,
+        )
+        return None, True
+    return None, False
+
+
 def _refused(previous: Mapping[str, Any], type_: str) -> bool:
     """Whether status says the cluster refused the optional kind behind condition ``type_``."""
     found = conditions.find(previous.get("conditions") or [], type_)
@@ -1580,6 +1646,7 @@ class Gate:
     license: dict[str, Any] | None  # status.license; None keeps the one in status
     checks: tuple[licensing.Check, ...]
     removed: tuple[str, ...]
+    auth: security.AuthVerdict | None = None  # the API-key gate's part of hold and checks
 
 
 def gates(
@@ -1591,8 +1658,11 @@ def gates(
     serving: bool,
     creating_pods: bool,
     access: AccessCheck | None,
+    settings: config.OperatorConfig,
+    api_key: KeyCheck | None = None,
 ) -> Gate:
-    """The licence gate, then (only when pods are about to be created or changed) access."""
+    """The licence gate, then (only when pods are about to be created or changed) access,
+    then the API key (``security.auth``; its Secret is looked at under the same rule)."""
     model = wanted.spec.model
     verdict = licensing.license_verdict(
         detection=wanted.detection,
@@ -1616,7 +1686,14 @@ def gates(
     if hold is None and licensing.holds(accessible):
         assert accessible is not None
         hold = accessible.message
-    checks = verdict.checks + ((accessible,) if accessible is not None else ())
+    key_ref = wanted.spec.auth.apiKeySecretRef
+    present: bool | None = None
+    if key_ref is not None and creating_pods and hold is None and api_key is not None:
+        present = api_key(key_ref, namespace)
+    auth = security.auth(wanted.spec, settings, secret_present=present, namespace=namespace)
+    if hold is None:
+        hold = auth.hold
+    checks = verdict.checks + ((accessible,) if accessible is not None else ()) + (auth.check,)
     return Gate(
         hold=hold,
         license=licensing.license_status(
@@ -1626,6 +1703,7 @@ def gates(
         ),
         checks=checks,
         removed=verdict.removed,
+        auth=auth,
     )
 
 
@@ -1641,6 +1719,9 @@ def _recorded(name: str, previous: Mapping[str, Any]) -> set[str]:
     route = previous.get("httpRoute")
     if isinstance(route, str) and route:
         known.add(f"HTTPRoute/{route}")
+    policy = previous.get("networkPolicy")
+    if isinstance(policy, str) and policy:
+        known.add(f"NetworkPolicy/{policy}")
     before = rollout.previous_of(previous.get("rollout"))
     if before is not None and before.phase in rollout.IN_PROGRESS:
         canary_license = builders.license_config_map_name(name=name, variant=builders.CANARY)
@@ -1726,9 +1807,16 @@ _WARN_WHEN = {
     conditions.MODEL_ACCESSIBLE: "False",
     conditions.LICENSE_RESTRICTED: "True",
     conditions.AUTOSCALING: "False",
+    conditions.AUTHENTICATED: "False",
 }
+# Reasons of a condition above that are a choice, not a fault: no Warning for them.
+_CHOSEN = {"AuthOptional"}
 # ...and those whose recovery from a warning is worth a Normal Event.
-_RECOVERED_WHEN = {conditions.LICENSE_ACCEPTED: "True", conditions.MODEL_ACCESSIBLE: "True"}
+_RECOVERED_WHEN = {
+    conditions.LICENSE_ACCEPTED: "True",
+    conditions.MODEL_ACCESSIBLE: "True",
+    conditions.AUTHENTICATED: "True",
+}
 
 
 def _condition_events(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[Event]:
@@ -1745,7 +1833,7 @@ def _condition_events(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[Ev
             or before.get("status") != after["status"]
             or before.get("message") != after.get("message")
         )
-        if after["status"] == bad and changed:
+        if after["status"] == bad and changed and after.get("reason") not in _CHOSEN:
             result.append(Event("Warning", after["reason"], after["message"]))
         elif (
             _RECOVERED_WHEN.get(type_) == after["status"]
@@ -1779,6 +1867,15 @@ def _token_of(client: k8s.Client, model: api.ModelSpec, namespace: str) -> Calla
         return client.read_secret_value(namespace=namespace, name=ref.name, key=ref.key)
 
     return read
+
+
+def key_checker(client: k8s.Client) -> KeyCheck:
+    """Whether the Secret of spec.auth.apiKeySecretRef holds its key (its value unread)."""
+
+    def check(ref: api.APIKeySecretRef, namespace: str) -> bool:
+        return client.secret_has_key(namespace=namespace, name=ref.name, key=ref.key)
+
+    return check
 
 
 def card_fetcher(client: k8s.Client) -> CardFetch:

@@ -52,6 +52,8 @@ class Observation:
     rollout: Mapping[str, Any] | None = None  # status.rollout; None: keep the previous one
     http_route: str | None = None  # status.httpRoute
     route_known: bool = False  # False: keep status.httpRoute as it is
+    network_policy: str | None = None  # status.networkPolicy
+    network_policy_known: bool = False  # False: keep status.networkPolicy as it is
     canary_replicas: int = 0  # pods of a canary in traffic, added to the reported counts
     canary_ready: int = 0
     failover: Mapping[str, Any] | None = None  # status.failover
@@ -264,6 +266,8 @@ def compute(observation: Observation) -> dict[str, Any]:
         result["planHistory"] = [dict(entry) for entry in observation.plan_history]
     if observation.route_known:
         result["httpRoute"] = observation.http_route
+    if observation.network_policy_known:
+        result["networkPolicy"] = observation.network_policy
     if observation.scaler_known:
         # None deletes the key from status (merge patch), once the scaler is gone.
         scaler = observation.external_scaler

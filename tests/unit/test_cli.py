@@ -151,14 +151,16 @@ class TestRender:
         assert ("Service", "chat") in names
         assert ("Service", "chat-primary") in names
         assert ("ConfigMap", "chat-license") in names
-        # Every example accepts its licence, so nothing is held back: four children each,
-        # and three more (Deployment, Service, licence) per fallback.
+        # Every example accepts its licence and names an API key, so nothing is held back:
+        # five children each (the NetworkPolicy is on by default), and three more
+        # (Deployment, Service, licence) per fallback.
         fallbacks = sum(
             len(yaml.safe_load(path.read_text())["spec"].get("fallbacks") or [])
             for path in EXAMPLES.glob("*.yaml")
         )
         assert fallbacks >= 1
-        assert len(objects) == 4 * len(list(EXAMPLES.glob("*.yaml"))) + 3 * fallbacks
+        assert len(objects) == 5 * len(list(EXAMPLES.glob("*.yaml"))) + 3 * fallbacks
+        assert ("NetworkPolicy", "chat") in names
         assert ("Deployment", "chat-70b-resilient-fallback-0") in names
         (standby,) = [
             o
@@ -180,7 +182,7 @@ class TestRender:
         code, out, err = run(capsys, "render", "-f", str(path))
         assert code == 0  # not an error: the operator waits for the acceptance
         kinds = sorted(o["kind"] for o in yaml.safe_load_all(out) if o)
-        assert kinds == ["ConfigMap", "Service", "Service"]
+        assert kinds == ["ConfigMap", "NetworkPolicy", "Service", "Service"]
         assert "Deployment chat-primary is held back" in err
         assert "spec.license.accept: true" in err
         assert "https://llama.meta.com/llama3_1/use-policy" in err
@@ -203,7 +205,7 @@ class TestRender:
         assert code == 1
         assert "bad" in err
         assert "spec.placement.pools" in err
-        assert len([d for d in yaml.safe_load_all(out) if d]) == 4
+        assert len([d for d in yaml.safe_load_all(out) if d]) == 5
 
 
 class TestCrds:

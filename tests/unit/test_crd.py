@@ -285,8 +285,12 @@ def test_no_json_schema_leftovers() -> None:
     forbidden = {"$ref", "$defs", "title", "const", "oneOf", "allOf", "not"}
     for node in all_dicts(OPENAPI):
         assert not forbidden & node.keys(), node
-        # additionalProperties: false is refused in structural schemas; the spec has no maps.
-        assert "additionalProperties" not in node, node
+        # additionalProperties: false is refused in structural schemas; a map (label
+        # selectors' matchLabels) has a schema for its values instead, and no properties.
+        if "additionalProperties" in node:
+            assert node["additionalProperties"] == {"type": "string", "maxLength": 63}, node
+            assert node["type"] == "object", node
+            assert "properties" not in node, node
 
 
 def test_every_node_is_typed_or_int_or_string() -> None:
@@ -311,7 +315,7 @@ def test_objects_declare_properties_and_arrays_items() -> None:
     for path, node in walk(OPENAPI):
         if path == "metadata":
             continue
-        if node.get("type") == "object":
+        if node.get("type") == "object" and "additionalProperties" not in node:
             assert node.get("properties"), path
             assert set(node.get("required", ())) <= node["properties"].keys(), path
         if node.get("type") == "array":
@@ -560,6 +564,74 @@ CEL_CASES = [
         id="gptq-checkpoint-default-placement",
     ),
     pytest.param(spec_with(placement={"quantization": "fp8"}), None, None, id="fp8"),
+    pytest.param(
+        spec_with(engineArgs=["--enable-prefix-caching", "--api-key", "sk-1"]),
+        message("", 2),
+        "spec.engineArgs",
+        id="api-key-in-engine-args",
+    ),
+    pytest.param(
+        spec_with(engineArgs=["--hf-token=hf_x"]),
+        message("", 2),
+        "spec.engineArgs",
+        id="hf-token-in-engine-args",
+    ),
+    pytest.param(
+        spec_with(engineArgs=["--api-keys-are-not-a-flag"]),
+        None,
+        None,
+        id="similar-flag-is-not-refused",
+    ),
+    pytest.param(
+        spec_with(network={"allowFrom": [{}]}),
+        message("network", 0),
+        "spec.network.allowFrom[0]",
+        id="peer-without-selector",
+    ),
+    pytest.param(
+        spec_with(network={"allowFrom": [{"podSelector": {}}, {"namespaceSelector": {}}]}),
+        None,
+        None,
+        id="peers-with-selectors",
+    ),
+    pytest.param(
+        spec_with(
+            network={
+                "egress": {
+                    "restrict": True,
+                    "allowTo": [{"ipBlock": {"cidr": "10.1.0.0/16"}, "podSelector": {}}],
+                }
+            }
+        ),
+        message("network.egress", 0),
+        "spec.network.egress.allowTo[0]",
+        id="egress-ip-block-and-selector",
+    ),
+    pytest.param(
+        spec_with(network={"egress": {"restrict": True, "allowTo": [{"ports": [443]}]}}),
+        message("network.egress", 0),
+        "spec.network.egress.allowTo[0]",
+        id="egress-rule-without-destination",
+    ),
+    pytest.param(
+        spec_with(network={"egress": {"allowTo": [{"ipBlock": {"cidr": "10.1.0.0/16"}}]}}),
+        message("network.egress", 1),
+        "spec.network.egress.allowTo",
+        id="egress-allow-to-without-restrict",
+    ),
+    pytest.param(
+        spec_with(
+            network={
+                "egress": {
+                    "restrict": True,
+                    "allowTo": [{"ipBlock": {"cidr": "10.1.0.0/16", "except": ["10.1.2.0/24"]}}],
+                }
+            }
+        ),
+        None,
+        None,
+        id="egress-ip-block",
+    ),
 ]
 
 

@@ -233,7 +233,15 @@ class TestSharedContainer:
     def test_caches_point_at_writable_volumes(self) -> None:
         container = render()
         env = {item["name"]: item["value"] for item in container["env"]}
-        assert env == {"HF_HOME": "/models-cache", "HOME": "/tmp", "XDG_CACHE_HOME": "/tmp/.cache"}
+        assert env == {
+            "HF_HOME": "/models-cache",
+            # Both spellings: the TGI image sets HUGGINGFACE_HUB_CACHE=/data, which wins
+            # over HF_HOME and would point into the read-only root filesystem.
+            "HF_HUB_CACHE": "/models-cache/hub",
+            "HUGGINGFACE_HUB_CACHE": "/models-cache/hub",
+            "HOME": "/tmp",
+            "XDG_CACHE_HOME": "/tmp/.cache",
+        }
         mounted = {mount["mountPath"] for mount in container["volumeMounts"]}
         assert {"/models-cache", "/tmp"} <= mounted
         assert container["securityContext"]["readOnlyRootFilesystem"] is True

@@ -123,6 +123,6 @@ class TestCliAgreesWithTheOperator:
         assert cli.main(["render", "-f", str(path)]) == 0
         out, err = capsys.readouterr()
         kinds = sorted(o["kind"] for o in yaml.safe_load_all(out) if o)
-        assert kinds == ["ConfigMap", "Service", "Service"]
+        assert kinds == ["ConfigMap", "NetworkPolicy", "Service", "Service"]
         assert "is gated" in err
         assert "©" in out  # the NOTICE is printed as it must be reproduced

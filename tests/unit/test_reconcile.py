@@ -33,7 +33,12 @@ class RecordingClient:
         return []
 
 
-SETTINGS = config.OperatorConfig(pools=config.default_pools())
+# API keys optional: these tests are about the other gates and children; the API-key
+# gate, the operator's default, has its own (test_reconcile_security.py).
+SETTINGS = config.OperatorConfig(
+    pools=config.default_pools(),
+    security=config.Security(defaultAuthMode="optional"),
+)
 
 
 def body(spec: dict[str, Any], status: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -96,8 +101,10 @@ class TestReconcile:
             ("Deployment", "chat-primary"),
             ("Service", "chat"),
             ("Service", "chat-primary"),
+            ("NetworkPolicy", "chat"),
         ]
         assert outcome.status_patch["plan"]["engine"] == "vllm"
+        assert outcome.status_patch["networkPolicy"] == "chat"
         assert [e.reason for e in outcome.events] == ["Planned", "Applied"]
 
     def test_unchanged_children_and_status_mean_no_writes_and_no_events(self) -> None:
@@ -330,7 +337,8 @@ TOKEN = {"name": "hf", "key": "token"}
 class TestLicenceGate:
     def test_not_accepted_creates_no_serving_pods_and_says_why(self) -> None:
         outcome, client = run(body(NOT_ACCEPTED))
-        assert kinds(client) == ["ConfigMap", "Service", "Service"]  # no Deployment
+        # No Deployment; the NetworkPolicy guards the Services all the same.
+        assert kinds(client) == ["ConfigMap", "Service", "Service", "NetworkPolicy"]
         accepted = condition(outcome, "LicenseAccepted")
         assert (accepted["status"], accepted["reason"]) == ("False", "NotAccepted")
         assert "https://llama.meta.com/llama3_1/use-policy" in accepted["message"]
@@ -528,9 +536,10 @@ class TestUnwatchedConfigMap:
         assert again.applied == []
         later = NOW + reconcile.REAPPLY_SECONDS
         refreshed, again = run(body(SPEC, status=status), live=live, unwatched=memory, clock=later)
-        assert kinds(again) == ["ConfigMap"]  # restores one deleted or edited by hand
+        # Restores one deleted or edited by hand (both kinds are not watched).
+        assert kinds(again) == ["ConfigMap", "NetworkPolicy"]
         assert refreshed.written == []  # not a change: the metrics show no churn
-        assert refreshed.refreshed == ["ConfigMap/chat-license"]
+        assert refreshed.refreshed == ["ConfigMap/chat-license", "NetworkPolicy/chat"]
         assert refreshed.events == []  # a routine refresh is not news
         other = {**SPEC, "license": {"accept": True, "id": "llama3.3"}}
         changed, again = run(body(other, status=status), live=live, unwatched=memory, clock=later)
@@ -570,9 +579,9 @@ class TestConfigMapAcrossRestarts:
         status, live = settle(first, client)
         # A new process: nothing remembered, but status.license says it was applied before.
         outcome, again = run(body(SPEC, status=status), live=live, unwatched={})
-        assert kinds(again) == ["ConfigMap"]
+        assert kinds(again) == ["ConfigMap", "NetworkPolicy"]
         assert outcome.written == []
-        assert outcome.refreshed == ["ConfigMap/chat-license"]
+        assert outcome.refreshed == ["ConfigMap/chat-license", "NetworkPolicy/chat"]
         assert outcome.events == []
 
     def test_a_new_deployment_announces_its_configmap(self) -> None:

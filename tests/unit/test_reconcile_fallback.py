@@ -58,7 +58,9 @@ def run(
 
 
 def entry(client: Client) -> dict[str, str]:
-    (service,) = [o for o in client.applied if o["metadata"]["name"] == "chat"]
+    (service,) = [
+        o for o in client.applied if o["kind"] == "Service" and o["metadata"]["name"] == "chat"
+    ]
     return dict(service["spec"]["selector"])
 
 

@@ -170,9 +170,11 @@ class TestStart:
         settled, _ = run(SPEC, live, status)  # Pending -> Ready
         status = merged(status, settled.status_patch)
         outcome, client = run(SPEC, live, status)
-        # (The licence ConfigMap, never watched, is re-applied on a process's first sight.)
-        assert [o for o in client.applied if o["kind"] != "ConfigMap"] == []
-        assert outcome.refreshed == ["ConfigMap/chat-license"]
+        # (The licence ConfigMap and the NetworkPolicy, never watched, are re-applied on a
+        # process's first sight.)
+        unwatched = ("ConfigMap", "NetworkPolicy")
+        assert [o for o in client.applied if o["kind"] not in unwatched] == []
+        assert outcome.refreshed == ["ConfigMap/chat-license", "NetworkPolicy/chat"]
         assert outcome.status_patch == {}
 
 
@@ -210,7 +212,9 @@ class TestWholeRollout:
         outcome, client, status = step(CHANGED, live, status, now="2026-01-01T00:00:10Z")
         assert status["rollout"]["phase"] == "Progressing"
         assert client.patches == [("Deployment", "chat-primary", {"spec": {"replicas": 3}})]
-        (entry,) = [o for o in client.applied if o["metadata"]["name"] == "chat"]
+        (entry,) = [
+            o for o in client.applied if o["kind"] == "Service" and o["metadata"]["name"] == "chat"
+        ]
         assert entry["spec"]["selector"] == {builders.DEPLOYMENT_LABEL: "chat"}
         assert live["Deployment", "chat-primary"]["spec"]["template"] == stable_template
         # A judgement is asked for only while the canary is in traffic.
@@ -238,7 +242,9 @@ class TestWholeRollout:
             ("Service", "chat-canary"),
             ("ConfigMap", "chat-canary-license"),
         }
-        (entry,) = [o for o in client.applied if o["metadata"]["name"] == "chat"]
+        (entry,) = [
+            o for o in client.applied if o["kind"] == "Service" and o["metadata"]["name"] == "chat"
+        ]
         assert entry["spec"]["selector"][builders.VARIANT_LABEL] == "primary"
         assert "Removed" in [e.reason for e in outcome.events]
 

@@ -19,6 +19,9 @@ from typing import Any, Literal, assert_never
 
 from llama_operator import api, config, licensing, pools
 from llama_operator.engines import tgi, vllm
+from llama_operator.engines.input_limits import Limits as Limits
+from llama_operator.engines.input_limits import check_limits as check_limits
+from llama_operator.engines.input_limits import limits as limits
 
 # Both engines serve on 8000: vLLM's default, and for TGI (image default 80, which
 # needs root) it is passed explicitly, so Services and probes never depend on the engine.
@@ -136,7 +139,7 @@ def container(
         {
             "args": args(spec=spec, plan=plan),
             "ports": [{"name": PORT_NAME, "containerPort": PORT, "protocol": "TCP"}],
-            "env": env(spec=spec),
+            "env": env(spec=spec, plan=plan),
             "resources": resources(plan=plan),
             "volumeMounts": volume_mounts(plan=plan),
             **probes(),
@@ -150,13 +153,28 @@ def container(
     return result
 
 
-def env(*, spec: api.LlamaDeploymentSpec) -> list[dict[str, Any]]:
-    """Cache locations on writable volumes, and the Hub token by reference only."""
+def api_key_env(*, plan: api.Plan) -> str:
+    """The variable the engine reads its API key from."""
+    match plan.engine:
+        case "vllm":
+            return vllm.API_KEY_ENV
+        case "tgi":
+            return tgi.API_KEY_ENV
+        case _:
+            assert_never(plan.engine)
+
+
+def env(*, spec: api.LlamaDeploymentSpec, plan: api.Plan) -> list[dict[str, Any]]:
+    """Cache locations on writable volumes; the Hub token and the API key by reference."""
     result: list[dict[str, Any]] = [
         # The root filesystem is read-only: downloads go to the cache volume, and every
         # library that writes under $HOME or ~/.cache (triton, torch compile, vLLM's own
         # cache) writes under the tmp volume instead.
         {"name": "HF_HOME", "value": CACHE_DIR},
+        # Named as well, because the TGI image sets HUGGINGFACE_HUB_CACHE=/data itself,
+        # which wins over HF_HOME and points into the read-only root filesystem.
+        {"name": "HF_HUB_CACHE", "value": f"{CACHE_DIR}/hub"},
+        {"name": "HUGGINGFACE_HUB_CACHE", "value": f"{CACHE_DIR}/hub"},
         {"name": "HOME", "value": TMP_DIR},
         {"name": "XDG_CACHE_HOME", "value": f"{TMP_DIR}/.cache"},
     ]
@@ -168,6 +186,17 @@ def env(*, spec: api.LlamaDeploymentSpec) -> list[dict[str, Any]]:
             {
                 "name": "HF_TOKEN",
                 "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}},
+            }
+        )
+    key = spec.auth.apiKeySecretRef
+    if key is not None:
+        # The engine guards its API with it (/health and /metrics stay open, for the
+        # kubelet's probes and for scraping). From the Secret, never an argument: arguments
+        # show in `kubectl describe` and in every ReplicaSet the Deployment keeps.
+        result.append(
+            {
+                "name": api_key_env(plan=plan),
+                "valueFrom": {"secretKeyRef": {"name": key.name, "key": key.key}},
             }
         )
     return result

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from llama_operator import api
 from llama_operator.engines import flags
+from llama_operator.engines.input_limits import limits as engines_limits
 
 ENGINE: api.Engine = "tgi"
 DISPLAY_NAME = "TGI"
@@ -17,6 +18,9 @@ DISPLAY_NAME = "TGI"
 # Empty: the image's entrypoint is text-generation-launcher, and keeping it lets the
 # image own how the launcher is started.
 COMMAND: tuple[str, ...] = ()
+# The launcher's --api-key, read from the environment (clap's env fallback): a Bearer
+# token required on the generation routes; /health and /metrics stay open.
+API_KEY_ENV = "API_KEY"
 
 # Plan quantization -> value of ``--quantize`` (None: no flag, 16-bit).
 QUANTIZATION: dict[api.Quantization, str | None] = {
@@ -39,6 +43,7 @@ def quantization_flag(*, quantization: api.Quantization) -> str | None:
 def args(*, spec: api.LlamaDeploymentSpec, plan: api.Plan, host: str, port: int) -> list[str]:
     """Launcher arguments: the planned flags, then the user's engineArgs."""
     quantization = quantization_flag(quantization=plan.quantization)
+    limits = engines_limits(spec=spec, plan=plan)
     result = [
         "--model-id",
         spec.model.id,
@@ -54,12 +59,17 @@ def args(*, spec: api.LlamaDeploymentSpec, plan: api.Plan, host: str, port: int)
         # TGI counts the prompt and the generated tokens separately; one token must be
         # left for generation, so the prompt gets the planned context minus one.
         "--max-input-tokens",
-        str(plan.maxModelLen - 1),
+        str(limits.max_tokens_per_request - 1),
         "--max-total-tokens",
-        str(plan.maxModelLen),
+        str(limits.max_tokens_per_request),
         "--cuda-memory-fraction",
         str(plan.gpuMemoryUtilization),
     ]
+    if "--max-concurrent-requests" not in _flags(spec.engineArgs):
+        # Requests in flight (queued or running) per replica; TGI answers more with 429,
+        # which is backpressure a client or gateway can act on. Left out when engineArgs
+        # names it, since the launcher refuses a flag given twice.
+        result += ["--max-concurrent-requests", str(limits.max_concurrent_sequences)]
     if quantization is not None:
         result += ["--quantize", quantization]
     else:
@@ -69,3 +79,7 @@ def args(*, spec: api.LlamaDeploymentSpec, plan: api.Plan, host: str, port: int)
     # Last. TGI's parser refuses a flag given twice, so an engineArg that repeats a
     # planned flag stops the launcher with a clear error instead of silently winning.
     return result + list(spec.engineArgs)
+
+
+def _flags(arguments: list[str]) -> set[str]:
+    return {arg.split("=", 1)[0] for arg in arguments if arg.startswith("--")}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from llama_operator import api
 from llama_operator.engines import flags
+from llama_operator.engines.input_limits import limits as engines_limits
 
 ENGINE: api.Engine = "vllm"
 DISPLAY_NAME = "vLLM"
@@ -17,6 +18,9 @@ DISPLAY_NAME = "vLLM"
 # The image's entrypoint changed between releases (api_server module, then
 # ``vllm serve``); naming the command keeps the arguments meaningful on both.
 COMMAND: tuple[str, ...] = ("vllm", "serve")
+# vLLM reads its API key from here when --api-key is not given, and then requires it on
+# every /v1 route; /health and /metrics stay open.
+API_KEY_ENV = "VLLM_API_KEY"
 
 # Plan quantization -> value of ``--quantization`` (None: no flag, the checkpoint's
 # own 16-bit precision). Anything missing here vLLM cannot serve.
@@ -41,6 +45,7 @@ def quantization_flag(*, quantization: api.Quantization) -> str | None:
 def args(*, spec: api.LlamaDeploymentSpec, plan: api.Plan, host: str, port: int) -> list[str]:
     """Arguments after ``vllm serve``: the planned flags, then the user's engineArgs."""
     quantization = quantization_flag(quantization=plan.quantization)
+    limits = engines_limits(spec=spec, plan=plan)
     result = [
         spec.model.id,
         "--revision",
@@ -53,8 +58,10 @@ def args(*, spec: api.LlamaDeploymentSpec, plan: api.Plan, host: str, port: int)
         str(port),
         "--tensor-parallel-size",
         str(plan.tensorParallel),
+        # The planned context, or spec.limits.maxTokensPerRequest below it: vLLM refuses
+        # a request whose prompt plus max_tokens is longer.
         "--max-model-len",
-        str(plan.maxModelLen),
+        str(limits.max_tokens_per_request),
         "--gpu-memory-utilization",
         str(plan.gpuMemoryUtilization),
         "--dtype",
@@ -62,5 +69,7 @@ def args(*, spec: api.LlamaDeploymentSpec, plan: api.Plan, host: str, port: int)
     ]
     if quantization is not None:
         result += ["--quantization", quantization]
+    # Sequences scheduled at once; more wait in the queue (which autoscaling reads).
+    result += ["--max-num-seqs", str(limits.max_concurrent_sequences)]
     # Last, so a user's flag wins over a planned one (argparse keeps the last value).
     return result + list(spec.engineArgs)
