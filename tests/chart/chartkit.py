@@ -151,6 +151,16 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         }
     },
     "no-crds": {"crds": {"enabled": False}, "rbac": {"userRoles": False}},
+    # API keys optional, no NetworkPolicy unless a LlamaDeployment asks, and a narrowed
+    # monitoring rule: the operator config's security section.
+    "security": {
+        "auth": {"defaultMode": "optional"},
+        "networkPolicy": {
+            "enabled": False,
+            "monitoringNamespace": "prometheus",
+            "monitoringPodLabels": {"app.kubernetes.io/name": "prometheus"},
+        },
+    },
     "custom": {
         "config": CUSTOM_CONFIG,
         "image": {

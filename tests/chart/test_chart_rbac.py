@@ -12,6 +12,7 @@ from typing import Any
 
 import chartkit
 import pytest
+import yaml
 
 from llama_operator import api, k8s
 
@@ -30,6 +31,7 @@ NAMESPACED_RULES: list[Rule] = [
     ("apps", "deployments", ("list", "watch", "create", "patch", "delete")),
     ("", "services", ("list", "watch", "create", "patch", "delete")),
     ("", "configmaps", ("create", "patch", "delete")),
+    ("networking.k8s.io", "networkpolicies", ("create", "patch", "delete")),
     ("", "secrets", ("get",)),
     ("", "events", ("create",)),
 ]
@@ -74,8 +76,9 @@ DANGEROUS_VERBS = {"delete", "deletecollection", "escalate", "bind", "impersonat
 # LlamaDeployment lives on (the rest go through owner references): the ScaledObject or
 # HPA of a previous spec.autoscaling.engine, so two scalers never act on the same
 # endpoint; a canary's Deployment, Service and licence ConfigMap once it is promoted or
-# rolled back; the HTTPRoute when spec.traffic.gatewayRef is removed. Never
-# deletecollection, never Secrets, Pods or anything else a user made.
+# rolled back; the HTTPRoute when spec.traffic.gatewayRef is removed; the NetworkPolicy
+# when spec.network.policy is false. Never deletecollection, never Secrets, Pods or
+# anything else a user made.
 DELETABLE = {
     ("keda.sh", "scaledobjects"),
     ("autoscaling", "horizontalpodautoscalers"),
@@ -83,6 +86,7 @@ DELETABLE = {
     ("", "services"),
     ("", "configmaps"),
     ("gateway.networking.k8s.io", "httproutes"),
+    ("networking.k8s.io", "networkpolicies"),
 }
 
 
@@ -146,6 +150,66 @@ def test_httproutes_are_applied_and_deleted_like_the_scalers() -> None:
     assert granted[("gateway.networking.k8s.io", "httproutes")] == ("create", "patch", "delete")
     plural, namespaced = k8s.PLURALS["HTTPRoute"]
     assert (plural, namespaced) == ("httproutes", True)
+
+
+def test_network_policies_are_applied_and_deleted_never_read() -> None:
+    # Server-side apply (PATCH, create when new) and a DELETE when spec.network.policy is
+    # false; never read, listed or watched, like the licence ConfigMap.
+    granted = {(group, resource): verbs for group, resource, verbs in ALL_RULES}
+    assert granted[("networking.k8s.io", "networkpolicies")] == ("create", "patch", "delete")
+    plural, namespaced = k8s.PLURALS["NetworkPolicy"]
+    assert (plural, namespaced) == ("networkpolicies", True)
+
+
+def test_secrets_are_read_by_name_only() -> None:
+    # The Hugging Face token and the API key Secret: GET by name, never listed or watched,
+    # never written.
+    granted = {(group, resource): verbs for group, resource, verbs in ALL_RULES}
+    assert granted[("", "secrets")] == ("get",)
+
+
+@pytest.mark.parametrize("name", sorted(chartkit.VALUE_SETS))
+def test_no_list_or_watch_on_secrets_or_network_policies(name: str) -> None:
+    objects = chartkit.render(chartkit.VALUE_SETS[name])
+    for role in operator_roles(objects):
+        for group, resource, verbs in rules(role):
+            if (group, resource) in {("", "secrets"), ("networking.k8s.io", "networkpolicies")}:
+                assert not {"list", "watch"} & set(verbs), (role["metadata"]["name"], resource)
+
+
+def _comment_of(lines: list[str], resource: str) -> str:
+    """The comment block right above the rule of ``resource``."""
+    [index] = [i for i, line in enumerate(lines) if line == f"  resources: [{resource}]"]
+    start = index - 1  # the "- apiGroups:" line
+    while lines[start - 1].startswith("# "):
+        start -= 1
+    return " ".join(line.removeprefix("# ") for line in lines[start : index - 1])
+
+
+def test_secrets_and_network_policy_rules_say_why() -> None:
+    lines = (chartkit.CHART / "templates/rbac/_rules.tpl").read_text(encoding="utf-8")
+    secrets = _comment_of(lines.splitlines(), "secrets")
+    for words in ("spec.model.tokenSecretRef", "spec.auth.apiKeySecretRef", "by name only"):
+        assert words in secrets
+    assert "never used" in secrets
+    policies = _comment_of(lines.splitlines(), "networkpolicies")
+    assert "spec.network.policy is false" in policies
+
+
+def test_run_against_a_cluster_lists_the_charts_cluster_role() -> None:
+    # docs/how-to/run-against-a-cluster.md: the all-namespaces ClusterRole of
+    # manifests/install.yaml, comments included, plus the namespaces rule of -n mode.
+    doc = (chartkit.ROOT / "docs/how-to/run-against-a-cluster.md").read_text(encoding="utf-8")
+    start = doc.index("```yaml\napiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\n")
+    listing = doc[start + len("```yaml\n") : doc.index("\n```", start + 1)]
+    install = (chartkit.ROOT / "manifests/install.yaml").read_text(encoding="utf-8")
+    role_start = install.index("kind: ClusterRole\nmetadata:\n  name: llama-operator\n")
+    role = install[role_start : install.index("\n---", role_start)]
+    listed = listing[listing.index("rules:\n") :]
+    installed = role[role.index("rules:\n") :]
+    assert listed.startswith(installed + "\n# Framework (Kopf, -n mode only)")
+    documented = rules(yaml.safe_load(listing))
+    assert documented == [*ALL_RULES, NAMESPACES_RULE]
 
 
 def test_namespaced_mode() -> None:

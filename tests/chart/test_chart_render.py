@@ -255,6 +255,8 @@ def test_config_change_rolls_the_pod(rendered: dict[str, list[dict[str, Any]]]) 
 
     assert len(checksum(rendered["default"])) == 64
     assert checksum(rendered["default"]) != checksum(rendered["custom"])
+    # The security section is part of the file: auth and networkPolicy roll the pod too.
+    assert checksum(rendered["default"]) != checksum(rendered["security"])
     assert checksum(rendered["default"]) == checksum(rendered["monitors"])
 
 
@@ -309,3 +311,8 @@ def test_notes_render(name: str, tmp_path: pathlib.Path) -> None:
     assert "kind: LlamaDeployment" in notes
     assert "describe llama chat" in notes
     assert "logs " in notes
+    # API keys: the example endpoint has one, and the default mode is said.
+    assert "create secret generic chat-api-key" in notes
+    assert "apiKeySecretRef: {name: chat-api-key}" in notes
+    mode = chartkit.VALUE_SETS[name].get("auth", {}).get("defaultMode", "required")
+    assert f"API keys are {mode} (auth.defaultMode)" in notes

@@ -3,7 +3,9 @@
 The pod meets Pod Security "restricted": non-root 65532, read-only root filesystem, no
 capabilities, RuntimeDefault seccomp; its only writable path is an emptyDir at /tmp.
 The ConfigMap's file parses with ``llama_operator.config.parse``, the operator's own
-loader, and is mounted where ``$LLAMA_OPERATOR_CONFIG`` says.
+loader, and is mounted where ``$LLAMA_OPERATOR_CONFIG`` says. Its ``security`` section
+comes from the auth and networkPolicy values, plus what only the chart knows: the
+operator's namespace and pod labels, which every LlamaDeployment's NetworkPolicy lets in.
 """
 
 from __future__ import annotations
@@ -14,9 +16,9 @@ import chartkit
 import pytest
 import yaml
 
-from llama_operator import config
+from llama_operator import api, builders, config
 
-WORKLOAD_SETS = ["default", "peering", "peering-namespaced", "custom"]
+WORKLOAD_SETS = ["default", "peering", "peering-namespaced", "custom", "security"]
 
 
 @pytest.fixture(scope="module", params=WORKLOAD_SETS)
@@ -94,28 +96,124 @@ def test_config_is_mounted_where_the_operator_reads_it(objects: list[dict[str, A
     assert path == config.DEFAULT_CONFIG_PATH == "/etc/llama-operator/config.yaml"
 
 
+def _selector(objects: list[dict[str, Any]]) -> dict[str, str]:
+    """The labels that select the operator's pods (the workload's selector)."""
+    labels: dict[str, str] = chartkit.workload(objects)["spec"]["selector"]["matchLabels"]
+    return labels
+
+
 def test_default_config_is_accepted_by_the_operator() -> None:
+    objects = chartkit.render()
+    data, _ = _config_file(objects)
+    # The operator's defaults, and the operator's own pods filled in.
+    assert config.parse(data, origin="chart ConfigMap") == config.OperatorConfig(
+        security=config.Security(
+            networkPolicy=config.NetworkPolicy(
+                operatorNamespace=chartkit.NAMESPACE, operatorPodLabels=_selector(objects)
+            )
+        )
+    )
+
+
+def test_default_security_section() -> None:
     data, _ = _config_file(chartkit.render())
-    assert config.parse(data, origin="chart ConfigMap") == config.OperatorConfig()
+    assert data["security"] == {
+        "defaultAuthMode": "required",
+        "networkPolicy": {
+            "enabled": True,
+            "operatorNamespace": chartkit.NAMESPACE,
+            "operatorPodLabels": {
+                "app.kubernetes.io/name": "llama-operator",
+                "app.kubernetes.io/instance": chartkit.RELEASE,
+            },
+            "monitoringNamespace": "monitoring",
+            "monitoringPodLabels": {},
+        },
+    }
 
 
-def test_custom_config_is_accepted_by_the_operator() -> None:
-    data, _ = _config_file(chartkit.render(chartkit.VALUE_SETS["custom"]))
-    parsed = config.parse(data, origin="chart ConfigMap")
-    expected = chartkit.CUSTOM_CONFIG
-    assert parsed.images.vllm == expected["images"]["vllm"]
-    assert parsed.images.tgi == expected["images"]["tgi"]
-    assert parsed.gpuMemoryUtilization == expected["gpuMemoryUtilization"]
-    assert parsed.runtimeOverheadGiB == expected["runtimeOverheadGiB"]
-    assert parsed.fieldManager == expected["fieldManager"]
-    assert parsed.imagePullPolicy == expected["imagePullPolicy"]
-    assert [pool.name for pool in parsed.pools] == ["l4", "acme-x1"]
-    acme = parsed.pools[1]
-    assert acme.computeCapability == "8.9"  # a string, not the float 8.9
-    assert acme.gpuMemoryGiB == 48
-    assert acme.gpusPerNode == 4
-    assert parsed.pools[0].tolerations == expected["pools"][0]["tolerations"]
-    assert parsed.pools[0].nodeSelector == {"nvidia.com/gpu.product": "NVIDIA-L4"}
+def test_operator_pods_are_the_workloads(objects: list[dict[str, Any]]) -> None:
+    data, _ = _config_file(objects)
+    policy = config.parse(data).security.networkPolicy
+    assert policy.operatorNamespace == chartkit.NAMESPACE
+    # Exactly the selector: labels every operator pod has, immutable, and no others
+    # (podLabels and the chart/version labels change; the selector does not).
+    assert policy.operatorPodLabels == _selector(objects)
+    pod_labels = chartkit.workload(objects)["spec"]["template"]["metadata"]["labels"]
+    assert policy.operatorPodLabels.items() <= pod_labels.items()
+    assert "example.com/tier" not in policy.operatorPodLabels
+    assert "helm.sh/chart" not in policy.operatorPodLabels
+
+
+def test_operator_pods_follow_the_release() -> None:
+    result = chartkit.template(
+        {"nameOverride": "llm", "fullnameOverride": "llm-ops"}, namespace="platform"
+    )
+    assert result.returncode == 0, result.stderr
+    objects = [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+    data, _ = _config_file(objects)
+    policy = config.parse(data).security.networkPolicy
+    assert policy.operatorNamespace == "platform"
+    assert policy.operatorPodLabels == _selector(objects)
+    assert policy.operatorPodLabels == {
+        "app.kubernetes.io/name": "llm",
+        "app.kubernetes.io/instance": chartkit.RELEASE,
+    }
+
+
+def test_security_values_flow_through() -> None:
+    data, _ = _config_file(chartkit.render(chartkit.VALUE_SETS["security"]))
+    security = config.parse(data, origin="chart ConfigMap").security
+    assert security.defaultAuthMode == "optional"
+    assert security.networkPolicy.enabled is False
+    assert security.networkPolicy.monitoringNamespace == "prometheus"
+    assert security.networkPolicy.monitoringPodLabels == {"app.kubernetes.io/name": "prometheus"}
+
+
+@pytest.mark.parametrize("namespace", ["", None])
+def test_no_monitoring_namespace(namespace: str | None) -> None:
+    # "" (or null, which Helm drops) is written as null: left out, the operator would
+    # use its default namespace, monitoring.
+    values = {"networkPolicy": {"monitoringNamespace": namespace}}
+    data, _ = _config_file(chartkit.render(values))
+    assert "monitoringNamespace" in data["security"]["networkPolicy"]
+    assert data["security"]["networkPolicy"]["monitoringNamespace"] is None
+    assert config.parse(data).security.networkPolicy.monitoringNamespace is None
+
+
+def _ingress_peers(values: dict[str, Any]) -> tuple[dict[str, Any], list[list[dict[str, Any]]]]:
+    """A LlamaDeployment's NetworkPolicy ingress peers under the chart's config."""
+    objects = chartkit.render(values)
+    data, _ = _config_file(objects)
+    policy = builders.network_policy(
+        name="chat",
+        namespace="ai",
+        uid="0000",
+        network=api.Network(allowFrom=[]),
+        settings=config.parse(data).security.networkPolicy,
+    )
+    pod_labels = chartkit.workload(objects)["spec"]["template"]["metadata"]["labels"]
+    return pod_labels, [rule["from"] for rule in policy["spec"]["ingress"]]
+
+
+def test_network_policy_lets_the_operator_pods_in() -> None:
+    pod_labels, peers = _ingress_peers({})
+    operator, monitoring = peers
+    [peer] = operator
+    namespace = peer["namespaceSelector"]["matchLabels"]
+    assert namespace == {builders.NAMESPACE_NAME_LABEL: chartkit.NAMESPACE}
+    assert peer["podSelector"]["matchLabels"].items() <= pod_labels.items()
+    assert monitoring == [
+        {"namespaceSelector": {"matchLabels": {builders.NAMESPACE_NAME_LABEL: "monitoring"}}}
+    ]
+
+
+def test_network_policy_without_monitoring_namespace() -> None:
+    _, peers = _ingress_peers({"networkPolicy": {"monitoringNamespace": ""}})
+    [operator] = peers
+    assert operator[0]["namespaceSelector"]["matchLabels"] == {
+        builders.NAMESPACE_NAME_LABEL: chartkit.NAMESPACE
+    }
 
 
 def test_environment_of_the_operator() -> None:

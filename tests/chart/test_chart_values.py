@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import typing
 from collections.abc import Iterator
 from typing import Any
 
@@ -53,12 +54,78 @@ PASS_THROUGH = {"/properties/affinity/properties"}
         ({"config": {"pools": [{"name": "l4", "gpuProduct": "NVIDIA-L4"}]}}, "gpusPerNode"),
         ({"watchNamespaces": ["ai", "ai"]}, "/watchNamespaces"),
         ({"watchNamespaces": ["Not_A_Namespace"]}, "/watchNamespaces/0"),
+        (
+            {"auth": {"defaultMode": "Required"}},
+            "at '/auth/defaultMode': value must be one of 'required', 'optional'",
+        ),
+        ({"auth": {"mode": "optional"}}, "at '/auth': additional properties 'mode' not allowed"),
+        (
+            {"networkPolicy": {"enable": False}},
+            "at '/networkPolicy': additional properties 'enable' not allowed",
+        ),
+        (
+            {"networkPolicy": {"enabled": "false"}},
+            "at '/networkPolicy/enabled': got string, want boolean",
+        ),
+        (
+            {"networkPolicy": {"monitoringNamespace": "Monitoring"}},
+            "at '/networkPolicy/monitoringNamespace'",
+        ),
+        (
+            {"networkPolicy": {"monitoringNamespace": "m" * 64}},
+            "at '/networkPolicy/monitoringNamespace'",
+        ),
+        (
+            {"networkPolicy": {"monitoringNamespace": False}},
+            "at '/networkPolicy/monitoringNamespace': got boolean, want string",
+        ),
+        (
+            {"networkPolicy": {"monitoringPodLabels": {"app": 1}}},
+            "at '/networkPolicy/monitoringPodLabels/app': got number, want string",
+        ),
+        (
+            {"networkPolicy": {"monitoringPodLabels": ["app=prometheus"]}},
+            "at '/networkPolicy/monitoringPodLabels': got array, want object",
+        ),
+        # The chart fills in the operator's own namespace and pod labels.
+        (
+            {"networkPolicy": {"operatorNamespace": "ops"}},
+            "at '/networkPolicy': additional properties 'operatorNamespace' not allowed",
+        ),
+        (
+            {"networkPolicy": {"operatorPodLabels": {"app": "x"}}},
+            "at '/networkPolicy': additional properties 'operatorPodLabels' not allowed",
+        ),
+        # The security section is built from auth and networkPolicy, not set directly.
+        (
+            {"config": {"security": {"defaultAuthMode": "optional"}}},
+            "at '/config': additional properties 'security' not allowed",
+        ),
     ],
 )
 def test_schema_refuses(values: dict[str, Any], error: str) -> None:
     stderr = chartkit.refused(values)
     assert "values don't meet the specifications of the schema" in stderr
     assert error in stderr
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"auth": {"defaultMode": "optional"}},
+        {"auth": {"defaultMode": "required"}},
+        {"networkPolicy": {"enabled": False}},
+        {"networkPolicy": {"monitoringNamespace": ""}},
+        {"networkPolicy": {"monitoringNamespace": "m" * 63}},
+        {"networkPolicy": {"monitoringNamespace": "kube-prometheus-stack"}},
+        {"networkPolicy": {"monitoringPodLabels": {"app.kubernetes.io/name": "prometheus"}}},
+        chartkit.VALUE_SETS["security"],
+    ],
+)
+def test_schema_accepts_the_security_values(values: dict[str, Any]) -> None:
+    objects = chartkit.render(values)
+    data = yaml.safe_load(chartkit.find(objects, "ConfigMap")["data"]["config.yaml"])
+    config.parse(data, origin="chart ConfigMap")
 
 
 def test_replicas_need_peering() -> None:
@@ -167,11 +234,37 @@ def test_crd_deletion_warning_is_in_values() -> None:
 
 def test_config_schema_matches_the_operator_config() -> None:
     section = SCHEMA["properties"]["config"]
-    assert set(section["properties"]) == set(config.OperatorConfig.model_fields)
+    # security is the chart's to write, from the auth and networkPolicy values.
+    assert set(section["properties"]) == set(config.OperatorConfig.model_fields) - {"security"}
     assert set(section["properties"]["images"]["properties"]) == set(config.Images.model_fields)
     values_config = yaml.safe_load(VALUES_TEXT)["config"]
     # The chart's defaults are the operator's defaults.
     assert config.parse(values_config) == config.OperatorConfig()
+
+
+# Set by the chart itself: the operator's own pods, this release's.
+CHART_FILLED = {"operatorNamespace", "operatorPodLabels"}
+
+
+def test_security_values_match_the_operator_config() -> None:
+    assert set(config.Security.model_fields) == {"defaultAuthMode", "networkPolicy"}
+    auth = SCHEMA["properties"]["auth"]["properties"]
+    assert set(auth) == {"defaultMode"}
+    modes = typing.get_args(config.Security.model_fields["defaultAuthMode"].annotation)
+    assert auth["defaultMode"]["enum"] == list(modes)
+    policy = SCHEMA["properties"]["networkPolicy"]["properties"]
+    assert set(policy) | CHART_FILLED == set(config.NetworkPolicy.model_fields)
+    assert not set(policy) & CHART_FILLED
+    namespace = config.NetworkPolicy.model_fields["monitoringNamespace"]
+    max_length = next(
+        meta.max_length for meta in namespace.metadata if getattr(meta, "max_length", None)
+    )
+    assert policy["monitoringNamespace"]["maxLength"] == max_length
+    # The chart's defaults are the operator's defaults.
+    values = yaml.safe_load(VALUES_TEXT)
+    defaults = config.Security()
+    assert values["auth"] == {"defaultMode": defaults.defaultAuthMode}
+    assert values["networkPolicy"] == defaults.networkPolicy.model_dump(exclude=CHART_FILLED)
 
 
 def test_pool_schema_matches_the_pool_model() -> None:

@@ -14,6 +14,7 @@ imports it too.
 from __future__ import annotations
 
 import asyncio
+import base64
 import copy
 import pathlib
 import uuid
@@ -38,12 +39,30 @@ PODS = "v1/pods"
 NODES = "v1/nodes"
 EVENTS = "v1/events"
 SECRETS = "v1/secrets"
+NETWORKPOLICIES = "networking.k8s.io/v1/networkpolicies"
 WRITES = ("POST", "PUT", "PATCH", "DELETE")
 NAMESPACE = "ai"
 # The operator config of these tests: the bundled pool catalogue (an operator config
 # with only `pools:` set is valid).
 POOLS_YAML = pathlib.Path(__file__).parents[2] / "operator/llama_operator/data/pools.yaml"
 FIXTURES = pathlib.Path(__file__).parents[1] / "fixtures"
+# Every LlamaDeployment of these tests names this Secret as its API key (``llama``), which
+# the ``cluster`` fixture creates: the operator's defaults (API keys required) are what the
+# contract tests run with. Its value is planted: no log line, Event, status or object the
+# operator writes may ever contain it (conftest's ``no_secret_leaks``).
+API_KEY_SECRET = "api-key"
+PLANTED_API_KEY = "sk-planted-api-key-4f9d2a6c1e8b7035"
+
+
+def secret(name: str, values: dict[str, str], namespace: str = "ai") -> dict[str, Any]:
+    """A Secret as ``kubectl create secret generic`` makes it (values base64-encoded)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name, "namespace": namespace},
+        "type": "Opaque",
+        "data": {key: base64.b64encode(value.encode()).decode() for key, value in values.items()},
+    }
 
 
 class ApplyingEmulator(kmock.KubernetesEmulator):  # type: ignore[misc]
@@ -160,6 +179,7 @@ def declare_resources(emulator: kmock.KubernetesEmulator) -> None:
         (NODES, "Node", False),
         (EVENTS, "Event", True),
         (SECRETS, "Secret", True),
+        (NETWORKPOLICIES, "NetworkPolicy", True),
         # Kopf's own backbone: it watches CRDs and namespaces to notice new resources.
         ("apiextensions.k8s.io/v1/customresourcedefinitions", "CustomResourceDefinition", False),
         ("v1/namespaces", "Namespace", False),
@@ -177,6 +197,17 @@ def llama(
     spec: dict[str, Any] | None = None,
     generation: int = 1,
 ) -> dict[str, Any]:
+    """A LlamaDeployment; one whose spec says nothing of ``auth`` gets the API key of
+    ``API_KEY_SECRET`` (pass ``auth: {}`` for none)."""
+    chosen = dict(
+        spec
+        or {
+            "model": {"id": "meta-llama/Llama-3.1-8B-Instruct"},
+            "replicas": 1,
+            "license": {"accept": True},
+        }
+    )
+    chosen.setdefault("auth", {"apiKeySecretRef": {"name": API_KEY_SECRET}})
     return {
         "apiVersion": api.API_VERSION,
         "kind": api.KIND,
@@ -186,12 +217,7 @@ def llama(
             "uid": f"uid-{name}",
             "generation": generation,
         },
-        "spec": spec
-        or {
-            "model": {"id": "meta-llama/Llama-3.1-8B-Instruct"},
-            "replicas": 1,
-            "license": {"accept": True},
-        },
+        "spec": chosen,
     }
 
 

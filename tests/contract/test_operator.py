@@ -8,6 +8,7 @@ from typing import Any
 from kube import (
     DEPLOYMENTS,
     LLAMA,
+    NETWORKPOLICIES,
     SERVICES,
     ApplyingEmulator,
     condition_of,
@@ -65,12 +66,14 @@ class TestCreate:
     ) -> None:
         await create(operator, LLAMA, llama())
         await eventually(lambda: exists(operator, SERVICES, "chat-primary"))
+        await eventually(lambda: exists(operator, NETWORKPOLICIES, "chat"))
         applies = [r for r in operator if "apply-patch" in r.headers.get("Content-Type", "")]
         assert {r.url.path for r in applies} == {
             "/api/v1/namespaces/ai/configmaps/chat-license",
             "/apis/apps/v1/namespaces/ai/deployments/chat-primary",
             "/api/v1/namespaces/ai/services/chat",
             "/api/v1/namespaces/ai/services/chat-primary",
+            "/apis/networking.k8s.io/v1/namespaces/ai/networkpolicies/chat",
         }
         assert {r.params["fieldManager"] for r in applies} == {"llama-operator"}
         assert {r.params["force"] for r in applies} == {"true"}

@@ -5,8 +5,9 @@ Kopf framework. Every rule says why it exists. Children go away through owner
 references when their LlamaDeployment is deleted; the only deletes are of children that
 must go while it lives on: a ScaledObject or HPA left over when spec.autoscaling.engine
 changes, a canary's Deployment, Service and licence ConfigMap once the canary is promoted
-or rolled back, a fallback's once spec.fallbacks no longer has it, and the HTTPRoute
-when spec.traffic.gatewayRef is removed.
+or rolled back, a fallback's once spec.fallbacks no longer has it, the HTTPRoute
+when spec.traffic.gatewayRef is removed, and the NetworkPolicy when spec.network.policy
+is false.
 
 "llama-operator.rules.namespaced": what the operator needs wherever LlamaDeployments live.
 A ClusterRole in all-namespaces mode, a Role per watched namespace otherwise.
@@ -82,10 +83,18 @@ A ClusterRole in all-namespaces mode, a Role per watched namespace otherwise.
 - apiGroups: [""]
   resources: [configmaps]
   verbs: [create, patch, delete]
+# Application: the NetworkPolicy <name> in front of each LlamaDeployment's serving pods,
+# applied like the other unwatched children (server-side apply, never read); deleted
+# when spec.network.policy is false.
+- apiGroups: [networking.k8s.io]
+  resources: [networkpolicies]
+  verbs: [create, patch, delete]
 # Application: the Hugging Face token of spec.model.tokenSecretRef, read by name only
 # when the Hub is asked: model facts or the card of a model not yet looked up, and the
 # gated-access check, made on each reconcile while serving pods wait to be created or
-# changed (never while the endpoint serves unchanged). No list/watch.
+# changed (never while the endpoint serves unchanged). The API key Secret of
+# spec.auth.apiKeySecretRef, read by name only at those same times, to check that it
+# holds its key (the value is never used). No list/watch.
 - apiGroups: [""]
   resources: [secrets]
   verbs: [get]
