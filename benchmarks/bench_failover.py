@@ -413,6 +413,7 @@ async def cluster_and_operator(workdir: pathlib.Path) -> AsyncIterator[Harness]:
     with environment(LLAMA_OPERATOR_METRICS_ADDRESS="127.0.0.1", LLAMA_OPERATOR_METRICS_PORT="0"):
         async with emulator, kmock.Server(emulator) as server:
             kube.declare_resources(emulator)
+            await kube.seed_api_key(emulator)  # the API key every kube.llama names
             child = await bench_reconcile.Child.start(workdir, str(server.url), RESYNC)
             try:
                 await bench_reconcile.wait_ready(emulator, child)

@@ -496,6 +496,7 @@ async def cluster_and_operator(
     emulator = Emulator()
     async with emulator, kmock.Server(emulator) as server:
         kube.declare_resources(emulator)
+        await kube.seed_api_key(emulator)  # the API key every kube.llama names
         child = await Child.start(workdir, str(server.url), resync)
         try:
             await wait_ready(emulator, child)

@@ -724,6 +724,7 @@ async def cluster_and_operator(workdir: pathlib.Path) -> AsyncIterator[Harness]:
     ):
         async with emulator, kmock.Server(emulator) as server:
             kube.declare_resources(emulator)
+            await kube.seed_api_key(emulator)  # the API key every kube.llama names
             child = await bench_reconcile.Child.start(workdir, str(server.url), RESYNC)
             try:
                 await bench_reconcile.wait_ready(emulator, child)

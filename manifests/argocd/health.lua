@@ -18,8 +18,9 @@
 --                while condition Ready is not True
 --   Degraded     condition Planned=False; a closed gate (LicenseAccepted=False: the
 --                model licence's use policy is not accepted; ModelAccessible=False:
---                no access to a gated model), which waits for a person, so it is not
---                shown as progress; condition RolledBack=True: a canary failed its
+--                no access to a gated model; Authenticated=False with reason
+--                APIKeyRequired or SecretMissing: no API key to serve with), which waits
+--                for a person, so it is not shown as progress; condition RolledBack=True: a canary failed its
 --                checks and was rolled back, and the spec change is held back until
 --                the spec changes again; phase Failed or Degraded
 
@@ -129,6 +130,17 @@ local function assess(o)
       end
       return verdict("Degraded", m)
     end
+  end
+
+  -- No API key to serve with (AuthOptional, an open endpoint chosen on purpose, is fine).
+  local auth = condition(conditions, "Authenticated")
+  local auth_reason = field(auth, "reason")
+  if field(auth, "status") == "False" and auth_reason ~= "AuthOptional" then
+    local m = message_of(auth) or "see the LlamaDeployment's conditions"
+    if auth_reason ~= nil then
+      m = text(auth_reason) .. ": " .. m
+    end
+    return verdict("Degraded", m)
   end
 
   -- An aborted canary: the old template keeps serving (phase Degraded), and the message

@@ -26,7 +26,7 @@ class Images(pydantic.BaseModel):
 
     # Pinned tags: an engine upgrade is a deliberate operator-config change, never a
     # surprise from a moving "latest".
-    vllm: str = "vllm/vllm-openai:v0.11.0"
+    vllm: str = "vllm/vllm-openai:v0.24.0"
     tgi: str = "ghcr.io/huggingface/text-generation-inference:3.3.6"
 
 

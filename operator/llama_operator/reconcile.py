@@ -557,8 +557,13 @@ def reconcile(
             kind, obj_name = obj["kind"], obj["metadata"]["name"]
             # A closed gate: no serving Deployment is created or changed. While one serves,
             # nothing else changes either, so the /licenses its pods mount and the
-            # annotations keep describing what actually runs.
-            if gate.hold is not None and (kind == "Deployment" or serving):
+            # annotations keep describing what actually runs. The NetworkPolicy is the
+            # exception: it describes no pod, and who may connect is never held back.
+            if (
+                gate.hold is not None
+                and (kind == "Deployment" or serving)
+                and kind != "NetworkPolicy"
+            ):
                 if reasons[id(obj)] == "change":
                     held_back = gate.hold
                 continue

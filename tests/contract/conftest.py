@@ -8,7 +8,6 @@ point ``kopf run`` uses), logged in through a kubeconfig pointing at kmock on
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import gc
 import logging
@@ -27,15 +26,12 @@ import pytest
 os.environ.setdefault("LLAMA_OPERATOR_RESYNC_SECONDS", "0.5")
 
 from kube import (
-    API_KEY_SECRET,
     FIXTURES,
-    PLANTED_API_KEY,
     POOLS_YAML,
-    SECRETS,
     ApplyingEmulator,
-    create,
+    assert_no_secret_leaks,
     declare_resources,
-    secret,
+    seed_api_key,
     write_kubeconfig,
 )
 
@@ -73,35 +69,9 @@ async def cluster(
         monkeypatch.setenv("LLAMA_OPERATOR_METRICS_ADDRESS", "127.0.0.1")
         monkeypatch.setenv("LLAMA_OPERATOR_METRICS_PORT", str(free_port()))
         hub.clear_cache()
-        await create(emulator, SECRETS, secret(API_KEY_SECRET, {"api-key": PLANTED_API_KEY}))
+        await seed_api_key(emulator)
         yield emulator
         assert_no_secret_leaks(emulator, caplog)
-
-
-# Secret values shorter than this are not searched for: too likely to occur by chance.
-MIN_SECRET_LENGTH = 6
-
-
-def assert_no_secret_leaks(emulator: ApplyingEmulator, caplog: pytest.LogCaptureFixture) -> None:
-    """No value of any Secret in the cluster (the planted API key, every test's Hub token)
-    appears in a log record of the run (the operator's and Kopf's, at DEBUG), nor in
-    anything written to the API server other than the Secrets themselves: applied objects,
-    status patches, Events (ours and Kopf's)."""
-    values: set[str] = set()
-    for key, stored in list(emulator.objects.items()):
-        if key[0] != SECRETS:
-            continue
-        for encoded in (stored.raw.get("data") or {}).values():
-            decoded = base64.b64decode(encoded).decode(errors="replace")
-            values |= {decoded, decoded.strip(), str(encoded)}
-    values = {value for value in values if len(value) >= MIN_SECRET_LENGTH}
-    assert PLANTED_API_KEY in values  # the search below has something to find
-    texts = [f"{record.name}: {record.getMessage()}" for record in caplog.records]
-    texts += [
-        f"{r.method} {r.url.path}: {r.text}" for r in list(emulator) if "/secrets" not in r.url.path
-    ]
-    leaks = [(value, text[:300]) for value in values for text in texts if value in text]
-    assert leaks == [], f"secret values leaked into logs or API writes: {leaks}"
 
 
 @pytest.fixture

@@ -24,6 +24,7 @@ from typing import Any
 import aiohttp.web
 import jsonpatch
 import kmock
+import pytest
 
 from llama_operator import api
 
@@ -52,6 +53,11 @@ FIXTURES = pathlib.Path(__file__).parents[1] / "fixtures"
 # operator writes may ever contain it (conftest's ``no_secret_leaks``).
 API_KEY_SECRET = "api-key"
 PLANTED_API_KEY = "sk-planted-api-key-4f9d2a6c1e8b7035"
+
+
+async def seed_api_key(cluster: kmock.KubernetesEmulator) -> None:
+    """The Secret every ``llama`` names as its API key (the operator requires one)."""
+    await create(cluster, SECRETS, secret(API_KEY_SECRET, {"api-key": PLANTED_API_KEY}))
 
 
 def secret(name: str, values: dict[str, str], namespace: str = "ai") -> dict[str, Any]:
@@ -383,3 +389,39 @@ async def report_ready(
         },
         subresource="status",
     )
+
+
+# Secret values shorter than this are not searched for: too likely to occur by chance.
+MIN_SECRET_LENGTH = 6
+
+
+def assert_no_secret_leaks(
+    emulator: kmock.KubernetesEmulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No value of any Secret in the cluster (the planted API key, every test's Hub token)
+    appears in a log record of the run (the operator's and Kopf's, at DEBUG), nor in
+    anything the operator sent to the API server: applied objects, status patches, Events
+    (ours and Kopf's)."""
+    values: set[str] = set()
+    for key, stored in list(emulator.objects.items()):
+        if key[0] != SECRETS:
+            continue
+        for encoded in (stored.raw.get("data") or {}).values():
+            decoded = base64.b64decode(encoded).decode(errors="replace")
+            values |= {decoded, decoded.strip(), str(encoded)}
+    values = {value for value in values if len(value) >= MIN_SECRET_LENGTH}
+    assert PLANTED_API_KEY in values  # the search below has something to find
+    texts = [f"{record.name}: {record.getMessage()}" for record in caplog.records]
+    texts += [
+        f"{r.method} {r.url.path}: {r.text}"
+        for r in list(emulator)
+        if "/secrets" not in r.url.path and not _by_the_test(r)
+    ]
+    leaks = [(value, text[:300]) for value in values for text in texts if value in text]
+    assert leaks == [], f"secret values leaked into logs or API writes: {leaks}"
+
+
+def _by_the_test(request: kmock.Request) -> bool:
+    """A request the test made itself (its creates and patches), not the operator."""
+    agent = request.headers.get("User-Agent", "").lower()
+    return agent.startswith(("kmock", "python"))

@@ -2,7 +2,8 @@
 
 The real operator runs through scenarios that exercise every code path that talks to
 the API (create, update, readiness, an unplannable spec, a Hub lookup that reads a
-token Secret, GPU-node discovery, an outside edit, deletion). Every request kmock saw
+token Secret, the API-key Secret check, GPU-node discovery, an outside edit, deletion,
+a NetworkPolicy switched off). Every request kmock saw
 is mapped to the (API group, resource, verb) the API server would authorise, and
 compared with the rules of the ClusterRole rendered by the real ``helm``: nothing the
 operator calls may be missing, and nothing may be granted that it never calls, except
@@ -24,6 +25,7 @@ from kube import (
     HPAS,
     HTTPROUTES,
     LLAMA,
+    NETWORKPOLICIES,
     SCALEDOBJECTS,
     SECRETS,
     ApplyingEmulator,
@@ -194,6 +196,11 @@ async def test_chart_clusterrole_grants_exactly_what_the_operator_calls(
     await patch(operator, LLAMA, "gw", {"spec": {"traffic": None}})
     await eventually(lambda: not exists(operator, HTTPROUTES, "gw"), message="route deleted")
 
+    # The NetworkPolicy of every endpoint: applied, and deleted with spec.network.policy off.
+    await eventually(lambda: exists(operator, NETWORKPOLICIES, "gw"), message="policy")
+    await patch(operator, LLAMA, "gw", {"spec": {"network": {"policy": False}}})
+    await eventually(lambda: not exists(operator, NETWORKPOLICIES, "gw"), message="policy gone")
+
     # Autoscaling: the built-in scaler (EndpointSlices, a pod's /metrics, the /scale
     # subresource) and the external scalers (applied, then deleted on a switch).
     with podserver.FakePod(waiting=30) as pod:
@@ -236,3 +243,5 @@ async def test_chart_clusterrole_grants_exactly_what_the_operator_calls(
     assert ("", "pods", "watch") not in called
     assert ("apps", "deployments", "delete") in called
     assert ("gateway.networking.k8s.io", "httproutes", "delete") in called
+    assert ("networking.k8s.io", "networkpolicies", "delete") in called
+    assert ("networking.k8s.io", "networkpolicies", "get") not in called  # never read

@@ -433,6 +433,54 @@ CASES: list[tuple[str, dict[str, Any], str, str]] = [
         "NotGranted: request access at https://hf/x",
     ),
     (
+        "no API key to serve with (API keys required)",
+        llama(
+            st_(
+                "Pending",
+                PLANNED,
+                cond(
+                    "Authenticated",
+                    "False",
+                    "APIKeyRequired",
+                    "spec.auth.apiKeySecretRef is required",
+                ),
+            )
+        ),
+        "Degraded",
+        "APIKeyRequired: spec.auth.apiKeySecretRef is required",
+    ),
+    (
+        "the API-key Secret is missing",
+        llama(
+            st_(
+                "Pending",
+                PLANNED,
+                cond(
+                    "Authenticated",
+                    "False",
+                    "SecretMissing",
+                    "spec.auth.apiKeySecretRef: no Secret",
+                ),
+            )
+        ),
+        "Degraded",
+        "SecretMissing: spec.auth.apiKeySecretRef: no Secret",
+    ),
+    (
+        "an endpoint open on purpose (auth optional) is healthy",
+        llama(
+            st_(
+                "Ready",
+                PLANNED,
+                AVAILABLE,
+                READY,
+                cond("Authenticated", "False", "AuthOptional", "anyone can use it"),
+            )
+        ),
+        "Healthy",
+        f"1/1 ready on {SUMMARY}",
+    ),
+    (
         "gates that are open or unknown do not change the verdict",
         llama(
             st_(

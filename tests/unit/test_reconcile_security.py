@@ -122,6 +122,19 @@ class TestRequiredWithoutAKey:
         assert outcome.status_patch["phase"] == "Degraded"
         assert condition(outcome, "Authenticated")["reason"] == "APIKeyRequired"
 
+    def test_the_network_policy_is_applied_even_while_serving_is_held(self) -> None:
+        # An endpoint from before API keys (0.5): held for its missing key, but who may
+        # connect to it is never held back.
+        first, client = run(KEYED)
+        status, live = settle(first, client)
+        ready(live)
+        del live["NetworkPolicy", "chat"]
+        status.pop("networkPolicy")
+        outcome, again = run(NO_KEY, status=status, live=live)
+        assert applied(again) == ["NetworkPolicy/chat"]
+        assert outcome.status_patch["networkPolicy"] == "chat"
+        assert outcome.status_patch["phase"] == "Degraded"
+
     def test_optional_serves_without_a_key_and_warns_no_one(self) -> None:
         outcome, client = run({**NO_KEY, "auth": {"mode": "optional"}})
         assert "Deployment/chat-primary" in applied(client)
