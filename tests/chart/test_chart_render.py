@@ -264,6 +264,8 @@ def test_namespace_only_when_asked(rendered: dict[str, list[dict[str, Any]]]) ->
     assert not chartkit.of_kind(rendered["default"], "Namespace")
     namespace = chartkit.find(rendered["custom"], "Namespace")
     assert namespace["metadata"]["name"] == chartkit.NAMESPACE
+    # It enforces the Pod Security Standard the operator's pod meets (test_chart_pss.py).
+    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
 
 
 def test_every_object_has_the_standard_labels(
