@@ -362,15 +362,18 @@ def slice_with(port: int, *, ready: bool) -> dict[str, Any]:
     return body
 
 
-def crashed_pod(index: int) -> dict[str, Any]:
-    """A canary pod whose engine was OOM-killed and now waits in CrashLoopBackOff."""
+def crashed_pod(index: int, labels: dict[str, str]) -> dict[str, Any]:
+    """A canary pod whose engine was OOM-killed and now waits in CrashLoopBackOff.
+
+    ``labels``: the canary Deployment's pod labels, its revision label among them (a crash
+    counts against the canary revision it ran)."""
     return {
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {
             "name": f"{NAME}-canary-7d9f-{index}",
             "namespace": kube.NAMESPACE,
-            "labels": {"llamaops.dev/deployment": NAME, VARIANT: "canary"},
+            "labels": dict(labels),
         },
         "status": {
             "containerStatuses": [
@@ -605,7 +608,8 @@ async def crash_once(h: Harness, index: int, phase: float) -> Crash:
     # (b) The crash path: the Pod's status says the engine was OOM-killed and crash-loops.
     # T0 spread over the reconcile cadence: an offset after the latest reconcile's start.
     crash_path = metrics_only
-    pod = crashed_pod(index)
+    canary = kube.obj(cluster, kube.DEPLOYMENTS, f"{NAME}-canary")
+    pod = crashed_pod(index, canary["spec"]["template"]["metadata"]["labels"])
     if metrics_only is None:
         latest = max(float(m["t"]) for m in h.child.reconciles)
         await asyncio.sleep(max(0.0, latest + phase * RESYNC - time.monotonic()))
