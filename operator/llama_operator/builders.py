@@ -652,7 +652,12 @@ def network_policy(
     ingress: list[dict[str, Any]] = []
     if peers:
         # Never an empty "from": that would let everyone in.
-        ingress.append({"from": [_peer(peer) for peer in peers], "ports": copy.deepcopy(port)})
+        ingress.append(
+            {
+                "from": [_peer(peer.namespaceSelector, peer.podSelector) for peer in peers],
+                "ports": copy.deepcopy(port),
+            }
+        )
     if settings.operatorNamespace:
         ingress.append(
             {
@@ -723,25 +728,19 @@ def _egress_rules(allow_to: list[api.EgressRule] | None) -> list[dict[str, Any]]
             if rule.ipBlock.except_:
                 block["except"] = list(rule.ipBlock.except_)
             peer["ipBlock"] = block
-        peer.update(
-            _peer(
-                api.NetworkPeer(
-                    namespaceSelector=rule.namespaceSelector, podSelector=rule.podSelector
-                )
-            )
-        )
+        peer.update(_peer(rule.namespaceSelector, rule.podSelector))
         result.append(
             {"to": [peer], "ports": [{"protocol": "TCP", "port": port} for port in rule.ports]}
         )
     return result
 
 
-def _peer(peer: api.NetworkPeer) -> dict[str, Any]:
+def _peer(namespaces: api.LabelSelector | None, pods: api.LabelSelector | None) -> dict[str, Any]:
     result: dict[str, Any] = {}
-    if peer.namespaceSelector is not None:
-        result["namespaceSelector"] = _selector(peer.namespaceSelector)
-    if peer.podSelector is not None:
-        result["podSelector"] = _selector(peer.podSelector)
+    if namespaces is not None:
+        result["namespaceSelector"] = _selector(namespaces)
+    if pods is not None:
+        result["podSelector"] = _selector(pods)
     return result
 
 

@@ -200,8 +200,11 @@ def _cmd_plan(args: argparse.Namespace) -> int:
             entry["license"] = _license_entry(doc)
         else:
             entry["plan"] = wanted.plan.model_dump(mode="json")
-            entry["license"] = _license_entry(doc, wanted, settings)
-            entry["security"] = _security_entry(doc, wanted, settings)
+            gate = _gate(
+                wanted, str(meta.get("name", "unnamed")), settings, str(entry["namespace"])
+            )
+            entry["license"] = _license_entry(doc, wanted, gate)
+            entry["security"] = _security_entry(doc, wanted, settings, gate)
             entry["rollout"] = _rollout_entry(wanted.spec)
             entry["fallbacks"] = [
                 _fallback_entry(backup) for backup in _backups(doc, wanted, settings, catalogue)
@@ -227,7 +230,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 def _license_entry(
     doc: dict[str, Any],
     wanted: reconcile.Desired | None = None,
-    settings: config.OperatorConfig | None = None,
+    gate: reconcile.Gate | None = None,
 ) -> dict[str, Any]:
     """The licence of a document's model, and what the operator does about it.
 
@@ -238,7 +241,7 @@ def _license_entry(
     spec = _mapping(doc.get("spec"))
     model, chosen = _mapping(spec.get("model")), _mapping(spec.get("license"))
     model_id = str(model.get("id") or "")
-    if wanted is None:
+    if wanted is None or gate is None:
         override = chosen.get("id")
         entry = catalog.lookup(model_id) if model_id else None
         found = licenses.detect(
@@ -251,16 +254,9 @@ def _license_entry(
             "euMultimodal": licenses.eu_multimodal_notice(found.license, model_id),
         }
     found = wanted.detection
-    meta = doc.get("metadata") or {}
-    gate = _gate(
-        wanted,
-        str(meta.get("name", "unnamed")),
-        settings or config.OperatorConfig(),
-        str(meta.get("namespace", "default")),
-    )
     # The licence's own part of the gate: an API key the spec lacks is the security
     # entry's to report.
-    held = gate.hold if gate.auth is None or gate.hold != gate.auth.hold else None
+    held = gate.hold if gate.hold != gate.auth.hold else None
     (config_map,) = [o for o in wanted.objects if o["kind"] == "ConfigMap"]
     return {
         **found.as_dict(),
@@ -278,14 +274,15 @@ def _license_entry(
 
 
 def _security_entry(
-    doc: dict[str, Any], wanted: reconcile.Desired, settings: config.OperatorConfig
+    doc: dict[str, Any],
+    wanted: reconcile.Desired,
+    settings: config.OperatorConfig,
+    gate: reconcile.Gate,
 ) -> dict[str, Any]:
     """The API-key gate, the NetworkPolicy and the input limits the engine is given."""
     spec = wanted.spec
-    meta = doc.get("metadata") or {}
-    name = str(meta.get("name", "unnamed"))
-    namespace = str(meta.get("namespace", "default"))
-    verdict = security.auth(spec, settings, secret_present=None, namespace=namespace)
+    name = str((doc.get("metadata") or {}).get("name", "unnamed"))
+    verdict = gate.auth
     ref = spec.auth.apiKeySecretRef
     limits = engines.limits(spec=spec, plan=wanted.plan)
     policy = security.network_policy_enabled(spec, settings)

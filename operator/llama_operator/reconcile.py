@@ -386,6 +386,8 @@ def reconcile(
     """
     generations = {} if generations is None else generations
     unwatched = {} if unwatched is None else unwatched
+    # The primary and every fallback name the same Secret: ask about it once per reconcile.
+    api_key = _asked_once(api_key)
     meta = body.get("metadata") or {}
     name, namespace, uid = meta["name"], meta["namespace"], meta["uid"]
     generation = meta.get("generation")
@@ -1651,7 +1653,7 @@ class Gate:
     license: dict[str, Any] | None  # status.license; None keeps the one in status
     checks: tuple[licensing.Check, ...]
     removed: tuple[str, ...]
-    auth: security.AuthVerdict | None = None  # the API-key gate's part of hold and checks
+    auth: security.AuthVerdict  # the API-key gate's part of hold and checks
 
 
 def gates(
@@ -1872,6 +1874,21 @@ def _token_of(client: k8s.Client, model: api.ModelSpec, namespace: str) -> Calla
         return client.read_secret_value(namespace=namespace, name=ref.name, key=ref.key)
 
     return read
+
+
+def _asked_once(check: KeyCheck | None) -> KeyCheck | None:
+    """``check`` answering each (Secret, key, namespace) from the first answer."""
+    if check is None:
+        return None
+    answers: dict[tuple[str, str, str], bool] = {}
+
+    def once(ref: api.APIKeySecretRef, namespace: str) -> bool:
+        where = (ref.name, ref.key, namespace)
+        if where not in answers:
+            answers[where] = check(ref, namespace)
+        return answers[where]
+
+    return once
 
 
 def key_checker(client: k8s.Client) -> KeyCheck:

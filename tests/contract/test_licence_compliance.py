@@ -32,6 +32,7 @@ from kube import (
     llama,
     obj,
     patch,
+    secret,
     status_of,
 )
 
@@ -57,16 +58,7 @@ def fake_hub(monkeypatch: pytest.MonkeyPatch) -> Iterator[hubserver.HubFixture]:
 
 
 async def token_secret(cluster: ApplyingEmulator) -> None:
-    await create(
-        cluster,
-        SECRETS,
-        {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": {"name": "hf", "namespace": "ai"},
-            "data": {"token": base64.b64encode(TOKEN.encode()).decode()},
-        },
-    )
+    await create(cluster, SECRETS, secret("hf", {"token": TOKEN}))
 
 
 def gated_spec(*, accept: bool = True) -> dict[str, Any]:

@@ -37,6 +37,7 @@ from kube import (
     obj,
     patch,
     path,
+    secret,
     status_of,
 )
 
@@ -146,16 +147,7 @@ async def test_chart_clusterrole_grants_exactly_what_the_operator_calls(
     async with operator.post("/api/v1/nodes", json=gpu_node("gpu-1", "NVIDIA-L4", 4, 23034)) as r:
         assert r.status < 300
     # A model outside the catalog with a token: the Hub lookup reads the Secret.
-    await create(
-        operator,
-        SECRETS,
-        {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": {"name": "hf", "namespace": "ai"},
-            "data": {"token": "aGZfdGVzdA=="},
-        },
-    )
+    await create(operator, SECRETS, secret("hf", {"token": "hf_test"}))
     hub_spec = {
         "model": {"id": "example-org/tiny-llama", "tokenSecretRef": {"name": "hf", "key": "token"}}
     }

@@ -39,6 +39,8 @@ from kube import (
     status_of,
 )
 
+from labelselector import matches
+
 MODEL = {"id": "meta-llama/Llama-3.1-8B-Instruct"}
 NO_KEY = {"model": MODEL, "license": {"accept": True}, "auth": {}}
 
@@ -46,23 +48,6 @@ NO_KEY = {"model": MODEL, "license": {"accept": True}, "auth": {}}
 def container(deployment: Mapping[str, Any]) -> dict[str, Any]:
     (found,) = deployment["spec"]["template"]["spec"]["containers"]
     return dict(found)
-
-
-def selects(selector: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
-    """The API's label-selector semantics (matchLabels, and the four operators)."""
-    if any(labels.get(k) != v for k, v in (selector.get("matchLabels") or {}).items()):
-        return False
-    for requirement in selector.get("matchExpressions") or []:
-        key, values = requirement["key"], requirement.get("values") or []
-        held = {
-            "In": key in labels and labels[key] in values,
-            "NotIn": key not in labels or labels[key] not in values,
-            "Exists": key in labels,
-            "DoesNotExist": key not in labels,
-        }[requirement["operator"]]
-        if not held:
-            return False
-    return True
 
 
 class TestAPIKeyRequired:
@@ -174,7 +159,7 @@ class TestNetworkPolicy:
         chosen = {
             name
             for name, deployment in deployments.items()
-            if selects(selector, deployment["spec"]["template"]["metadata"]["labels"])
+            if matches(selector, deployment["spec"]["template"]["metadata"]["labels"])
         }
         assert chosen == {"chat-primary", "chat-fallback-0"}
         # Only the serving port, only from this namespace, the operator and monitoring.

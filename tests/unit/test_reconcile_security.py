@@ -10,7 +10,8 @@ import copy
 import json
 from typing import Any
 
-from test_reconcile import RecordingClient, body, remembered, settle
+from test_reconcile import body, remembered, settle
+from test_reconcile_rollout import Client
 
 from llama_operator import config, reconcile
 
@@ -23,16 +24,6 @@ KEYED = {
 }
 NO_KEY = {"model": MODEL, "license": {"accept": True}}
 PLANTED = "sk-planted-0123456789"  # what a Secret value would look like; never seen here
-
-
-class Client(RecordingClient):
-    def __init__(self) -> None:
-        super().__init__()
-        self.deleted: list[tuple[str, str]] = []
-
-    def delete(self, *, api_version: str, kind: str, namespace: str | None, name: str) -> bool:
-        self.deleted.append((kind, name))
-        return True
 
 
 def run(
@@ -186,7 +177,10 @@ class TestTheKeySecret:
                 {"model": {"id": "meta-llama/Llama-3.2-3B-Instruct"}, "license": {"accept": True}}
             ],
         }
-        _, client = run(spec)
+        checks: list[tuple[str, str, str]] = []
+        _, client = run(spec, checks=checks)
+        # The primary and the fallback name one Secret: it is asked about once.
+        assert checks == [("ai", "chat-api-key", "api-key")]
         (fallback,) = [
             o
             for o in client.applied

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Mapping
 from typing import Any
 
 import kubernetes_validate
 import pytest
+from test_engines import make_plan
 
+from labelselector import matches
 from llama_operator import api, builders, catalog, config, engines, facts, licenses, planner
 from llama_operator import security as sec
 
@@ -35,26 +36,6 @@ K8S = kubernetes_validate.latest_version()
 
 def spec(**raw: Any) -> api.LlamaDeploymentSpec:
     return api.parse_spec({"model": {"id": MODEL}, **raw})
-
-
-def plan(**overrides: Any) -> api.Plan:
-    base: dict[str, Any] = {
-        "engine": "vllm",
-        "pool": "l4",
-        "gpuProduct": "NVIDIA-L4",
-        "gpusPerReplica": 1,
-        "tensorParallel": 1,
-        "quantization": "none",
-        "dtype": "bfloat16",
-        "maxModelLen": 8192,
-        "maxConcurrentSequences": 4,
-        "gpuMemoryUtilization": 0.9,
-        "weightsGiB": 14.96,
-        "estimatedGPUMemoryGiB": 20.0,
-        "kvCacheGiB": 4.0,
-        "reason": "test plan",
-    }
-    return api.Plan(**{**base, **overrides})
 
 
 def flag(args: list[str], name: str) -> str:
@@ -164,7 +145,7 @@ class TestEngineKey:
     def test_the_key_comes_from_the_secret_by_reference(self, engine: str, variable: str) -> None:
         chosen = spec(auth={"apiKeySecretRef": {"name": "chat-api-key", "key": "k"}})
         container = engines.container(
-            name="chat", spec=chosen, plan=plan(engine=engine), settings=SETTINGS
+            name="chat", spec=chosen, plan=make_plan(engine=engine), settings=SETTINGS
         )
         env = {item["name"]: item for item in container["env"]}
         assert env[variable] == {
@@ -176,7 +157,7 @@ class TestEngineKey:
     @pytest.mark.parametrize("engine", ["vllm", "tgi"])
     def test_no_key_variable_without_a_reference(self, engine: str) -> None:
         container = engines.container(
-            name="chat", spec=spec(), plan=plan(engine=engine), settings=SETTINGS
+            name="chat", spec=spec(), plan=make_plan(engine=engine), settings=SETTINGS
         )
         names = {item["name"] for item in container["env"]}
         assert not names & {"VLLM_API_KEY", "API_KEY"}
@@ -184,7 +165,10 @@ class TestEngineKey:
     def test_probes_use_the_open_health_path(self) -> None:
         # The key guards the API; the kubelet's probes carry no key and must still pass.
         container = engines.container(
-            name="chat", spec=spec(auth={"apiKeySecretRef": KEY}), plan=plan(), settings=SETTINGS
+            name="chat",
+            spec=spec(auth={"apiKeySecretRef": KEY}),
+            plan=make_plan(),
+            settings=SETTINGS,
         )
         for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
             assert container[probe]["httpGet"]["path"] == "/health"
@@ -194,7 +178,7 @@ class TestEngineKey:
 class TestInputLimits:
     def test_defaults_follow_the_plan(self) -> None:
         # 8192 tokens x 4 sequences of KV cache = 32 sequences of 1024 tokens.
-        found = engines.limits(spec=spec(), plan=plan())
+        found = engines.limits(spec=spec(), plan=make_plan())
         assert found == engines.Limits(max_tokens_per_request=8192, max_concurrent_sequences=32)
 
     @pytest.mark.parametrize(
@@ -208,19 +192,19 @@ class TestInputLimits:
     )
     def test_default_sequences(self, max_model_len: int, sequences: int, expected: int) -> None:
         found = engines.limits(
-            spec=spec(), plan=plan(maxModelLen=max_model_len, maxConcurrentSequences=sequences)
+            spec=spec(), plan=make_plan(maxModelLen=max_model_len, maxConcurrentSequences=sequences)
         )
         assert found.max_concurrent_sequences == expected
 
     def test_vllm_flags(self) -> None:
         chosen = spec(limits={"maxTokensPerRequest": 4096, "maxConcurrentSequences": 16})
-        args = engines.args(spec=chosen, plan=plan())
+        args = engines.args(spec=chosen, plan=make_plan())
         assert flag(args, "--max-model-len") == "4096"
         assert flag(args, "--max-num-seqs") == "16"
 
     def test_tgi_flags(self) -> None:
         chosen = spec(limits={"maxTokensPerRequest": 4096, "maxConcurrentSequences": 16})
-        args = engines.args(spec=chosen, plan=plan(engine="tgi"))
+        args = engines.args(spec=chosen, plan=make_plan(engine="tgi"))
         assert flag(args, "--max-total-tokens") == "4096"
         assert flag(args, "--max-input-tokens") == "4095"
         assert flag(args, "--max-concurrent-requests") == "16"
@@ -228,21 +212,21 @@ class TestInputLimits:
     def test_tgi_leaves_the_flag_to_engine_args_that_name_it(self) -> None:
         # The launcher refuses a flag given twice.
         chosen = spec(engineArgs=["--max-concurrent-requests=64"])
-        args = engines.args(spec=chosen, plan=plan(engine="tgi"))
+        args = engines.args(spec=chosen, plan=make_plan(engine="tgi"))
         assert "--max-concurrent-requests" not in args
         assert args[-1] == "--max-concurrent-requests=64"
 
     def test_more_tokens_than_the_plan_is_refused_for_its_own_variant(self) -> None:
         chosen = spec(limits={"maxTokensPerRequest": 16384})
         with pytest.raises(api.SpecError) as caught:
-            engines.check_limits(spec=chosen, plan=plan())
+            engines.check_limits(spec=chosen, plan=make_plan())
         assert caught.value.field == "spec.limits.maxTokensPerRequest"
         assert "spec.placement.maxModelLen" in caught.value.message
         # ...and held to the context for a variant that inherits it (a fallback).
-        assert engines.limits(spec=chosen, plan=plan()).max_tokens_per_request == 8192
+        assert engines.limits(spec=chosen, plan=make_plan()).max_tokens_per_request == 8192
 
     def test_a_limit_within_the_plan_passes(self) -> None:
-        engines.check_limits(spec=spec(limits={"maxTokensPerRequest": 8192}), plan=plan())
+        engines.check_limits(spec=spec(limits={"maxTokensPerRequest": 8192}), plan=make_plan())
 
 
 # -- NetworkPolicy ---------------------------------------------------------------------
@@ -258,28 +242,6 @@ def policy(
         network=spec(network=network or {}).network,
         settings=settings,
     )
-
-
-def matches(selector: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
-    """Kubernetes label selector semantics: every matchLabels pair and every requirement."""
-    if any(labels.get(key) != value for key, value in (selector.get("matchLabels") or {}).items()):
-        return False
-    for requirement in selector.get("matchExpressions") or []:
-        key, operator, values = (
-            requirement["key"],
-            requirement["operator"],
-            requirement.get("values", []),
-        )
-        present = key in labels
-        if operator == "In" and not (present and labels[key] in values):
-            return False
-        if operator == "NotIn" and present and labels[key] in values:
-            return False
-        if operator == "Exists" and not present:
-            return False
-        if operator == "DoesNotExist" and present:
-            return False
-    return True
 
 
 def rendered_pod_labels(name: str) -> dict[str, dict[str, str]]:
