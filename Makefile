@@ -22,7 +22,31 @@ $(STAMP): pyproject.toml constraints.txt hack/get_helm.py hack/wheelhouse.py
 	$(BIN)/python hack/wheelhouse.py .cache/wheelhouse
 	@touch $(STAMP)
 
-setup: $(STAMP) ## create .venv, install the operator with test and dev tools, fetch helm
+# What only the tests need. The source of every vLLM release engines.yaml was checked
+# against (tests/engines/test_vllm_source.py; ~240 MB per wheel, only the .py files kept).
+ENGINE_SOURCES := .cache/engines/.fetched
+$(ENGINE_SOURCES): $(STAMP) hack/get_engine_sources.py operator/llama_operator/data/engines.yaml
+	$(BIN)/python hack/get_engine_sources.py .cache/engines
+	@touch $@
+
+# Debian's vendored Rust crates (and cargo, when the machine has none) for
+# tests/engines/test_tgi_log_filter.py, which builds a small program against a real
+# tracing-subscriber offline: there is no crates.io here. Installed when running as root
+# with apt-get; otherwise the command to run is printed and that test says so too.
+RUST_CRATES := librust-tracing-subscriber-dev librust-tracing-dev
+RUST_DEPS := .cache/rust-crates.installed
+$(RUST_DEPS):
+	@packages="$(RUST_CRATES)"; command -v cargo >/dev/null || packages="$$packages cargo"; \
+	if dpkg -s $(RUST_CRATES) >/dev/null 2>&1 && command -v cargo >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing $$packages (Debian) for tests/engines/test_tgi_log_filter.py"; \
+	  apt-get update -qq && apt-get install -y -qq --no-install-recommends $$packages >/dev/null; \
+	else \
+	  echo "warning: tests/engines/test_tgi_log_filter.py needs: sudo apt-get install $$packages"; \
+	  exit 0; \
+	fi; mkdir -p .cache && touch $@
+
+setup: $(STAMP) $(ENGINE_SOURCES) $(RUST_DEPS) ## create .venv, install the operator with test and dev tools, fetch helm and the engines' source
 
 demo: $(STAMP) ## plan and render the bundled examples (no cluster needed)
 	$(BIN)/llama-operator plan -f manifests/examples/
@@ -71,7 +95,7 @@ imports: $(STAMP) ## import-linter layer contracts
 
 verify: lint typecheck imports drift ## every static check CI runs
 
-test: $(STAMP) ## run the whole test suite (unit + contract against kmock)
+test: $(STAMP) $(ENGINE_SOURCES) $(RUST_DEPS) ## run the whole test suite (unit, contract against kmock, engine source)
 	$(BIN)/pytest
 
 test-unit: $(STAMP) ## only the fast unit tests
@@ -83,11 +107,12 @@ test-contract: $(STAMP) ## only the Kopf-against-kmock contract tests
 test-e2e: $(STAMP) ## opt-in: the e2e tier against the current kube context (a test cluster)
 	$(BIN)/pytest --with-e2e tests/e2e
 
-bench: $(STAMP) ## benchmarks: planner vs brute force, autoscaling policy and loop, canary rollouts, reconcile cost, footprint
+bench: $(STAMP) ## benchmarks: planner vs brute force, autoscaling policy and loop, canary rollouts and what they count as failed, reconcile cost, footprint
 	$(BIN)/python benchmarks/bench_planner.py
 	$(BIN)/python benchmarks/bench_autoscaler.py
 	$(BIN)/python benchmarks/bench_scaler_loop.py
 	$(BIN)/python benchmarks/bench_rollout.py
+	$(BIN)/python benchmarks/bench_canary_outcomes.py
 	$(BIN)/python benchmarks/bench_failover.py
 	$(BIN)/python benchmarks/bench_reconcile.py
 	$(BIN)/python benchmarks/bench_footprint.py

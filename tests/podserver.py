@@ -84,7 +84,7 @@ class _Shape:
 VLLM = _Shape(
     history={"stop": 118.0, "length": 9.0, "abort": 1.0, "error": 0.0},
     # Failures as the engine reports a request it failed; "abort" (a cancelled request)
-    # keeps its one request of history and is not a failure unless countAborted.
+    # keeps its one request of history and is not a failure unless countAsErrors lists abort.
     failed="error",
     succeeded=(("stop", 0.9), ("length", 0.1)),
     # vLLM observes every finished request, aborted ones too.

@@ -6,6 +6,13 @@ at each interval calls ``window`` (baseline and now -> what each variant served 
 between) and ``judge`` (the canary's window against ``api.Analysis`` and the stable
 window) -> ``Judgement``, which it records in status.rollout.analysis and acts on.
 
+What counts as a failed request: the engine's server failures (the profile's
+``outcomes.serverFailures``: vLLM error; TGI generation, incomplete), any kind the profile
+does not know, and the kinds ``api.Analysis.countAsErrors`` adds (abort with the deprecated
+``countAborted``). The other kinds (a client's cancel or going away, vLLM abort and TGI
+dropped; bad input; a 429 of our own concurrency limit) are shown in the numbers and the
+message, not counted.
+
 Pure: numbers in, numbers and a message out; no I/O, no clock, no Kubernetes. Quantiles
 follow Prometheus' ``histogram_quantile``, so a number in the status can be checked
 against the same query on a dashboard.
@@ -15,14 +22,32 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Literal
 
-from llama_operator import api, podmetrics
+from llama_operator import api, podmetrics, profiles
 
 Result = Literal["Passed", "Failed", "Inconclusive"]
 
 P95 = 0.95
+
+
+def counts_as_error(kind: str, *, outcomes: profiles.Outcomes, count: Collection[str] = ()) -> bool:
+    """Whether requests that ended as ``kind`` count as failed.
+
+    ``outcomes``: the engine release's (``profiles.get(engine, version).outcomes``);
+    ``count``: the extra kinds the user counts (``api.Analysis.counted_outcomes()``).
+    """
+    if kind in outcomes.normal:
+        return False
+    if kind in outcomes.serverFailures:
+        return True
+    # A kind the profile does not know is a failure mode of a release the facts were not
+    # read from, or a label we never saw (TGI's failure counter without err: "unknown").
+    # It counts: a new way to fail must not pass a canary unseen.
+    if kind not in outcomes.known:
+        return True
+    return kind in count
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,16 +55,39 @@ class Window:
     """What one variant served between a baseline scrape and now."""
 
     pods: int
-    requests: float
-    errors: float
+    requests: float  # finished, however they ended
+    outcomes: podmetrics.Kinds  # of those, the ones that did not end normally, by kind
     latency: podmetrics.Histogram | None  # deltas, still in cumulative-bucket form
     ttft: podmetrics.Histogram | None
-    aborted: float = 0.0  # cancelled requests (vLLM), failures only with countAborted
 
-    def error_rate(self, *, count_aborted: bool = False) -> float | None:
+    def failed(self, *, outcomes: profiles.Outcomes, count: Collection[str] = ()) -> float:
+        """The requests of the window that count as failed (see ``counts_as_error``)."""
+        return sum(
+            value
+            for kind, value in self.outcomes
+            if counts_as_error(kind, outcomes=outcomes, count=count)
+        )
+
+    def not_counted(
+        self, *, outcomes: profiles.Outcomes, count: Collection[str] = ()
+    ) -> tuple[tuple[str, float], ...]:
+        """The kinds seen that did not end normally yet do not count, most first."""
+        left = [
+            (kind, value)
+            for kind, value in self.outcomes
+            if value > 0
+            and kind not in outcomes.normal
+            and not counts_as_error(kind, outcomes=outcomes, count=count)
+        ]
+        return tuple(sorted(left, key=lambda pair: (-pair[1], pair[0])))
+
+    def error_rate(
+        self, *, outcomes: profiles.Outcomes, count: Collection[str] = ()
+    ) -> float | None:
         """Failed share of the finished requests; None when none finished."""
-        failed = self.errors + (self.aborted if count_aborted else 0.0)
-        return failed / self.requests if self.requests > 0 else None
+        if self.requests <= 0:
+            return None
+        return self.failed(outcomes=outcomes, count=count) / self.requests
 
     def p95_latency(self) -> float | None:
         return quantile(P95, self.latency)
@@ -47,14 +95,26 @@ class Window:
     def p95_ttft(self) -> float | None:
         return quantile(P95, self.ttft)
 
-    def numbers(self, *, count_aborted: bool = False) -> api.AnalysisNumbers:
-        """The window for status: rounded so that a status diff is a real change."""
+    def numbers(
+        self, *, outcomes: profiles.Outcomes, count: Collection[str] = ()
+    ) -> api.AnalysisNumbers:
+        """The window for status: rounded so that a status diff is a real change.
+
+        ``outcomes`` of the numbers: every kind that did not end normally, counted or not,
+        with a non-zero count (so that status stays small); None when there is none.
+        """
+        shown = {
+            kind: rounded
+            for kind, value in self.outcomes
+            if kind not in outcomes.normal and (rounded := round(value, 2)) > 0
+        }
         return api.AnalysisNumbers(
             pods=self.pods,
             requests=round(self.requests, 2),
-            errorRate=_significant(self.error_rate(count_aborted=count_aborted)),
+            errorRate=_significant(self.error_rate(outcomes=outcomes, count=count)),
             p95LatencySeconds=_significant(self.p95_latency()),
             p95TimeToFirstTokenSeconds=_significant(self.p95_ttft()),
+            outcomes=shown or None,
         )
 
 
@@ -65,12 +125,13 @@ def window(
 
     A pod absent from baseline contributes nothing (its counters hold its whole past; it
     is baselined by the caller next time) and is not counted in pods. A pod whose request
-    counter went down restarted: its delta is its current value. Histogram deltas are per
-    bucket bound; if the bounds differ between baseline and current, treat as a restart
-    (take current).
+    counter, or the count of any kind, went down restarted: its delta is its current
+    value. Histogram deltas are per bucket bound; if the bounds differ between baseline
+    and current, treat as a restart (take current).
     """
     pods = 0
-    requests = errors = aborted = 0.0
+    requests = 0.0
+    kinds: dict[str, float] = {}
     latencies: list[podmetrics.Histogram] = []
     ttfts: list[podmetrics.Histogram] = []
     for name, now in current.items():
@@ -78,17 +139,18 @@ def window(
         if before is None:
             continue
         pods += 1
+        kinds_before, kinds_now = dict(before.outcomes), dict(now.outcomes)
         # Counters only go down when the process started over; everything it counted
-        # since then happened after the baseline.
-        restarted = now.requests < before.requests or now.errors < before.errors
-        if restarted:
-            requests += now.requests
-            errors += now.errors
-            aborted += now.aborted
-        else:
-            requests += now.requests - before.requests
-            errors += now.errors - before.errors
-            aborted += max(0.0, now.aborted - before.aborted)
+        # since then happened after the baseline. A kind's series gone from the page
+        # reads as 0: TGI only registers a series at its first increment, so it goes
+        # away only with the process.
+        restarted = now.requests < before.requests or any(
+            kinds_now.get(kind, 0.0) < value for kind, value in kinds_before.items()
+        )
+        requests += now.requests if restarted else now.requests - before.requests
+        for kind, value in kinds_now.items():
+            since = value if restarted else value - kinds_before.get(kind, 0.0)
+            kinds[kind] = kinds.get(kind, 0.0) + since
         for past, present, into in (
             (before.latency, now.latency, latencies),
             (before.ttft, now.ttft, ttfts),
@@ -99,10 +161,9 @@ def window(
     return Window(
         pods=pods,
         requests=requests,
-        errors=errors,
+        outcomes=podmetrics.kinds(kinds),
         latency=podmetrics.merge(latencies),
         ttft=podmetrics.merge(ttfts),
-        aborted=aborted,
     )
 
 
@@ -173,16 +234,32 @@ class Judgement:
     message: str  # every check with the measured value, the threshold and the stable value
 
 
-def judge(*, canary: Window, stable: Window | None, analysis: api.Analysis) -> Judgement:
+def judge(
+    *,
+    canary: Window,
+    stable: Window | None,
+    analysis: api.Analysis,
+    outcomes: profiles.Outcomes,
+    stable_outcomes: profiles.Outcomes | None = None,
+) -> Judgement:
     """The canary's window against the thresholds of ``analysis`` and the stable window.
+
+    ``outcomes``: how the canary's engine release labels the way a request ended
+    (``profiles.get(engine, version).outcomes``); ``stable_outcomes``: the stable's, when
+    it runs another engine or release (None: the same as the canary's). Failed requests
+    are the server failures, unknown kinds, and the kinds of
+    ``analysis.counted_outcomes()``.
 
     Inconclusive with fewer than ``minRequests`` canary requests (the caller lets the
     window grow). Failed when any threshold is breached; a threshold whose metric the
     engine does not expose is skipped, and the message says so. Otherwise Passed.
     """
-    aborted = analysis.countAborted
-    numbers = canary.numbers(count_aborted=aborted)
-    stable_numbers = stable.numbers(count_aborted=aborted) if stable is not None else None
+    counted = analysis.counted_outcomes()
+    stable_kinds = stable_outcomes if stable_outcomes is not None else outcomes
+    numbers = canary.numbers(outcomes=outcomes, count=counted)
+    stable_numbers = (
+        stable.numbers(outcomes=stable_kinds, count=counted) if stable is not None else None
+    )
 
     def verdict(result: Result, breaches: list[str], message: str) -> Judgement:
         return Judgement(
@@ -234,11 +311,18 @@ def judge(*, canary: Window, stable: Window | None, analysis: api.Analysis) -> J
 
     check(
         "error rate",
-        canary.error_rate(count_aborted=aborted),
+        canary.error_rate(outcomes=outcomes, count=counted),
         analysis.maxErrorRate,
-        lambda window: window.error_rate(count_aborted=aborted),
+        lambda window: window.error_rate(outcomes=stable_kinds, count=counted),
         "",
     )
+    left = canary.not_counted(outcomes=outcomes, count=counted)
+    if left:
+        # Seen, not counted (a client's cancel, bad input, our own 429s): a person reading
+        # the verdict should know they were there (spec.rollout.analysis.countAsErrors).
+        checks.append(
+            "not counted: " + ", ".join(f"{_count(value)} {kind}" for kind, value in left)
+        )
     check(
         "p95 latency",
         canary.p95_latency(),

@@ -20,7 +20,7 @@ import hashlib
 import itertools
 import json
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import pydantic
 from pydantic import Field
@@ -329,6 +329,14 @@ class RolloutStep(Model):
     )
 
 
+# How a request that did not fail on the server's side may still have ended, by engine
+# (each profile's outcomes.other in data/engines.yaml; tests/unit/test_analysis.py checks
+# that these are exactly those): vLLM's finished_reason, TGI's err label.
+VllmOutcomeKind = Literal["abort", "repetition"]
+TgiOutcomeKind = Literal["validation", "overloaded", "template", "dropped"]
+OutcomeKind = Literal[VllmOutcomeKind, TgiOutcomeKind]
+
+
 class Analysis(Model):
     """Thresholds a canary must meet at every step, measured on the engines' own metrics."""
 
@@ -337,16 +345,29 @@ class Analysis(Model):
         ge=0,
         le=1,
         description=(
-            "Largest share of the canary's finished requests that may fail (vLLM: finished "
-            "for a reason other than stop, length or abort; TGI: tgi_request_failure)."
+            "Largest share of the canary's finished requests that may fail. Failed: the "
+            "engine's server failures (vLLM: finished_reason error; TGI: tgi_request_failure "
+            "with err generation or incomplete), any kind the operator does not know, and "
+            "the kinds of countAsErrors."
+        ),
+    )
+    countAsErrors: list[OutcomeKind] = Field(
+        default_factory=list,
+        description=(
+            "Other ways a request ends that count as failed too. vLLM (finished_reason): "
+            "abort (the client cancelled), repetition (a repetitive token pattern was "
+            "detected). TGI (tgi_request_failure err): validation (the client's bad input), "
+            "overloaded (429 from --max-concurrent-requests), template (the chat template "
+            "failed on the input), dropped (the client went away: its response channel "
+            "closed). Server failures always count; a kind the engine does not report "
+            "changes nothing. E.g. [abort] or [dropped] where clients never cancel."
         ),
     )
     countAborted: bool = Field(
         default=False,
         description=(
-            "vLLM: count requests that finished with reason abort as failed. An abort is "
-            "mostly a client that cancelled (a chat user pressing stop), so it is not a "
-            "failure by default; set true where clients never cancel."
+            "Deprecated: use countAsErrors: [abort]. true means the same: vLLM requests that "
+            "finished with reason abort count as failed."
         ),
     )
     maxP95LatencySeconds: float | None = Field(
@@ -390,6 +411,24 @@ class Analysis(Model):
         le=100,
         description="Failed judgements, over the whole rollout, that abort it.",
     )
+
+    @pydantic.field_validator("countAsErrors", mode="before")
+    @classmethod
+    def _known_kinds(cls, value: Any) -> Any:
+        # Before the type's own check, for a message that says which engine has which kind.
+        allowed = get_args(OutcomeKind)
+        for kind in value if isinstance(value, list) else ():
+            if isinstance(kind, str) and kind not in allowed:
+                raise ValueError(
+                    f"countAsErrors takes {', '.join(get_args(VllmOutcomeKind))} (vLLM) and "
+                    f"{', '.join(get_args(TgiOutcomeKind))} (TGI), not {kind!r}; server "
+                    "failures (vLLM error; TGI generation, incomplete) always count"
+                )
+        return value
+
+    def counted_outcomes(self) -> frozenset[str]:
+        """The kinds counted as failed beyond the server failures (countAborted: abort)."""
+        return frozenset((*self.countAsErrors, *(("abort",) if self.countAborted else ())))
 
 
 DEFAULT_STEPS: tuple[dict[str, Any], ...] = (
@@ -849,6 +888,14 @@ class Plan(Model):
     """What the planner chose for one variant, and why."""
 
     engine: Engine = Field(description="Serving engine.")
+    engineVersion: str | None = Field(
+        default=None,
+        description=(
+            "The engine release planned for, from the image tag or the operator config's "
+            "images.versions: which quantizations, flags and metrics it has. Absent: the "
+            "image names no version and the engine's default release was assumed."
+        ),
+    )
     pool: str = Field(description="GPU pool name.")
     gpuProduct: str = Field(description="GPU product of the pool.")
     gpusPerReplica: int = Field(description="GPUs each serving pod requests.")
@@ -967,6 +1014,15 @@ class AnalysisNumbers(Model):
     p95LatencySeconds: float | None = Field(default=None, description="p95 end-to-end latency.")
     p95TimeToFirstTokenSeconds: float | None = Field(
         default=None, description="p95 time to first token."
+    )
+    outcomes: dict[str, float] | None = Field(
+        default=None,
+        description=(
+            "Requests in the window that did not finish normally, by the engine's own kind "
+            "(vLLM: finished_reason; TGI: tgi_request_failure's err), those with none left "
+            "out. Which of them count toward errorRate: the engine's server failures, kinds "
+            "the operator does not know, and spec.rollout.analysis.countAsErrors."
+        ),
     )
 
 

@@ -194,7 +194,9 @@ def deployment(
         # The engine never calls the Kubernetes API; no token means none to steal.
         "automountServiceAccountToken": False,
         "securityContext": {
-            "runAsNonRoot": True,
+            # False only for an image that cannot start as non-root (TGI); the container
+            # context says so too, and the PodSecurity condition tells the user.
+            "runAsNonRoot": not engines.runs_as_root(plan=plan),
             # Makes a PersistentVolumeClaim cache writable by the non-root engine user.
             "fsGroup": FS_GROUP,
             "seccompProfile": {"type": "RuntimeDefault"},

@@ -6,12 +6,14 @@ traffic; ``Analyzer.measure`` answers at most once per ``spec.rollout.analysis.i
 1. The ready pods of ``<name>-canary`` and ``<name>-primary`` come from their
    EndpointSlices (a Kopf index, as the autoscaler finds them).
 2. Every pod's page is scraped concurrently, each with its own timeout, and read with
-   ``podmetrics.traffic``: finished and failed requests, and the latency histograms.
+   ``podmetrics.traffic``: finished requests, those that did not end normally by kind,
+   and the latency histograms, by the metric names of the variant's engine release.
 3. The counters are compared with the baseline taken at the start of the window,
    per pod (``analysis.window``). A window with fewer canary requests than
    ``minRequests`` is not judged: it grows until the next interval.
 4. ``analysis.judge`` compares the canary's window with the thresholds and with the
-   stable pods' window of the same time span; the baseline is then reset.
+   stable pods' window of the same time span, each variant's failures by its own engine
+   release's outcomes (``profiles``); the baseline is then reset.
 
 Baselines are in memory. After an operator restart the first scrape only takes a new
 baseline: one interval of the rollout is not judged, and no counter from before the
@@ -29,7 +31,7 @@ from typing import Any
 
 import aiohttp
 
-from llama_operator import analysis, api, metrics, podmetrics, reconcile, scaling
+from llama_operator import analysis, api, metrics, podmetrics, profiles, reconcile, scaling
 
 # (namespace, Service name) -> the EndpointSlices of that Service.
 Slices = Callable[[str, str], Iterable[Mapping[str, Any]]]
@@ -75,12 +77,13 @@ class Analyzer:
             self._slices(request.namespace, f"{request.name}-primary")
         )
         timeout = scaling.timeout_for(min(interval, 5.0))
+        canary_version, stable_version = _versions(request)
         canary_now, stable_now = asyncio.run(
             _scrape_both(
                 canary_pods,
                 stable_pods,
-                canary_engine=request.canary_engine,
-                stable_engine=request.stable_engine,
+                canary=(request.canary_engine, canary_version),
+                stable=(request.stable_engine, stable_version),
                 timeout=timeout,
             )
         )
@@ -104,7 +107,11 @@ class Analyzer:
                 self._windows[request.uid] = grown
             return None
         judgement = analysis.judge(
-            canary=canary_window, stable=stable_window, analysis=request.analysis
+            canary=canary_window,
+            stable=stable_window,
+            analysis=request.analysis,
+            outcomes=profiles.get(request.canary_engine, canary_version).outcomes,
+            stable_outcomes=profiles.get(request.stable_engine, stable_version).outcomes,
         )
         metrics.record_judgement(judgement.result)
         with self._lock:
@@ -112,12 +119,21 @@ class Analyzer:
         return judgement
 
 
+def _versions(request: reconcile.MeasureRequest) -> tuple[str | None, str | None]:
+    """The engine releases of the canary and of the stable (None: the default release)."""
+    return request.canary_engine_version, request.stable_engine_version
+
+
+# (engine, release) of one variant's pods.
+_Release = tuple[api.Engine, str | None]
+
+
 async def _scrape_both(
-    canary: Sequence[scaling.Endpoint],
-    stable: Sequence[scaling.Endpoint],
+    canary_pods: Sequence[scaling.Endpoint],
+    stable_pods: Sequence[scaling.Endpoint],
     *,
-    canary_engine: api.Engine,
-    stable_engine: api.Engine,
+    canary: _Release,
+    stable: _Release,
     timeout: float,
 ) -> tuple[dict[str, podmetrics.Traffic], dict[str, podmetrics.Traffic]]:
     # One session per measurement: nothing of it outlives this call (it runs in its own
@@ -125,8 +141,8 @@ async def _scrape_both(
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector) as session:
         canary_pages, stable_pages = await asyncio.gather(
-            _scrape(session, canary, engine=canary_engine, timeout=timeout),
-            _scrape(session, stable, engine=stable_engine, timeout=timeout),
+            _scrape(session, canary_pods, engine=canary[0], version=canary[1], timeout=timeout),
+            _scrape(session, stable_pods, engine=stable[0], version=stable[1], timeout=timeout),
         )
     return canary_pages, stable_pages
 
@@ -136,6 +152,7 @@ async def _scrape(
     endpoints: Sequence[scaling.Endpoint],
     *,
     engine: api.Engine,
+    version: str | None,
     timeout: float,
 ) -> dict[str, podmetrics.Traffic]:
     """Each pod's counters; a pod that fails, is too slow or exposes none is left out."""
@@ -148,7 +165,7 @@ async def _scrape(
                 if response.status != 200:
                     return endpoint.pod, None
                 text = await response.text()
-            return endpoint.pod, podmetrics.traffic(text, engine=engine)
+            return endpoint.pod, podmetrics.traffic(text, engine=engine, version=version)
         except (aiohttp.ClientError, TimeoutError, podmetrics.MetricsError, UnicodeError):
             return endpoint.pod, None
 

@@ -24,6 +24,7 @@ from llama_operator import (
     api,
     builders,
     catalog,
+    conditions,
     config,
     crd,
     engines,
@@ -299,6 +300,13 @@ def _security_entry(
             "maxTokensPerRequest": limits.max_tokens_per_request,
             "maxConcurrentSequences": limits.max_concurrent_sequences,
         },
+        # The Pod Security Standard level the serving pods meet (TGI's image runs as root).
+        "podSecurity": engines.pod_security_level(plan=wanted.plan),
+        "engineProfile": next(
+            {"verified": check.status == "True", "reason": check.reason, "note": check.message}
+            for check in gate.checks
+            if check.type == conditions.ENGINE_PROFILE
+        ),
     }
 
 
@@ -381,8 +389,12 @@ def _rollout_text(rollout: dict[str, Any]) -> str:
         f"{step['weight']}%/{step['pause'] or 'manual'}" for step in rollout["steps"]
     )
     a = rollout["analysis"]
-    aborts = " (aborts counted)" if a.get("countAborted") else ""
-    checks = [f"error rate <= {a['maxErrorRate']:g}{aborts}"]
+    # Server failures always count; the kinds the user added are named.
+    counted = sorted(
+        {*(a.get("countAsErrors") or []), *(["abort"] if a.get("countAborted") else [])}
+    )
+    also = f" (also counting {', '.join(counted)})" if counted else ""
+    checks = [f"error rate <= {a['maxErrorRate']:g}{also}"]
     if a.get("maxP95LatencySeconds") is not None:
         checks.append(f"p95 latency <= {a['maxP95LatencySeconds']:g}s")
     if a.get("maxP95TimeToFirstTokenSeconds") is not None:
@@ -439,7 +451,8 @@ def _plan_text(entry: dict[str, Any]) -> str:
     cost = f", ${p['costPerHour']:.2f}/h per replica" if p.get("costPerHour") is not None else ""
     return (
         f"{head}\n"
-        f"  engine {p['engine']} on pool {p['pool']}: {p['gpusPerReplica']}x {p['gpuProduct']}, "
+        f"  engine {p['engine']} {p.get('engineVersion') or '(version unknown)'} on pool "
+        f"{p['pool']}: {p['gpusPerReplica']}x {p['gpuProduct']}, "
         f"tensorParallel {p['tensorParallel']}, quantization {p['quantization']} ({p['dtype']}), "
         f"maxModelLen {p['maxModelLen']}{cost}\n"
         f"  memory per GPU ~{p['estimatedGPUMemoryGiB']} GiB, KV cache {p['kvCacheGiB']} GiB "
@@ -463,10 +476,13 @@ def _security_text(found: dict[str, Any]) -> str:
     text = (
         f"  security: auth {auth['mode']}, {key}; {policy}; limits "
         f"{limits['maxTokensPerRequest']} tokens/request, "
-        f"{limits['maxConcurrentSequences']} concurrent sequences/replica\n"
+        f"{limits['maxConcurrentSequences']} concurrent sequences/replica; "
+        f"pods {found['podSecurity']}\n"
     )
     if auth["held"]:
         text += f"  HELD: {auth['held']}\n"
+    if not found["engineProfile"]["verified"]:
+        text += f"  ENGINE {found['engineProfile']['reason']}: {found['engineProfile']['note']}\n"
     return text
 
 

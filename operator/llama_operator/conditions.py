@@ -18,6 +18,8 @@ LICENSE_ACCEPTED = "LicenseAccepted"
 LICENSE_RESTRICTED = "LicenseRestricted"
 MODEL_ACCESSIBLE = "ModelAccessible"
 AUTHENTICATED = "Authenticated"
+ENGINE_PROFILE = "EngineProfile"
+POD_SECURITY = "PodSecurity"
 AUTOSCALING = "Autoscaling"
 ROLLOUT = "Rollout"
 ROLLED_BACK = "RolledBack"
@@ -30,6 +32,8 @@ ORDER = (
     LICENSE_ACCEPTED,
     MODEL_ACCESSIBLE,
     AUTHENTICATED,
+    ENGINE_PROFILE,
+    POD_SECURITY,
     AVAILABLE,
     READY,
     ROLLOUT,

@@ -16,6 +16,7 @@ import yaml
 from pydantic import Field
 
 from llama_operator import pools as pools_mod
+from llama_operator import profiles
 
 CONFIG_ENV = "LLAMA_OPERATOR_CONFIG"
 DEFAULT_CONFIG_PATH = "/etc/llama-operator/config.yaml"
@@ -25,9 +26,24 @@ class Images(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(frozen=True, extra="forbid")
 
     # Pinned tags: an engine upgrade is a deliberate operator-config change, never a
-    # surprise from a moving "latest".
-    vllm: str = "vllm/vllm-openai:v0.24.0"
-    tgi: str = "ghcr.io/huggingface/text-generation-inference:3.3.6"
+    # surprise from a moving "latest". The defaults are the engines' default releases in
+    # data/engines.yaml, the releases whose facts the operator was checked against.
+    vllm: str = Field(default=profiles.get("vllm").image(), min_length=1)
+    tgi: str = Field(default=profiles.get("tgi").image(), min_length=1)
+    # The engine release of an image whose tag names none (a digest, a custom build, a
+    # mirror with its own tags): image reference, exactly as in vllm/tgi above or in a
+    # spec.image, -> release ("0.34.0"). The operator plans with that release's profile.
+    versions: dict[str, str] = Field(default_factory=dict)
+
+    @pydantic.field_validator("versions", mode="after")
+    @classmethod
+    def _versions(cls, value: dict[str, str]) -> dict[str, str]:
+        for image, version in value.items():
+            if profiles.parse_version(version) is None:
+                raise ValueError(
+                    f"images.versions[{image!r}]: {version!r} is not a release like 0.34.0"
+                )
+        return value
 
 
 class Hub(pydantic.BaseModel):

@@ -20,7 +20,7 @@ import decimal
 import string
 from typing import Any
 
-from llama_operator import api, builders, config, engines
+from llama_operator import api, builders, config, profiles
 
 KEDA_API_VERSION = "keda.sh/v1alpha1"
 HPA_API_VERSION = "autoscaling/v2"
@@ -34,7 +34,7 @@ MAX_STABILIZATION_WINDOW_SECONDS = 3600
 
 _ENGINE_NAMES: dict[str, str] = {"vllm": "vLLM", "tgi": "TGI"}
 _METRIC_NAMES: dict[str, str] = {"queue": "queue", "inflight": "in-flight", "kvCache": "KV-cache"}
-_AUTOSCALING_METRICS: tuple[engines.Signal, ...] = ("queue", "inflight", "kvCache")
+_AUTOSCALING_METRICS: tuple[profiles.Signal, ...] = ("queue", "inflight", "kvCache")
 
 # Kubernetes quantity suffixes by power of ten (decimal SI), smallest first.
 _SUFFIXES: tuple[tuple[int, str], ...] = (
@@ -172,6 +172,13 @@ def scaled_object(
                 "query": query,
                 "threshold": decimal_string(autoscaling.effective_target()),
                 "activationThreshold": decimal_string(activation),
+                # KEDA's default (true, "ignoring the empty value list from Prometheus",
+                # keda.sh/docs/latest/scalers/prometheus/) reads a query that returns
+                # nothing (a scrape gap, a renamed metric) as 0: an idle endpoint, scaled
+                # down. "false": "the scaler will return error when Prometheus target is
+                # lost", and the HPA keeps the replica count it has. The built-in scaler
+                # never scales down on a missing scrape either.
+                "ignoreNullValues": "false",
             },
         }
     ]
@@ -318,9 +325,10 @@ def _scale_target_ref(name: str) -> dict[str, str]:
 
 
 def _check_engine_exposes(*, autoscaling: api.Autoscaling, engine: api.Engine) -> None:
-    if engines.METRICS[engine][autoscaling.metric]:
+    exposed = profiles.get(engine).metrics
+    if exposed[autoscaling.metric]:
         return
-    offered = [m for m in _AUTOSCALING_METRICS if engines.METRICS[engine][m]]
+    offered = [m for m in _AUTOSCALING_METRICS if exposed[m]]
     raise ScalerError(
         "spec.autoscaling.metric",
         f"{_ENGINE_NAMES[engine]} exposes no {_METRIC_NAMES[autoscaling.metric]} metric; "

@@ -312,8 +312,10 @@ def _reconcile_locked(
             measure=analyzer.measure,
             handled=memo.setdefault("handled_actions", {}),
             instant=time.time(),
-            queue=lambda ns, name, engine: scaling.queue_per_pod(
-                slices.get((ns, f"{name}-primary"), []), engine=engine
+            queue=lambda ns, name, plan: scaling.queue_per_pod(
+                slices.get((ns, f"{name}-primary"), []),
+                engine=plan.engine,
+                version=plan.engineVersion,
             ),
         )
     except Exception:

@@ -21,19 +21,18 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from llama_operator import api
+from llama_operator import api, profiles
 
-# What vLLM, TGI and PyTorch print when the GPU memory does not suffice; matched against
-# a container's termination message (its last log lines), lower-cased.
-GPU_MEMORY_PATTERNS = (
-    "cuda out of memory",
-    "outofmemoryerror",
-    "out of memory",
-    "no available memory for the cache blocks",
-    "not enough memory",
-    "insufficient memory",
-    "cuda error: out of memory",
-)
+
+def default_memory_patterns() -> tuple[str, ...]:
+    """Every engine profile's GPU out-of-memory log lines (``outOfMemoryLogs``), for pods
+    whose engine release is not known: what vLLM, TGI and PyTorch print, each with its
+    source in data/engines.yaml."""
+    found: dict[str, None] = {}
+    for engine in ("vllm", "tgi"):
+        for profile in profiles.profiles(engine):
+            found.update(dict.fromkeys(profile.outOfMemoryLogs))
+    return tuple(found)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,8 +71,12 @@ def of(
     ready: int,
     pods: Sequence[Mapping[str, Any]] = (),
     node_selector: Mapping[str, str] | None = None,
+    memory_patterns: Sequence[str] | None = None,
 ) -> Health:
     """The primary's health from its ready count and (when read) its pods.
+
+    ``memory_patterns``: the lower-cased log lines that mean the GPU ran out of memory, from
+    the engine release's profile (``Profile.outOfMemoryLogs``); None: every profile's.
 
     ``node_selector``: the current plan's pool. A pending pod that asks for other nodes
     was made from an earlier plan (it goes once the Deployment rolls to the current one)
@@ -84,6 +87,7 @@ def of(
     failing: str | None = None
     oom: str | None = None
     oom_at: float | None = None
+    patterns = tuple(memory_patterns) if memory_patterns is not None else _DEFAULT_PATTERNS
     for pod in pods:
         meta = pod.get("metadata") or {}
         if meta.get("deletionTimestamp"):
@@ -104,7 +108,7 @@ def of(
                 if at is not None and (since is None or at < since):
                     since, said = at, str(condition.get("message") or "")
         for container in status.get("containerStatuses") or []:
-            found = _out_of_memory(name, container)
+            found = _out_of_memory(name, container, patterns)
             # The latest wins: an older pod's kill from before the last re-planning
             # must not hide a new one's (re-planning dedups by this time).
             if found is not None and (oom is None or _later(found[1], oom_at)):
@@ -144,7 +148,9 @@ def _failing(pod: str, container: Mapping[str, Any]) -> str | None:
     return None
 
 
-def _out_of_memory(pod: str, container: Mapping[str, Any]) -> tuple[str, float | None] | None:
+def _out_of_memory(
+    pod: str, container: Mapping[str, Any], patterns: Sequence[str]
+) -> tuple[str, float | None] | None:
     state = container.get("state") or {}
     for ended in (
         state.get("terminated") or {},
@@ -156,7 +162,7 @@ def _out_of_memory(pod: str, container: Mapping[str, Any]) -> tuple[str, float |
         if ended.get("reason") == "OOMKilled":
             return f"pod {pod}: container {container.get('name')} was OOMKilled", at
         message = str(ended.get("message") or "").lower()
-        hit = next((p for p in GPU_MEMORY_PATTERNS if p in message), None)
+        hit = next((p for p in patterns if p in message), None)
         if hit is not None:
             return (
                 f"pod {pod}: container {container.get('name')} exited for lack of GPU "
@@ -171,3 +177,4 @@ def _later(at: float | None, than: float | None) -> bool:
 
 
 _epoch = api.epoch
+_DEFAULT_PATTERNS = default_memory_patterns()

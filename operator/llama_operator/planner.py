@@ -19,39 +19,22 @@ import dataclasses
 from collections.abc import Callable, Iterable, Sequence
 from typing import Literal
 
-from llama_operator import api, config, facts, pools, sizing
+from llama_operator import api, config, facts, pools, profiles, sizing
 
 TP_DEGREES = (1, 2, 4, 8)
 
 POLICY_BITS: dict[api.Optimize, int] = {"quality": 16, "balanced": 8, "cost": 4}
 
-# What each engine can serve, and the lowest compute capability it needs.
-ENGINE_QUANTIZATIONS: dict[api.Engine, dict[api.Quantization, float]] = {
-    "vllm": {
-        "none": 0.0,
-        "fp8": 8.9,
-        "awq": 7.5,
-        "gptq": 6.0,
-        "bitsandbytes-nf4": 7.0,
-    },
-    "tgi": {
-        "none": 0.0,
-        "fp8": 8.9,
-        "eetq": 7.5,
-        "bitsandbytes-int8": 7.0,
-        "awq": 7.5,
-        "gptq": 6.0,
-        "bitsandbytes-nf4": 7.0,
-    },
-}
-
 
 class PlanError(ValueError):
     """No plan fits; the message says why and, where possible, what would."""
 
-    def __init__(self, message: str, *, field: str = "spec.placement") -> None:
+    def __init__(
+        self, message: str, *, field: str = "spec.placement", reason: str | None = None
+    ) -> None:
         super().__init__(message)
         self.field = field
+        self.reason = reason  # a condition reason more specific than NoFeasiblePlan
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,6 +52,21 @@ class Request:
     checkpoint: api.CheckpointQuantization = "none"
     memory_fraction: float = 0.9
     overhead_gib: float = 1.5
+    # The engine release the image holds (``profiles.resolve``); None: the engine's default.
+    resolved: profiles.Resolved | None = None
+
+    @property
+    def profile(self) -> profiles.Profile:
+        """What the configured engine release serves (quantizations and their GPU floors)."""
+        if self.resolved is not None and self.resolved.profile.engine == self.engine:
+            return self.resolved.profile
+        return profiles.get(self.engine)
+
+    @property
+    def engine_version(self) -> str | None:
+        if self.resolved is not None and self.resolved.profile.engine == self.engine:
+            return self.resolved.version
+        return self.profile.default
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,9 +91,10 @@ def request_for(
 ) -> Request:
     """Turn a spec plus operator settings into a planner request."""
     placement = spec.placement
+    engine: api.Engine = "tgi" if spec.engine == "tgi" else "vllm"  # auto = vLLM
     return Request(
         model=model,
-        engine="tgi" if spec.engine == "tgi" else "vllm",  # auto = vLLM
+        engine=engine,
         optimize=placement.optimize,
         pools=pools.restrict(available, placement.pools),
         quantization=placement.quantization,
@@ -105,7 +104,16 @@ def request_for(
         checkpoint=spec.model.checkpointQuantization,
         memory_fraction=placement.gpuMemoryUtilization or settings.gpuMemoryUtilization,
         overhead_gib=settings.runtimeOverheadGiB,
+        resolved=resolve_engine(spec=spec, engine=engine, settings=settings),
     )
+
+
+def resolve_engine(
+    *, spec: api.LlamaDeploymentSpec, engine: api.Engine, settings: config.OperatorConfig
+) -> profiles.Resolved:
+    """The profile of the image this spec's pods will run: spec.image, else the operator's."""
+    image = spec.image or (settings.images.vllm if engine == "vllm" else settings.images.tgi)
+    return profiles.resolve(engine=engine, image=image, versions=settings.images.versions)
 
 
 def rank(candidate: Candidate) -> tuple[float, int, float, int, int]:
@@ -121,7 +129,7 @@ def rank(candidate: Candidate) -> tuple[float, int, float, int, int]:
 
 def quantizations(request: Request, pool: pools.Pool) -> list[api.Quantization]:
     """Serving precisions allowed by the checkpoint, pins, policy, engine and GPU."""
-    supported = ENGINE_QUANTIZATIONS[request.engine]
+    supported = request.profile.quantizations
     if request.checkpoint != "none":
         # A pre-quantized checkpoint has exactly one serving precision; the policy does
         # not apply because the user chose the precision by choosing the repository.
@@ -139,7 +147,7 @@ def quantizations(request: Request, pool: pools.Pool) -> list[api.Quantization]:
             for q in sizing.PRECISION_ORDER
             if sizing.BITS[q] >= floor and q not in ("awq", "gptq")
         ]
-    return [q for q in wanted if q in supported and pool.capability >= supported[q]]
+    return [q for q in wanted if q in supported and pool.capability >= supported[q].minCapability]
 
 
 def degrees(request: Request, pool: pools.Pool) -> list[int]:
@@ -242,10 +250,46 @@ def _plan(request: Request, generate: Callable[[Request], Iterable[Candidate]]) 
             "from node labels, or spec.placement.pools names none of them",
             field="spec.placement.pools",
         )
+    pinned = request.checkpoint if request.checkpoint != "none" else request.quantization
+    if pinned != "auto" and not request.profile.serves(pinned):
+        raise PlanError(
+            unserved(request, pinned),
+            field=(
+                "spec.model.checkpointQuantization"
+                if request.checkpoint != "none"
+                else "spec.placement.quantization"
+            ),
+            reason="QuantizationUnsupported",
+        )
     best, _ = _best(generate(request))
     if best is None:
         raise PlanError(explain(request), field=_blamed_field(request))
     return to_plan(request, best)
+
+
+def unserved(request: Request, quantization: api.Quantization) -> str:
+    """Why the configured engine release cannot serve ``quantization``, and what can."""
+    profile = request.profile
+    version = request.engine_version or f"{profile.since}+"
+    served = ", ".join(q for q in profile.quantizations if q != "none")
+    elsewhere = []
+    earlier = [
+        p for p in profiles.profiles(request.engine) if p.serves(quantization) and p != profile
+    ]
+    for other in ("vllm", "tgi"):
+        candidate = profiles.get(other)
+        if other != request.engine and candidate.serves(quantization):
+            elsewhere.append(f"engine: {other} ({candidate.displayName} {candidate.default})")
+    if earlier:
+        elsewhere.append(
+            f"a {profile.displayName} image from {earlier[0].since} up to, not including, "
+            f"{profile.since} in spec.image"
+        )
+    alternatives = f"; it would work with {', or '.join(elsewhere)}" if elsewhere else ""
+    return (
+        f"{profile.displayName} {version} cannot serve quantization {quantization!r} "
+        f"(not among its quantization methods); it serves {served}{alternatives}"
+    )
 
 
 def to_plan(request: Request, best: Candidate) -> api.Plan:
@@ -271,6 +315,7 @@ def to_plan(request: Request, best: Candidate) -> api.Plan:
     )
     return api.Plan(
         engine=request.engine,
+        engineVersion=request.engine_version,
         pool=best.pool.name,
         gpuProduct=best.pool.gpuProduct,
         gpusPerReplica=best.tensor_parallel,

@@ -2,9 +2,9 @@
 and each pod's finished requests and latency histograms for the canary analysis.
 
 Pure: exposition text in, a float or a ``Traffic`` (or None) out. Parsing is
-``prometheus_client``'s parser; the metric names per engine come from
-``engines.METRICS``, current name first and older names after it, because engines rename
-metrics between releases (vLLM's ``gpu_cache_usage_perc`` became
+``prometheus_client``'s parser; the metric names come from the engine release's profile
+(``profiles``, ``data/engines.yaml``), current name first and older names after it,
+because engines rename metrics between releases (vLLM's ``gpu_cache_usage_perc`` became
 ``kv_cache_usage_perc``) and a renamed metric must not silently read as an idle pod.
 
 Signals (``api.Autoscaling.metric``):
@@ -15,11 +15,14 @@ Signals (``api.Autoscaling.metric``):
 A signal the text does not carry is None: the caller treats the pod as not scraped,
 never as idle.
 
-Traffic (``traffic``, for ``analysis``): finished requests, the failed among them, and
-the end-to-end and time-to-first-token histograms, all cumulative as exposed; the
-analysis subtracts two scrapes. vLLM counts every finished request in one counter
-labelled ``finished_reason`` (stop, length, abort); TGI has a success and a failure
-counter. A page without any finished-request counter is None, like a missing signal.
+Traffic (``traffic``, for ``analysis``): finished requests, those that did not end
+normally by the engine's own kind, and the end-to-end and time-to-first-token
+histograms, all cumulative as exposed; the analysis subtracts two scrapes and decides
+which kinds are failures. vLLM counts every finished request in one counter labelled
+``finished_reason`` (stop, length, abort, error, repetition); TGI has a success counter
+and a failure counter labelled ``err`` (validation, overloaded, generation, ...). The
+profile's ``outcomes`` name the label and the normal kinds. A page without any
+finished-request counter is None, like a missing signal.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from typing import Literal
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from llama_operator import api, engines
+from llama_operator import api, profiles
 
 Signal = Literal["queue", "inflight", "kvCache"]
 
@@ -84,22 +87,33 @@ def _first(found: Mapping[str, list[float]], names: Iterable[str]) -> list[float
     return None
 
 
-def read(text: str, *, engine: api.Engine, signal: Signal) -> tuple[float | None, float | None]:
-    """(the pod's value of ``signal``, the requests it runs now), parsing the page once."""
-    names = engines.METRICS[engine]
+def read(
+    text: str, *, engine: api.Engine, signal: Signal, version: str | None = None
+) -> tuple[float | None, float | None]:
+    """(the pod's value of ``signal``, the requests it runs now), parsing the page once.
+
+    ``version``: the engine release the pod runs (``Plan.engineVersion``), whose profile
+    names the metrics; None: the engine's default release.
+    """
+    names = profiles.get(engine, version).metrics
     wanted = frozenset((*names["queue"], *names["inflight"], *names["kvCache"]))
     found = samples(text, wanted)
     running = _first(found, names["inflight"])
-    return _value(found, engine, signal), (sum(running) if running is not None else None)
+    return _value(found, names, signal), (sum(running) if running is not None else None)
 
 
-def value(text: str, *, engine: api.Engine, signal: Signal) -> float | None:
+def value(
+    text: str, *, engine: api.Engine, signal: Signal, version: str | None = None
+) -> float | None:
     """The pod's value of ``signal``, or None when its metrics do not carry it."""
-    return read(text, engine=engine, signal=signal)[0]
+    return read(text, engine=engine, signal=signal, version=version)[0]
 
 
-def _value(found: Mapping[str, list[float]], engine: api.Engine, signal: Signal) -> float | None:
-    names = engines.METRICS[engine]
+def _value(
+    found: Mapping[str, list[float]],
+    names: Mapping[profiles.Signal, tuple[str, ...]],
+    signal: Signal,
+) -> float | None:
     if signal == "kvCache":
         usage = _first(found, names["kvCache"])
         return max(usage) if usage else None
@@ -113,15 +127,17 @@ def _value(found: Mapping[str, list[float]], engine: api.Engine, signal: Signal)
 
 
 # --------------------------------------------------------------------------- traffic
-# What a canary analysis reads: finished requests, failures and latency histograms. All
-# cumulative, as exposed; ``analysis`` turns two scrapes into the window between them.
+# What a canary analysis reads: finished requests, how those that did not end normally
+# ended, and latency histograms. All cumulative, as exposed; ``analysis`` turns two
+# scrapes into the window between them, and decides which kinds count as failed.
 
-# vLLM counts every finished request in one counter, labelled with why it finished: these
-# two reasons are a normal end; "abort" is a request its client cancelled (or the engine
-# gave up on), counted apart because chat clients cancel routinely; any other reason
-# ("error", and any added later) is a failure.
-_FINISHED_NORMALLY = frozenset({"stop", "length"})
-_ABORTED = "abort"
+# The kind of a TGI tgi_request_failure series without its err label. No profile knows
+# it, so the analysis counts it as failed (as it counts any kind it does not know).
+UNKNOWN = "unknown"
+
+# Requests that did not end normally, by kind: (kind, cumulative count), sorted by kind.
+# A tuple, not a dict, so that ``Traffic`` stays hashable.
+Kinds = tuple[tuple[str, float], ...]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,58 +159,67 @@ class Histogram:
 class Traffic:
     """One pod's finished-request counters and latency histograms (cumulative, as exposed)."""
 
-    requests: float  # finished requests, summed over series (aborted ones included)
-    errors: float  # failed finished requests (aborted ones not included)
-    latency: Histogram | None  # end-to-end latency (engines.METRICS[engine]["e2eLatency"])
+    requests: float  # finished requests, summed over series, however they ended
+    # The finished requests that did not end normally, by the engine's own kind (vLLM's
+    # finished_reason, TGI's err label; see the profile's ``outcomes``). Every kind the
+    # page shows is here, at 0 too; which count as failed is the analysis' business.
+    outcomes: Kinds
+    latency: Histogram | None  # end-to-end latency (the profile's "e2eLatency" metric)
     ttft: Histogram | None  # time to first token ("timeToFirstToken")
-    aborted: float = 0.0  # vLLM: finished_reason="abort" (cancelled); TGI has no such count
+
+    def outcome(self, kind: str) -> float:
+        """The requests that ended as ``kind`` (0.0 when the page has no such series)."""
+        return dict(self.outcomes).get(kind, 0.0)
 
 
-def traffic(text: str, *, engine: api.Engine) -> Traffic | None:
-    """One pod's traffic counters, from the metric names in ``engines.METRICS``.
+def kinds(counts: Mapping[str, float]) -> Kinds:
+    """``counts`` in ``Traffic.outcomes`` form: sorted by kind."""
+    return tuple(sorted(counts.items()))
+
+
+def traffic(text: str, *, engine: api.Engine, version: str | None = None) -> Traffic | None:
+    """One pod's traffic counters, by the metric names of the engine release's profile.
 
     None when the page has no finished-request counter at all; MetricsError when it is
     not Prometheus text.
     """
-    names = engines.METRICS[engine]
-    counters = (*names["success"], *names["failure"])
+    profile = profiles.get(engine, version)
+    names, outcomes = profile.metrics, profile.outcomes
+    counters = (*names["finished"], *names["failed"])
     histograms = (*names["e2eLatency"], *names["timeToFirstToken"])
     wanted = {name for counter in counters for name in _counter_names(counter)}
     wanted.update(name for histogram in histograms for name in (histogram, f"{histogram}_bucket"))
     found = _labelled(_select(text, frozenset(wanted)))
-    success = _first_counter(found, names["success"])
-    failure = _first_counter(found, names["failure"])
-    if success is None and failure is None:
+    finished = _first_counter(found, names["finished"])
+    failed = _first_counter(found, names["failed"])
+    if finished is None and failed is None:
         if text.strip():
             # Parse it all once: an HTML error page or a proxy's answer must read as a
             # broken scrape, not as a pod that has simply not finished any request yet.
             _labelled(text)
         return None
-    if engine == "vllm":
-        # One counter for every way a request ends; the label says which ended badly. A
-        # series without the label is counted as finished, not as failed: the counter is
-        # named "success", and a missing label is not a reason.
-        series = success or []
-        requests = sum(value for _, value in series)
-        reasons = [(labels.get("finished_reason", "stop"), value) for labels, value in series]
-        aborted = sum(value for reason, value in reasons if reason == _ABORTED)
-        errors = sum(
-            value
-            for reason, value in reasons
-            if reason not in _FINISHED_NORMALLY and reason != _ABORTED
-        )
-    else:
-        # TGI counts the two outcomes apart, each series labelled by its kind of error.
-        succeeded = sum(value for _, value in success or [])
-        errors = sum(value for _, value in failure or [])
-        requests = succeeded + errors
-        aborted = 0.0
+    requests = 0.0
+    counts: dict[str, float] = {}
+    # vLLM counts every finished request in one counter, labelled with how it ended; TGI
+    # counts successes in one (no label) and failures in another, labelled with the kind.
+    # A finished-counter series without the label ended normally: the counter is named
+    # "success", and a missing label is not a reason.
+    for labels, value in finished or []:
+        requests += value
+        kind = labels.get(outcomes.label) or None
+        if kind is not None and kind not in outcomes.normal:
+            counts[kind] = counts.get(kind, 0.0) + value
+    # A failure-counter series always counts as a failure of some kind, "unknown" when
+    # it carries no label.
+    for labels, value in failed or []:
+        requests += value
+        kind = labels.get(outcomes.label) or UNKNOWN
+        counts[kind] = counts.get(kind, 0.0) + value
     return Traffic(
         requests=requests,
-        errors=errors,
+        outcomes=kinds(counts),
         latency=_first_histogram(found, names["e2eLatency"]),
         ttft=_first_histogram(found, names["timeToFirstToken"]),
-        aborted=aborted,
     )
 
 

@@ -71,14 +71,19 @@ class MeasureRequest:
     canary_engine: api.Engine
     stable_engine: api.Engine
     analysis: api.Analysis
+    # The engine releases (Plan.engineVersion): whose metric names and request outcomes
+    # the scrapes are read with. None: the engine's default release.
+    canary_engine_version: str | None = None
+    stable_engine_version: str | None = None
 
 
 # A judgement of the canary against the stable pods, or None when none is due yet (the
 # interval has not passed, or the window has too few requests so far).
 Measure = Callable[[MeasureRequest], "analysis.Judgement | None"]
-# (namespace, name, engine) -> the primary's waiting requests per ready pod, or None when
-# no pod could be read (spec.failover.overloadQueuePerReplica).
-QueueRead = Callable[[str, str, api.Engine], float | None]
+# (namespace, name, plan) -> the primary's waiting requests per ready pod, or None when
+# no pod could be read (spec.failover.overloadQueuePerReplica). The plan names the engine
+# release whose profile names the queue metric.
+QueueRead = Callable[[str, str, api.Plan], float | None]
 
 # How many ancestors of a fine-tune are looked up on the Hub at most.
 MAX_BASE_MODELS = 8
@@ -191,13 +196,16 @@ def desired(
     try:
         kept = [p for p in (keep_canary, keep) if p is not None and p.inputsHash == inputs]
         if kept and _still_fits(request, kept[0]):
-            plan = kept[0]
+            # The image may have moved to another release of the same engine (a new
+            # operator default): the plan stands if that release serves it too (checked
+            # by _still_fits), and is rendered with that release's profile.
+            plan = kept[0].model_copy(update={"engineVersion": request.engine_version})
         else:
             plan = _plan_in_order(request, spec, recovery_state).model_copy(
                 update={"inputsHash": inputs}
             )
     except planner.PlanError as exc:
-        reason = "NoGPUPools" if not request.pools else "NoFeasiblePlan"
+        reason = exc.reason or ("NoGPUPools" if not request.pools else "NoFeasiblePlan")
         message = f"{exc.field}: {exc}{recovery.exhausted(recovery_state)}"
         raise PlanningError(status.PlanningFailure(reason, message)) from exc
     pool = next(p for p in request.pools if p.name == plan.pool)
@@ -928,8 +936,22 @@ def _primary_health(
         namespace=namespace, labels=builders.selector(name=name, variant=builders.PRIMARY)
     )
     return health.of(
-        desired=desired, ready=ready, pods=pods, node_selector=_plan_selector(previous, pools_of)
+        desired=desired,
+        ready=ready,
+        pods=pods,
+        node_selector=_plan_selector(previous, pools_of),
+        memory_patterns=_memory_patterns(previous),
     )
+
+
+def _memory_patterns(previous: Mapping[str, Any]) -> tuple[str, ...] | None:
+    """The out-of-memory log lines of the engine release the primary was last applied with
+    (status.plan); None when status has no plan this version reads (every profile's)."""
+    try:
+        plan = api.Plan.model_validate(previous.get("plan"))
+    except pydantic.ValidationError:
+        return None
+    return engines.profile(plan=plan).outOfMemoryLogs
 
 
 def _recover(
@@ -1120,7 +1142,7 @@ def _overloaded(
         return False
     if primary is None or primary.ready == 0:
         return False
-    per_pod = queue(namespace, name, wanted.plan.engine)
+    per_pod = queue(namespace, name, wanted.plan)
     return per_pod is not None and per_pod > threshold
 
 
@@ -1235,6 +1257,8 @@ def _rollout_decision(
                 canary_engine=wanted.plan.engine,
                 stable_engine=stable_plan["engine"],
                 analysis=policy.analysis,
+                canary_engine_version=wanted.plan.engineVersion,
+                stable_engine_version=_version_of(stable_plan),
             )
         )
     replicas = wanted.spec.replicas
@@ -1700,7 +1724,15 @@ def gates(
     auth = security.auth(wanted.spec, settings, secret_present=present, namespace=namespace)
     if hold is None:
         hold = auth.hold
-    checks = verdict.checks + ((accessible,) if accessible is not None else ()) + (auth.check,)
+    engine = (
+        security.engine_profile_check(
+            planner.resolve_engine(spec=wanted.spec, engine=wanted.plan.engine, settings=settings)
+        ),
+        security.pod_security_check(wanted.plan),
+    )
+    checks = (
+        verdict.checks + ((accessible,) if accessible is not None else ()) + (auth.check, *engine)
+    )
     return Gate(
         hold=hold,
         license=licensing.license_status(
@@ -1769,6 +1801,12 @@ def _write_reason(
     return None
 
 
+def _version_of(plan: Mapping[str, Any]) -> str | None:
+    """``engineVersion`` of a plan read from status (absent in plans written before 0.7)."""
+    version = plan.get("engineVersion")
+    return version if isinstance(version, str) else None
+
+
 def _current_plan(previous: Mapping[str, Any]) -> api.Plan | None:
     """The plan in status, when it was planned successfully and still parses."""
     planned = conditions.find(previous.get("conditions") or [], conditions.PLANNED)
@@ -1815,6 +1853,8 @@ _WARN_WHEN = {
     conditions.LICENSE_RESTRICTED: "True",
     conditions.AUTOSCALING: "False",
     conditions.AUTHENTICATED: "False",
+    conditions.ENGINE_PROFILE: "False",
+    conditions.POD_SECURITY: "False",
 }
 # Reasons of a condition above that are a choice, not a fault: no Warning for them.
 _CHOSEN = {"AuthOptional"}

@@ -90,8 +90,12 @@ async def scrape(
     engine: api.Engine,
     signal: podmetrics.Signal,
     timeout: float,
+    version: str | None = None,
 ) -> list[autoscaler.Sample]:
-    """One sample per pod, concurrently; a pod that fails or is too slow gives None."""
+    """One sample per pod, concurrently; a pod that fails or is too slow gives None.
+
+    ``version``: the engine release the pods run (status.plan.engineVersion), whose
+    profile names the metrics."""
 
     async def one(endpoint: Endpoint) -> autoscaler.Sample:
         try:
@@ -101,7 +105,7 @@ async def scrape(
                 if response.status != 200:
                     return autoscaler.Sample(endpoint.pod, None)
                 text = await response.text()
-            found, running = podmetrics.read(text, engine=engine, signal=signal)
+            found, running = podmetrics.read(text, engine=engine, signal=signal, version=version)
             return autoscaler.Sample(endpoint.pod, found, running=running)
         except (aiohttp.ClientError, TimeoutError, podmetrics.MetricsError, UnicodeError):
             return autoscaler.Sample(endpoint.pod, None)
@@ -145,12 +149,14 @@ async def tick(
         return None  # the reconcile reports it: TGI has no KV-cache metric
 
     endpoints = ready_endpoints(slices)
+    version = (status.get("plan") or {}).get("engineVersion")
     samples = await scrape(
         session,
         endpoints,
         engine=engine,
         signal=scaling.metric,
         timeout=timeout_for(scaling.intervalSeconds),
+        version=version if isinstance(version, str) else None,
     )
     previous = status.get("autoscaling") or {}
     stored = autoscaler.State.from_status(previous.get("recommendations")).with_capacity(
@@ -206,7 +212,9 @@ async def tick(
     return Tick(decision, samples, current, scaling.metric, policy.target, events, bool(update))
 
 
-def queue_per_pod(slices: Iterable[Mapping[str, Any]], *, engine: api.Engine) -> float | None:
+def queue_per_pod(
+    slices: Iterable[Mapping[str, Any]], *, engine: api.Engine, version: str | None = None
+) -> float | None:
     """Waiting requests per ready pod behind these EndpointSlices, or None when no pod
     could be read (the failover's overload trigger). Blocking: for a reconcile's thread."""
     endpoints = ready_endpoints(slices)
@@ -221,6 +229,7 @@ def queue_per_pod(slices: Iterable[Mapping[str, Any]], *, engine: api.Engine) ->
                 engine=engine,
                 signal="queue",
                 timeout=SCRAPE_TIMEOUT_SECONDS,
+                version=version,
             )
 
     values = [s.value for s in asyncio.run(read()) if s.value is not None]

@@ -1,4 +1,6 @@
-"""Security decisions for one LlamaDeployment: its API-key gate and its NetworkPolicy.
+"""Security decisions for one LlamaDeployment: its API-key gate, its NetworkPolicy, and
+what its serving pods run as (the engine release's profile, ``PodSecurity`` and
+``EngineProfile``).
 
 Pure: the spec, the operator's defaults and (for the gate) whether the referenced Secret
 holds the key in, a decision out. The reconciler asks the API server about the Secret
@@ -14,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from llama_operator import api, conditions, config, licensing
+from llama_operator import api, conditions, config, engines, licensing, profiles
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,3 +94,42 @@ def network_policy_enabled(spec: api.LlamaDeploymentSpec, settings: config.Opera
 
 def _check(status: conditions.Status, reason: str, message: str) -> licensing.Check:
     return licensing.Check(conditions.AUTHENTICATED, status, reason, message)
+
+
+def pod_security_check(plan: api.Plan) -> licensing.Check:
+    """``PodSecurity``: the Pod Security Standard level the serving pods meet, and why.
+
+    False for an image that cannot start as non-root (TGI): a namespace that enforces
+    "restricted" refuses its pods, so the user must know before the ReplicaSet says so.
+    """
+    facts = engines.profile(plan=plan)
+    if engines.pod_security_level(plan=plan) == "restricted":
+        return licensing.Check(
+            conditions.POD_SECURITY,
+            "True",
+            "Restricted",
+            f"serving pods meet the restricted Pod Security Standard: {facts.displayName} runs "
+            f"as UID {engines.RUN_AS_USER} with no privilege escalation, no capabilities, "
+            "seccomp RuntimeDefault and a read-only root filesystem",
+        )
+    version = plan.engineVersion or f"{facts.since}+"
+    return licensing.Check(
+        conditions.POD_SECURITY,
+        "False",
+        "RunsAsRoot",
+        f"the {facts.displayName} {version} image cannot start as a non-root user (its Python "
+        "lives under /root; huggingface/text-generation-inference#3082), so its pods run as "
+        "root, with no privilege escalation, no capabilities, seccomp RuntimeDefault and a "
+        "read-only root filesystem: they meet the baseline Pod Security Standard, not "
+        "restricted. A namespace enforcing restricted refuses them: label it "
+        "pod-security.kubernetes.io/enforce=baseline, or use engine: vllm "
+        "(docs/operations/security.md)",
+    )
+
+
+def engine_profile_check(resolved: profiles.Resolved) -> licensing.Check:
+    """``EngineProfile``: which engine release the operator planned and rendered for."""
+    if resolved.verified:
+        return licensing.Check(conditions.ENGINE_PROFILE, "True", "Verified", resolved.note)
+    reason = "VersionUnknown" if resolved.version is None else "VersionUnverified"
+    return licensing.Check(conditions.ENGINE_PROFILE, "False", reason, resolved.note)

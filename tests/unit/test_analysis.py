@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
-import dataclasses
+import functools
 import math
+import typing
+from collections.abc import Mapping
+from typing import Any
 
+import pydantic
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 import podserver
-from llama_operator import analysis, api, podmetrics
+from llama_operator import analysis, api, crd, podmetrics, profiles
 
 INF = math.inf
 Histogram = podmetrics.Histogram
+# The outcomes of the engines' default releases; "error" is vLLM's server failure, the
+# kind ``errors`` stands for in the helpers below.
+VLLM = profiles.get("vllm").outcomes
+TGI = profiles.get("tgi").outcomes
 
 
 def traffic(
@@ -21,8 +29,24 @@ def traffic(
     errors: float = 0,
     latency: Histogram | None = None,
     ttft: Histogram | None = None,
+    *,
+    outcomes: Mapping[str, float] | None = None,
 ) -> podmetrics.Traffic:
-    return podmetrics.Traffic(requests=requests, errors=errors, latency=latency, ttft=ttft)
+    return podmetrics.Traffic(
+        requests=requests,
+        outcomes=podmetrics.kinds({"error": errors, **(outcomes or {})}),
+        latency=latency,
+        ttft=ttft,
+    )
+
+
+def failed(window: analysis.Window) -> float:
+    """The window's failed requests, as vLLM counts them by default."""
+    return window.failed(outcomes=VLLM)
+
+
+# The verdict on a vLLM canary (``outcomes=`` overrides it).
+judge = functools.partial(analysis.judge, outcomes=VLLM)
 
 
 def hist(*buckets: tuple[float, float]) -> Histogram:
@@ -41,11 +65,12 @@ def win(
     latency: float | None = None,
     ttft: float | None = None,
     pods: int = 2,
+    outcomes: Mapping[str, float] | None = None,
 ) -> analysis.Window:
     return analysis.Window(
         pods=pods,
         requests=requests,
-        errors=errors,
+        outcomes=podmetrics.kinds({"error": errors, **(outcomes or {})}),
         latency=spread(latency, requests) if latency is not None else None,
         ttft=spread(ttft, requests) if ttft is not None else None,
     )
@@ -62,16 +87,16 @@ class TestWindow:
             "b": traffic(20, 1, hist((1.0, 15), (INF, 20))),
         }
         got = analysis.window(baseline, current)
-        assert (got.pods, got.requests, got.errors) == (2, 40, 4)
+        assert (got.pods, got.requests, failed(got)) == (2, 40, 4)
         assert got.latency == hist((1.0, 20), (INF, 40))
         assert got.ttft is None
-        assert got.error_rate() == pytest.approx(0.1)
+        assert got.error_rate(outcomes=VLLM) == pytest.approx(0.1)
 
     def test_a_new_pod_is_ignored_until_baselined(self) -> None:
         baseline = {"a": traffic(100, 0)}
         current = {"a": traffic(110, 1), "new": traffic(5000, 4000)}
         got = analysis.window(baseline, current)
-        assert (got.pods, got.requests, got.errors) == (1, 10, 1)
+        assert (got.pods, got.requests, failed(got)) == (1, 10, 1)
 
     def test_a_pod_gone_since_the_baseline_is_ignored(self) -> None:
         got = analysis.window({"a": traffic(100), "gone": traffic(50)}, {"a": traffic(104)})
@@ -81,12 +106,12 @@ class TestWindow:
         baseline = {"a": traffic(500, 20, hist((1.0, 400), (INF, 500)))}
         current = {"a": traffic(12, 3, hist((1.0, 2), (INF, 12)))}
         got = analysis.window(baseline, current)
-        assert (got.pods, got.requests, got.errors) == (1, 12, 3)
+        assert (got.pods, got.requests, failed(got)) == (1, 12, 3)
         assert got.latency == hist((1.0, 2), (INF, 12))
 
     def test_errors_going_down_is_a_restart_too(self) -> None:
         got = analysis.window({"a": traffic(10, 5)}, {"a": traffic(30, 2)})
-        assert (got.requests, got.errors) == (30, 2)
+        assert (got.requests, failed(got)) == (30, 2)
 
     def test_changed_bounds_take_the_current_histogram(self) -> None:
         baseline = {"a": traffic(100, 0, hist((1.0, 90), (INF, 100)))}
@@ -126,7 +151,7 @@ class TestWindow:
             pod.advance()
         got = analysis.window(baseline, scrape())
         assert (got.pods, got.requests) == (2, 40)
-        assert got.errors == pytest.approx(2)
+        assert failed(got) == pytest.approx(2)
         assert got.latency is not None
         assert got.latency.count == 40
         # All 40 in (1.5, 2.0]: p95 interpolates to 1.5 + 0.5 * 38 / 40.
@@ -135,26 +160,28 @@ class TestWindow:
 
     def test_no_requests(self) -> None:
         got = analysis.window({"a": traffic(7)}, {"a": traffic(7)})
-        assert got.error_rate() is None
+        assert got.error_rate(outcomes=VLLM) is None
         assert got.p95_latency() is None
-        assert got.numbers() == api.AnalysisNumbers(pods=1, requests=0)
+        assert got.numbers(outcomes=VLLM) == api.AnalysisNumbers(pods=1, requests=0)
 
     def test_numbers_are_rounded_for_status(self) -> None:
         window = analysis.Window(
             pods=3,
             requests=1234.5678,
-            errors=1,
+            outcomes=(("abort", 2.0 / 3), ("error", 1), ("repetition", 0.001)),
             latency=hist((1.0, 0), (3.0, 3), (INF, 3)),
             ttft=hist((0.001, 3), (INF, 3)),
         )
-        assert window.numbers() == api.AnalysisNumbers(
+        assert window.numbers(outcomes=VLLM) == api.AnalysisNumbers(
             pods=3,
             requests=1234.57,
             errorRate=0.00081,  # 1 / 1234.5678 = 0.000810000...
             p95LatencySeconds=2.9,  # 1 + 2 * 0.95
             p95TimeToFirstTokenSeconds=0.00095,
+            outcomes={"abort": 0.67, "error": 1.0},  # 0.001 rounds to nothing: left out
         )
-        assert analysis.Window(3, 3, 1, None, None).numbers().errorRate == 0.3333
+        window = analysis.Window(3, 3, (("error", 1),), None, None)
+        assert window.numbers(outcomes=VLLM).errorRate == 0.3333
 
 
 class TestQuantile:
@@ -261,7 +288,8 @@ class TestProperties:
             for name, histogram in pods.items()
         }
         got = analysis.window(scrape, dict(scrape))
-        assert (got.pods, got.requests, got.errors) == (len(pods), 0, 0)
+        assert (got.pods, got.requests, failed(got)) == (len(pods), 0, 0)
+        assert all(count == 0 for _, count in got.outcomes)
         for merged in (got.latency, got.ttft):
             assert merged is None or all(count == 0 for _, count in merged.buckets)
             assert analysis.quantile(0.95, merged) is None
@@ -273,7 +301,7 @@ def thresholds(**fields: object) -> api.Analysis:
 
 class TestJudge:
     def test_within_every_threshold_passes(self) -> None:
-        got = analysis.judge(
+        got = judge(
             canary=win(84, latency=1.2, ttft=0.2),
             stable=win(800, latency=1.1, ttft=0.25),
             analysis=thresholds(
@@ -297,7 +325,7 @@ class TestJudge:
         assert got.stable.requests == 800
 
     def test_error_rate_alone_fails(self) -> None:
-        got = analysis.judge(
+        got = judge(
             canary=win(100, 31, latency=1.0),
             stable=win(100, 0, latency=1.0),
             analysis=thresholds(maxP95LatencySeconds=20),
@@ -311,28 +339,30 @@ class TestJudge:
 
     def test_cancelled_requests_fail_only_when_counted(self) -> None:
         # 10 of 100 requests cancelled by their clients (vLLM's finished_reason abort).
-        canary = dataclasses.replace(win(100, 0, latency=1.0), aborted=10)
-        lenient = analysis.judge(canary=canary, stable=None, analysis=thresholds())
+        canary = win(100, 0, latency=1.0, outcomes={"abort": 10})
+        lenient = judge(canary=canary, stable=None, analysis=thresholds())
         assert lenient.result == "Passed"
         assert lenient.canary.errorRate == 0
-        strict = analysis.judge(canary=canary, stable=None, analysis=thresholds(countAborted=True))
-        assert strict.result == "Failed"
-        assert strict.breaches == ("error rate 0.1 > 0.02",)
-        assert strict.canary.errorRate == 0.1
+        for counted in ({"countAborted": True}, {"countAsErrors": ["abort"]}):
+            strict = judge(canary=canary, stable=None, analysis=thresholds(**counted))
+            assert strict.result == "Failed"
+            assert strict.breaches == ("error rate 0.1 > 0.02",)
+            assert strict.canary.errorRate == 0.1
+            assert "not counted" not in strict.message
 
     def test_aborted_requests_are_windowed_like_the_others(self) -> None:
-        before = {"a": podmetrics.Traffic(100, 1, None, None, aborted=3)}
-        after = {"a": podmetrics.Traffic(150, 2, None, None, aborted=8)}
+        before = {"a": traffic(100, 1, outcomes={"abort": 3})}
+        after = {"a": traffic(150, 2, outcomes={"abort": 8})}
         got = analysis.window(before, after)
-        assert (got.requests, got.errors, got.aborted) == (50, 1, 5)
+        assert (got.requests, failed(got), dict(got.outcomes)["abort"]) == (50, 1, 5)
 
     def test_error_rate_at_the_threshold_passes(self) -> None:
-        got = analysis.judge(canary=win(100, 2), stable=None, analysis=thresholds())
+        got = judge(canary=win(100, 2), stable=None, analysis=thresholds())
         assert got.result == "Passed"
         assert got.message == "100 requests; error rate 0.02 <= max 0.02"
 
     def test_p95_latency_alone_fails(self) -> None:
-        got = analysis.judge(
+        got = judge(
             canary=win(50, latency=25.0),
             stable=win(50, latency=2.0),
             analysis=thresholds(maxP95LatencySeconds=20),
@@ -340,7 +370,7 @@ class TestJudge:
         assert (got.result, got.breaches) == ("Failed", ("p95 latency 25s > 20s",))
 
     def test_p95_time_to_first_token_alone_fails(self) -> None:
-        got = analysis.judge(
+        got = judge(
             canary=win(50, latency=1.0, ttft=3.0),
             stable=None,
             analysis=thresholds(maxP95LatencySeconds=20, maxP95TimeToFirstTokenSeconds=2),
@@ -349,7 +379,7 @@ class TestJudge:
         assert got.stable is None
 
     def test_slower_than_stable_by_more_than_the_ratio_fails(self) -> None:
-        got = analysis.judge(
+        got = judge(
             canary=win(50, latency=2.4),
             stable=win(500, latency=1.1),
             analysis=thresholds(maxLatencyRatio=1.2),
@@ -358,7 +388,7 @@ class TestJudge:
         assert got.breaches == ("p95 latency 2.4s > 1.2 x stable 1.1s",)
 
     def test_within_the_ratio_passes(self) -> None:
-        got = analysis.judge(
+        got = judge(
             canary=win(50, latency=1.3),
             stable=win(500, latency=1.1),
             analysis=thresholds(maxLatencyRatio=1.2),  # 1.3 <= 1.32
@@ -367,28 +397,28 @@ class TestJudge:
 
     @pytest.mark.parametrize(
         "stable",
-        [None, win(0), analysis.Window(2, 10, 0, hist((1.0, 0), (INF, 0)), None)],
+        [None, win(0), analysis.Window(2, 10, (), hist((1.0, 0), (INF, 0)), None)],
         ids=["no-stable-pods", "no-stable-traffic", "empty-histogram"],
     )
     def test_the_ratio_is_skipped_without_a_stable_p95(
         self, stable: analysis.Window | None
     ) -> None:
-        got = analysis.judge(
+        got = judge(
             canary=win(50, latency=100.0), stable=stable, analysis=thresholds(maxLatencyRatio=1.2)
         )
         assert got.result == "Passed"
         assert "latency ratio: stable p95 latency not known" in got.message
 
     def test_a_stable_p95_of_zero_skips_the_ratio(self) -> None:
-        stable = analysis.Window(2, 10, 0, hist((0.0, 10), (INF, 10)), None)
+        stable = analysis.Window(2, 10, (), hist((0.0, 10), (INF, 10)), None)
         assert stable.p95_latency() == 0.0
-        got = analysis.judge(
+        got = judge(
             canary=win(50, latency=3.0), stable=stable, analysis=thresholds(maxLatencyRatio=1.2)
         )
         assert got.result == "Passed"
 
     def test_missing_metrics_are_skipped_and_named(self) -> None:
-        got = analysis.judge(
+        got = judge(
             canary=win(50),
             stable=win(50),
             analysis=thresholds(
@@ -403,7 +433,7 @@ class TestJudge:
         )
 
     def test_a_stable_value_not_exposed_is_shown_as_such(self) -> None:
-        got = analysis.judge(
+        got = judge(
             canary=win(50, latency=1.0),
             stable=win(50),
             analysis=thresholds(maxP95LatencySeconds=5),
@@ -411,7 +441,7 @@ class TestJudge:
         assert "p95 latency 1s <= max 5s (stable n/a)" in got.message
 
     def test_every_breach_is_listed(self) -> None:
-        got = analysis.judge(
+        got = judge(
             canary=win(40, 40, latency=30.0, ttft=9.0),
             stable=win(40, latency=2.0),
             analysis=thresholds(
@@ -426,7 +456,7 @@ class TestJudge:
         )
 
     def test_too_few_requests_is_inconclusive(self) -> None:
-        got = analysis.judge(
+        got = judge(
             canary=win(12, 12, latency=100.0),
             stable=win(100),
             analysis=thresholds(maxP95LatencySeconds=1),
@@ -437,16 +467,285 @@ class TestJudge:
         assert got.canary.requests == 12
 
     def test_min_requests_zero_without_requests_passes(self) -> None:
-        got = analysis.judge(
+        got = judge(
             canary=win(0), stable=None, analysis=thresholds(minRequests=0, maxP95LatencySeconds=1)
         )
         assert got.result == "Passed"
         assert "no requests were seen" in got.message
 
     def test_min_requests_zero_with_requests_still_checks(self) -> None:
-        got = analysis.judge(canary=win(3, 1), stable=None, analysis=thresholds(minRequests=0))
+        got = judge(canary=win(3, 1), stable=None, analysis=thresholds(minRequests=0))
         assert (got.result, got.breaches) == ("Failed", ("error rate 0.333 > 0.02",))
 
     def test_fractional_requests_are_shown_as_such(self) -> None:
-        got = analysis.judge(canary=win(7.5), stable=None, analysis=thresholds())
+        got = judge(canary=win(7.5), stable=None, analysis=thresholds())
         assert got.message.startswith("7.50 of 20 requests")
+
+
+def vllm_page(**reasons: float) -> str:
+    """A vLLM page with vllm:request_success_total per finished_reason."""
+    return "# TYPE vllm:request_success_total counter\n" + "".join(
+        f'vllm:request_success_total{{engine="0",finished_reason="{reason}"}} {count}\n'
+        for reason, count in reasons.items()
+    )
+
+
+def tgi_page(success: float, **failures: float) -> str:
+    """A TGI page: tgi_request_success, and tgi_request_failure per err label."""
+    page = f"# TYPE tgi_request_success counter\ntgi_request_success {success}\n"
+    if failures:
+        page += "# TYPE tgi_request_failure counter\n" + "".join(
+            f'tgi_request_failure{{err="{err}"}} {count}\n' for err, count in failures.items()
+        )
+    return page
+
+
+def scraped(engine: api.Engine, before: str, after: str) -> analysis.Window:
+    """The window of one pod between two pages, read as the canary reads them."""
+    first = podmetrics.traffic(before, engine=engine)
+    second = podmetrics.traffic(after, engine=engine)
+    assert first is not None
+    assert second is not None
+    return analysis.window({"pod": first}, {"pod": second})
+
+
+class TestWhatCountsAsFailed:
+    """Server failures count, the engine's other kinds only when countAsErrors says so."""
+
+    # dropped: the client went away (TGI v3.3.7 backends/v3/src/queue.rs and backend.rs
+    # count it when the request's response channel is closed), TGI's vLLM abort.
+    @pytest.mark.parametrize("err", ["validation", "overloaded", "template", "dropped"])
+    def test_tgi_client_side_and_our_own_refusals_do_not_fail(self, err: str) -> None:
+        canary = scraped("tgi", tgi_page(100), tgi_page(150, **{err: 50}))
+        got = judge(canary=canary, stable=None, analysis=thresholds(), outcomes=TGI)
+        assert got.result == "Passed"
+        assert got.canary.errorRate == 0
+        assert got.canary.requests == 100  # every finished request, failed or not
+        assert got.canary.outcomes == {err: 50}
+        assert got.message == f"100 requests; error rate 0 <= max 0.02; not counted: 50 {err}"
+
+    @pytest.mark.parametrize("err", ["generation", "incomplete"])
+    def test_tgi_server_failures_fail(self, err: str) -> None:
+        canary = scraped("tgi", tgi_page(100), tgi_page(190, **{err: 10}))
+        got = judge(canary=canary, stable=None, analysis=thresholds(), outcomes=TGI)
+        assert got.result == "Failed"
+        assert got.breaches == ("error rate 0.1 > 0.02",)
+        assert got.canary.outcomes == {err: 10}
+        assert "not counted" not in got.message
+
+    @pytest.mark.parametrize("reason", ["abort", "repetition"])
+    def test_vllm_cancels_and_repetitions_do_not_fail(self, reason: str) -> None:
+        canary = scraped("vllm", vllm_page(stop=10), vllm_page(stop=60, **{reason: 40}))
+        got = judge(canary=canary, stable=None, analysis=thresholds())
+        assert got.result == "Passed"
+        assert got.canary.errorRate == 0
+        assert got.canary.outcomes == {reason: 40}
+        assert got.message.endswith(f"; not counted: 40 {reason}")
+
+    def test_a_vllm_error_fails(self) -> None:
+        canary = scraped(
+            "vllm", vllm_page(stop=10, error=0), vllm_page(stop=67, length=40, error=3)
+        )
+        got = judge(canary=canary, stable=None, analysis=thresholds())
+        assert got.result == "Failed"
+        assert got.breaches == ("error rate 0.03 > 0.02",)
+        assert got.canary.outcomes == {"error": 3}  # stop and length are not listed
+
+    @pytest.mark.parametrize(
+        ("engine", "before", "after", "kind"),
+        [
+            # A reason a later vLLM release adds.
+            ("vllm", vllm_page(stop=10), vllm_page(stop=57, timeout=3), "timeout"),
+            # A TGI err label the profile does not list.
+            ("tgi", tgi_page(10), tgi_page(57, **{"backend-gone": 3}), "backend-gone"),
+            # A TGI failure with no err label at all.
+            (
+                "tgi",
+                tgi_page(10),
+                tgi_page(57) + "# TYPE tgi_request_failure counter\ntgi_request_failure 3\n",
+                podmetrics.UNKNOWN,
+            ),
+        ],
+    )
+    def test_a_kind_the_profile_does_not_know_fails(
+        self, engine: api.Engine, before: str, after: str, kind: str
+    ) -> None:
+        outcomes = profiles.get(engine).outcomes
+        assert kind not in outcomes.known
+        got = judge(
+            canary=scraped(engine, before, after),
+            stable=None,
+            analysis=thresholds(),
+            outcomes=outcomes,
+        )
+        assert got.result == "Failed"
+        assert got.canary.errorRate == 0.06
+        assert got.canary.outcomes == {kind: 3}
+
+    def test_count_as_errors_counts_a_kind(self) -> None:
+        canary = scraped("tgi", tgi_page(0), tgi_page(85, overloaded=12, validation=3))
+        lenient = judge(canary=canary, stable=None, analysis=thresholds(), outcomes=TGI)
+        assert lenient.result == "Passed"
+        assert lenient.message == (
+            "100 requests; error rate 0 <= max 0.02; not counted: 12 overloaded, 3 validation"
+        )
+        strict = judge(
+            canary=canary,
+            stable=None,
+            analysis=thresholds(countAsErrors=["overloaded"]),
+            outcomes=TGI,
+        )
+        assert strict.result == "Failed"
+        assert strict.breaches == ("error rate 0.12 > 0.02",)
+        assert strict.message == (
+            "100 requests; error rate 0.12 > max 0.02; not counted: 3 validation"
+        )
+        assert strict.canary.outcomes == {"overloaded": 12, "validation": 3}
+
+    def test_tgi_dropped_counts_only_when_asked(self) -> None:
+        # A client going away is not the server's failure, as vLLM's abort is not.
+        assert "dropped" not in TGI.serverFailures
+        assert "dropped" in TGI.other
+        canary = scraped("tgi", tgi_page(0), tgi_page(90, dropped=10))
+        lenient = judge(canary=canary, stable=None, analysis=thresholds(), outcomes=TGI)
+        assert (lenient.result, lenient.canary.errorRate) == ("Passed", 0)
+        assert lenient.message.endswith("; not counted: 10 dropped")
+        strict = judge(
+            canary=canary,
+            stable=None,
+            analysis=thresholds(countAsErrors=["dropped"]),
+            outcomes=TGI,
+        )
+        assert strict.result == "Failed"
+        assert strict.breaches == ("error rate 0.1 > 0.02",)
+        assert "not counted" not in strict.message
+
+    def test_a_kind_of_the_other_engine_changes_nothing(self) -> None:
+        canary = win(100, outcomes={"abort": 10})
+        got = judge(canary=canary, stable=None, analysis=thresholds(countAsErrors=["overloaded"]))
+        assert (got.result, got.canary.errorRate) == ("Passed", 0)
+
+    def test_count_aborted_and_count_as_errors_together(self) -> None:
+        canary = win(100, outcomes={"abort": 2, "repetition": 2})
+        got = judge(
+            canary=canary,
+            stable=None,
+            analysis=thresholds(countAborted=True, countAsErrors=["repetition"]),
+        )
+        assert (got.result, got.canary.errorRate) == ("Failed", 0.04)
+        assert thresholds(countAborted=True).counted_outcomes() == {"abort"}
+        assert thresholds().counted_outcomes() == frozenset()
+
+    def test_outcomes_are_in_the_numbers_of_both_variants(self) -> None:
+        got = judge(
+            canary=win(100, 1, outcomes={"abort": 4, "repetition": 0}),
+            stable=win(300, outcomes={"abort": 7.126}),
+            analysis=thresholds(),
+        )
+        assert got.canary.outcomes == {"abort": 4, "error": 1}  # zero counts left out
+        assert got.stable is not None
+        assert got.stable.outcomes == {"abort": 7.13}  # rounded like requests
+        assert got.stable.errorRate == 0
+        assert got.message == (
+            "100 requests; error rate 0.01 <= max 0.02 (stable 0); not counted: 4 abort"
+        )
+
+    def test_no_outcomes_is_none(self) -> None:
+        got = judge(canary=win(100), stable=win(100), analysis=thresholds())
+        assert got.canary.outcomes is None
+        assert got.stable is not None
+        assert got.stable.outcomes is None
+
+    def test_the_stable_is_judged_by_its_own_engine(self) -> None:
+        # A canary that moves from TGI to vLLM: the stable's overloaded requests are
+        # TGI's 429s, not failures; an unknown kind to vLLM's profile would count.
+        got = analysis.judge(
+            canary=win(100),
+            stable=win(100, outcomes={"overloaded": 50}),
+            analysis=thresholds(),
+            outcomes=VLLM,
+            stable_outcomes=TGI,
+        )
+        assert got.stable is not None
+        assert got.stable.errorRate == 0
+        alike = analysis.judge(
+            canary=win(100),
+            stable=win(100, outcomes={"overloaded": 50}),
+            analysis=thresholds(),
+            outcomes=VLLM,
+        )
+        assert alike.stable is not None
+        assert alike.stable.errorRate == 0.5
+
+    def test_a_kind_going_down_is_a_restart(self) -> None:
+        before = {"a": traffic(100, outcomes={"abort": 9})}
+        after = {"a": traffic(120, outcomes={"abort": 2})}
+        got = analysis.window(before, after)
+        assert (got.requests, dict(got.outcomes)["abort"]) == (120, 2)
+
+    def test_a_kind_new_since_the_baseline_counts_from_zero(self) -> None:
+        got = scraped("tgi", tgi_page(10), tgi_page(20, dropped=2))
+        assert (got.requests, dict(got.outcomes)) == (12, {"dropped": 2})
+
+    def test_fake_tgi_pods_fail_on_generation_errors(self) -> None:
+        pod = podserver.FakePod("tgi", rate=40, error_rate=0.05)
+        before = podmetrics.traffic(pod.text(), engine="tgi")
+        pod.advance()
+        after = podmetrics.traffic(pod.text(), engine="tgi")
+        assert before is not None
+        assert after is not None
+        got = judge(
+            canary=analysis.window({"p": before}, {"p": after}),
+            stable=None,
+            analysis=thresholds(),
+            outcomes=TGI,
+        )
+        assert (got.result, got.canary.outcomes) == ("Failed", {"generation": 2})
+
+
+class TestCountAsErrors:
+    """The API field: the kinds it takes are the profiles' other kinds, and nothing else."""
+
+    def test_the_kinds_are_the_profiles_other_kinds(self) -> None:
+        def other(engine: api.Engine) -> set[str]:
+            return {kind for p in profiles.profiles(engine) for kind in p.outcomes.other}
+
+        assert set(typing.get_args(api.VllmOutcomeKind)) == other("vllm")
+        assert set(typing.get_args(api.TgiOutcomeKind)) == other("tgi")
+        assert set(typing.get_args(api.OutcomeKind)) == other("vllm") | other("tgi")
+
+    def test_the_crd_lists_them(self) -> None:
+        spec = crd.openapi_schema()["properties"]["spec"]
+        field = spec["properties"]["rollout"]["properties"]["analysis"]["properties"]
+        assert field["countAsErrors"]["type"] == "array"
+        assert field["countAsErrors"]["default"] == []
+        assert field["countAsErrors"]["items"]["enum"] == list(typing.get_args(api.OutcomeKind))
+
+    @pytest.mark.parametrize("kind", ["error", "generation", "stop", "Overloaded", "unknown"])
+    def test_another_kind_is_refused_naming_the_field_and_the_kinds(self, kind: str) -> None:
+        with pytest.raises(api.SpecError) as caught:
+            api.parse_spec(
+                {
+                    "model": {"id": "meta-llama/Llama-3.1-8B-Instruct"},
+                    "rollout": {"analysis": {"countAsErrors": ["abort", kind]}},
+                }
+            )
+        assert caught.value.field == "spec.rollout.analysis.countAsErrors"
+        message = caught.value.message
+        assert repr(kind) in message
+        for allowed in typing.get_args(api.OutcomeKind):
+            assert allowed in message
+        # The server failures the message says always count are the profiles' own.
+        for engine in ("vllm", "tgi"):
+            for failure in profiles.get(engine).outcomes.serverFailures:
+                assert failure in message
+
+    def test_a_list_of_kinds_is_taken(self) -> None:
+        got = api.Analysis.model_validate({"countAsErrors": ["overloaded", "repetition"]})
+        assert got.countAsErrors == ["overloaded", "repetition"]
+        assert got.counted_outcomes() == {"overloaded", "repetition"}
+
+    @pytest.mark.parametrize("value", ["abort", [1], None])
+    def test_not_a_list_of_strings_is_refused(self, value: Any) -> None:
+        with pytest.raises(pydantic.ValidationError):
+            api.Analysis.model_validate({"countAsErrors": value})

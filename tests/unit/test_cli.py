@@ -74,7 +74,7 @@ class TestPlan:
         code, out, _ = run(capsys, "plan", "-f", str(EXAMPLES / "chat-8b.yaml"))
         assert code == 0
         assert out.startswith("ai/chat (meta-llama/Llama-3.1-8B-Instruct)")
-        assert "engine vllm on pool" in out
+        assert "engine vllm 0.34.0 on pool" in out
         assert "why: 8.03B at 16-bit needs 15 GiB of weights" in out
 
     def test_infeasible_spec_exits_1_naming_the_field(

@@ -6,10 +6,20 @@ from typing import Any
 
 import pytest
 
-from llama_operator import api, catalog, config, engines, facts, planner
-from llama_operator.engines import tgi, vllm
+from llama_operator import api, catalog, config, engines, facts, planner, profiles
+from llama_operator.engines import flags
 
 SETTINGS = config.OperatorConfig()
+# What both engines get to keep every write on a mounted volume (read-only root).
+SHARED_ENV = {
+    "HF_HOME": "/models-cache",
+    # Both spellings: the TGI image sets HUGGINGFACE_HUB_CACHE=/data, which wins over
+    # HF_HOME and would point into the read-only root filesystem.
+    "HF_HUB_CACHE": "/models-cache/hub",
+    "HUGGINGFACE_HUB_CACHE": "/models-cache/hub",
+    "HOME": "/tmp",
+    "XDG_CACHE_HOME": "/tmp/.cache",
+}
 
 
 def make_spec(**raw: Any) -> api.LlamaDeploymentSpec:
@@ -81,17 +91,27 @@ class TestVllm:
         assert flag(args, "--tensor-parallel-size") == str(tp)
 
     @pytest.mark.parametrize(
-        ("quantization", "expected"),
+        ("quantization", "version", "expected"),
         [
-            ("fp8", "fp8"),
-            ("bitsandbytes-nf4", "bitsandbytes"),
+            ("fp8", None, "fp8"),
+            ("fp8", "0.24.0", "fp8"),
+            # Before 0.28.0 vLLM named 4-bit NF4 load-time quantization "bitsandbytes".
+            ("bitsandbytes-nf4", "0.27.1", "bitsandbytes"),
         ],
     )
-    def test_quantization_mapping(self, quantization: str, expected: str) -> None:
-        args = render(quantization=quantization)["args"]
+    def test_quantization_mapping(
+        self, quantization: str, version: str | None, expected: str
+    ) -> None:
+        args = render(quantization=quantization, engineVersion=version)["args"]
         assert flag(args, "--quantization") == expected
         # vLLM keeps --dtype with a quantization: it is the activation type.
         assert flag(args, "--dtype") == "bfloat16"
+
+    def test_bitsandbytes_is_gone_from_0_28(self) -> None:
+        # vllm/model_executor/layers/quantization/__init__.py: QuantizationMethods lists
+        # "bitsandbytes" in 0.27.1 and not in 0.28.0.
+        with pytest.raises(ValueError, match=r"vLLM 0\.28\.0\+ cannot serve quantization"):
+            render(quantization="bitsandbytes-nf4", engineVersion="0.28.0")
 
     @pytest.mark.parametrize("quantization", ["awq", "gptq"])
     def test_prequantized_checkpoints_are_autodetected_in_fp16(self, quantization: str) -> None:
@@ -106,7 +126,7 @@ class TestVllm:
 
     @pytest.mark.parametrize("quantization", ["eetq", "bitsandbytes-int8"])
     def test_unsupported_quantization_raises(self, quantization: str) -> None:
-        with pytest.raises(ValueError, match=r"vLLM cannot serve quantization"):
+        with pytest.raises(ValueError, match=r"vLLM \S+ cannot serve quantization"):
             render(quantization=quantization)
 
     def test_engine_args_appended_last(self) -> None:
@@ -181,8 +201,8 @@ class TestTgi:
 
     def test_unsupported_quantization_raises(self) -> None:
         # The Plan type allows every quantization; an unmapped one must not pass silently.
-        with pytest.raises(ValueError, match=r"TGI cannot serve quantization 'int3'"):
-            tgi.quantization_flag(quantization="int3")  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match=r"TGI 3\.0\.0\+ cannot serve quantization 'int3'"):
+            flags.quantization(profile=profiles.get("tgi"), quantization="int3")  # type: ignore[arg-type]
 
     def test_engine_args_appended_last(self) -> None:
         spec = make_spec(engineArgs=["--max-batch-prefill-tokens", "8192"])
@@ -230,21 +250,55 @@ class TestSharedContainer:
         assert "HUGGING_FACE_HUB_TOKEN" not in env
         assert all("valueFrom" not in item for item in env.values())
 
-    def test_caches_point_at_writable_volumes(self) -> None:
-        container = render()
+    @pytest.mark.parametrize("engine", ["vllm", "tgi"])
+    def test_caches_point_at_writable_volumes(self, engine: str) -> None:
+        container = render(engine=engine)
         env = {item["name"]: item["value"] for item in container["env"]}
-        assert env == {
-            "HF_HOME": "/models-cache",
-            # Both spellings: the TGI image sets HUGGINGFACE_HUB_CACHE=/data, which wins
-            # over HF_HOME and would point into the read-only root filesystem.
-            "HF_HUB_CACHE": "/models-cache/hub",
-            "HUGGINGFACE_HUB_CACHE": "/models-cache/hub",
-            "HOME": "/tmp",
-            "XDG_CACHE_HOME": "/tmp/.cache",
-        }
+        assert {key: env[key] for key in SHARED_ENV} == SHARED_ENV
         mounted = {mount["mountPath"] for mount in container["volumeMounts"]}
         assert {"/models-cache", "/tmp"} <= mounted
         assert container["securityContext"]["readOnlyRootFilesystem"] is True
+        # Every other directory an engine writes to lies on a mounted, writable volume.
+        for key, value in env.items():
+            if value.startswith("/") and key not in ("LOG_LEVEL",):
+                assert any(value.startswith(path) for path in ("/models-cache", "/tmp")), key
+
+    def test_vllm_starts_as_a_uid_without_a_passwd_entry(self) -> None:
+        # torch's inductor cache calls getpass.getuser() at import, which raises KeyError
+        # "getpwuid(): uid not found: 1000" in the vllm/vllm-openai image unless LOGNAME,
+        # USER, LNAME or USERNAME is set (llm-d/llm-d-benchmark#1573, IBM/ado#1261;
+        # Python's getpass.getuser reads those first). vLLM's own cache and config roots
+        # default under $HOME (vllm/envs.py: VLLM_CACHE_ROOT, VLLM_CONFIG_ROOT).
+        container = render(engine="vllm")
+        env = {item["name"]: item["value"] for item in container["env"]}
+        assert env["USER"]
+        assert env["LOGNAME"]
+        assert env["VLLM_CACHE_ROOT"].startswith("/tmp/")
+        assert env["VLLM_CONFIG_ROOT"].startswith("/tmp/")
+        assert container["securityContext"]["runAsUser"] == 1000
+
+    def test_tgi_starts_on_a_read_only_root(self) -> None:
+        # TGI v3.3.7: the shards' sockets go to --shard-uds-path, default
+        # /tmp/text-generation-server (launcher/src/main.rs); the Dockerfile sets
+        # HF_HOME=/data and PORT=80; the entrypoint tolerates a failed ldconfig
+        # (tgi-entrypoint.sh). Sources and the rest: data/engines.yaml, tgi.
+        container = render(engine="tgi")
+        env = {item["name"]: item.get("value") for item in container["env"]}
+        mounts = {mount["mountPath"]: mount for mount in container["volumeMounts"]}
+        assert "/tmp" in mounts
+        assert not mounts["/tmp"].get("readOnly")
+        assert env["HF_HOME"] == env["HF_HUB_CACHE"].removesuffix("/hub") == "/models-cache"
+        assert env["HUGGINGFACE_HUB_CACHE"] == "/models-cache/hub"
+        assert flag(container["args"], "--port") == "8000"
+        assert container["securityContext"]["readOnlyRootFilesystem"] is True
+
+    def test_tgi_launcher_log_filter(self) -> None:
+        # The launcher logs its parsed arguments, api_key included, at INFO unless
+        # LOG_LEVEL filters them (tests/engines/test_tgi_log_filter.py proves the
+        # directive with a real tracing-subscriber).
+        env = {item["name"]: item.get("value") for item in render(engine="tgi")["env"]}
+        assert env["LOG_LEVEL"] == profiles.get("tgi").env["LOG_LEVEL"]
+        assert "text_generation_launcher=warn" in env["LOG_LEVEL"]
 
     @pytest.mark.parametrize("engine", ["vllm", "tgi"])
     def test_shm_only_with_tensor_parallel(self, engine: str) -> None:
@@ -264,8 +318,8 @@ class TestSharedContainer:
         # No CPU limit: throttling an engine shows up as latency.
         assert "cpu" not in big["limits"]
 
-    def test_security_context(self) -> None:
-        assert render(engine="tgi")["securityContext"] == {
+    def test_security_context_restricted_for_vllm(self) -> None:
+        assert render(engine="vllm")["securityContext"] == {
             "runAsNonRoot": True,
             "runAsUser": 1000,
             "runAsGroup": 1000,
@@ -274,6 +328,22 @@ class TestSharedContainer:
             "capabilities": {"drop": ["ALL"]},
             "seccompProfile": {"type": "RuntimeDefault"},
         }
+        assert engines.pod_security_level(plan=make_plan(engine="vllm")) == "restricted"
+
+    def test_security_context_root_but_nothing_else_for_tgi(self) -> None:
+        # The TGI image keeps its Python under /root (Dockerfile, v3.3.7:
+        # LD_LIBRARY_PATH=.../root/.local/share/uv/python/...): no other UID loads
+        # libpython (huggingface/text-generation-inference#3082). Root, and nothing more.
+        assert render(engine="tgi")["securityContext"] == {
+            "runAsNonRoot": False,
+            "runAsUser": 0,
+            "runAsGroup": 0,
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        }
+        assert engines.pod_security_level(plan=make_plan(engine="tgi")) == "baseline"
 
     def test_image_pull_policy_from_settings(self) -> None:
         settings = config.OperatorConfig(imagePullPolicy="Always")
@@ -305,24 +375,35 @@ class TestImage:
 
 class TestMetricsTable:
     def test_same_signals_for_every_engine(self) -> None:
-        assert set(engines.METRICS) == {"vllm", "tgi"}
-        assert set(engines.METRICS["vllm"]) == set(engines.METRICS["tgi"])
+        assert set(profiles.get("vllm").metrics) == set(profiles.get("tgi").metrics)
 
     def test_kv_cache_keeps_renamed_fallback(self) -> None:
-        assert engines.METRICS["vllm"]["kvCache"] == (
-            "vllm:kv_cache_usage_perc",
-            "vllm:gpu_cache_usage_perc",
-        )
+        for profile in profiles.profiles("vllm"):
+            assert profile.metrics["kvCache"] == (
+                "vllm:kv_cache_usage_perc",
+                "vllm:gpu_cache_usage_perc",
+            )
 
     def test_queue_names(self) -> None:
-        assert engines.METRICS["vllm"]["queue"][0] == "vllm:num_requests_waiting"
-        assert engines.METRICS["tgi"]["queue"][0] == "tgi_queue_size"
+        assert profiles.get("vllm").metrics["queue"][0] == "vllm:num_requests_waiting"
+        assert profiles.get("tgi").metrics["queue"][0] == "tgi_queue_size"
 
     def test_engine_prefixes(self) -> None:
         prefixes: dict[api.Engine, str] = {"vllm": "vllm:", "tgi": "tgi_"}
         for engine, prefix in prefixes.items():
-            for names in engines.METRICS[engine].values():
-                assert all(name.startswith(prefix) for name in names)
+            for profile in profiles.profiles(engine):
+                for names in profile.metrics.values():
+                    assert all(name.startswith(prefix) for name in names)
+
+    @pytest.mark.parametrize("engine", ["vllm", "tgi"])
+    def test_every_profile_serves_probes_and_metrics_where_services_expect(
+        self, engine: api.Engine
+    ) -> None:
+        for profile in profiles.profiles(engine):
+            assert (profile.healthPath, profile.metricsPath) == (
+                engines.HEALTH_PATH,
+                engines.METRICS_PATH,
+            )
 
     def test_shared_constants(self) -> None:
         assert (engines.PORT, engines.PORT_NAME) == (8000, "http")
@@ -331,10 +412,30 @@ class TestMetricsTable:
 
 
 class TestEngineModules:
-    """The per-engine modules agree with the dispatcher and with the planner."""
+    """The renderers speak only the flags their release's profile names (and the source
+    contract, tests/engines/test_vllm_source.py, holds those to the engine's source)."""
 
-    @pytest.mark.parametrize("module", [vllm, tgi])
-    def test_every_plannable_quantization_has_a_flag(self, module: Any) -> None:
-        # What the planner may choose for an engine, the engine module must spell.
-        assert set(module.QUANTIZATION) == set(planner.ENGINE_QUANTIZATIONS[module.ENGINE])
-        assert module.quantization_flag(quantization="none") is None
+    @pytest.mark.parametrize(
+        "profile",
+        [*profiles.profiles("vllm"), *profiles.profiles("tgi")],
+        ids=lambda p: f"{p.engine}-{p.since}",
+    )
+    def test_rendered_flags_are_the_profiles(self, profile: profiles.Profile) -> None:
+        for quantization in profile.quantizations:
+            dtype = "float16" if quantization in ("awq", "gptq") else "bfloat16"
+            args = render(
+                engine=profile.engine,
+                engineVersion=profile.since,
+                quantization=quantization,
+                dtype=dtype,
+                tensorParallel=2,
+                gpusPerReplica=2,
+            )["args"]
+            used = {arg for arg in args if arg.startswith("--")}
+            assert used <= set(profile.flags.values()), sorted(used - set(profile.flags.values()))
+            assert not used & set(profile.secretFlags)
+
+    @pytest.mark.parametrize("engine", ["vllm", "tgi"])
+    def test_command_is_the_profiles(self, engine: api.Engine) -> None:
+        container = render(engine=engine)
+        assert container.get("command", []) == list(profiles.get(engine).command)

@@ -214,6 +214,8 @@ class TestScaledObject:
                             "query": query,
                             "threshold": "8",
                             "activationThreshold": "0",
+                            # A scrape gap is an error, never an idle endpoint.
+                            "ignoreNullValues": "false",
                         },
                     }
                 ],

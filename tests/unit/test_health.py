@@ -15,7 +15,7 @@ import hypothesis
 import pytest
 from hypothesis import strategies as st
 
-from llama_operator import health
+from llama_operator import health, profiles
 
 NO_GPU = "0/3 nodes are available: 3 Insufficient nvidia.com/gpu."
 NO_NODE = (
@@ -307,9 +307,21 @@ class TestOutOfMemory:
                 "`gpu_memory_utilization` when initializing the engine.",
                 "no available memory for the cache blocks",
             ),
-            ("RuntimeError: CUDA error: out of memory", "out of memory"),
+            (
+                # vllm/v1/core/kv_cache_planning.py (0.34.0): the context does not fit.
+                "ValueError: To serve at least one request with the model's max seq len "
+                "(131072), (16.0 GiB KV cache is needed, which is larger than the available "
+                "KV cache memory (3.79 GiB).",
+                "which is larger than the available kv cache memory",
+            ),
+            ("RuntimeError: CUDA error: out of memory", "cuda error: out of memory"),
             ("torch.OutOfMemoryError: tried to allocate 2 GiB", "outofmemoryerror"),
-            ("Not enough memory to handle 4096 prefill tokens", "not enough memory"),
+            (
+                # TGI v3.3.7, server/text_generation_server/models/flash_causal_lm.py (warmup)
+                "Not enough memory to handle 4096 prefill tokens. You need to decrease "
+                "`--max-batch-prefill-tokens`",
+                "not enough memory to handle",
+            ),
         ],
     )
     def test_what_the_engines_print(self, message: str, hit: str) -> None:
@@ -456,3 +468,34 @@ class TestPodsOfAnEarlierPlan:
         assert alone.unschedulable_since is None
         # Without a plan to compare with, every pending pod counts.
         assert health.of(desired=1, ready=0, pods=[old]).unschedulable_since is not None
+
+
+class TestMemoryPatternsFromTheProfile:
+    """The log lines that mean GPU out of memory are the engine release's, from its source."""
+
+    def test_the_profiles_patterns_are_used(self) -> None:
+        exited_for = running(ready=False, restarts=1, **exited("Not enough memory to handle 9"))
+        pods = [pod("p", containers=[exited_for])]
+        tgi = profiles.get("tgi").outOfMemoryLogs
+        vllm = profiles.get("vllm").outOfMemoryLogs
+        assert health.of(desired=1, ready=0, pods=pods, memory_patterns=tgi).out_of_memory
+        # vLLM never prints TGI's warm-up line: a vLLM pod is not judged by it.
+        assert health.of(desired=1, ready=0, pods=pods, memory_patterns=vllm).out_of_memory is None
+
+    def test_default_is_every_profiles(self) -> None:
+        every = {
+            pattern
+            for engine in ("vllm", "tgi")
+            for profile in profiles.profiles(engine)  # type: ignore[arg-type]
+            for pattern in profile.outOfMemoryLogs
+        }
+        assert set(health.default_memory_patterns()) == every
+
+    def test_a_host_oom_message_alone_is_not_a_gpu_oom(self) -> None:
+        # A generic "out of memory" (the kernel's, a host allocator's) says nothing about
+        # the GPU: re-planning with GPU headroom would not help it.
+        container = running(ready=False, restarts=1, **exited("MemoryError: out of memory"))
+        assert (
+            health.of(desired=1, ready=0, pods=[pod("p", containers=[container])]).out_of_memory
+            is None
+        )

@@ -1,4 +1,4 @@
-"""podmetrics.traffic: finished requests, failures and latency histograms per pod."""
+"""podmetrics.traffic: finished requests, their outcomes by kind and latency histograms."""
 
 from __future__ import annotations
 
@@ -25,12 +25,22 @@ def at(histogram: podmetrics.Histogram | None, bound: float) -> float:
     return dict(histogram.buckets)[bound]
 
 
+def kinds(found: podmetrics.Traffic | None) -> dict[str, float]:
+    """The requests that did not end normally, by kind."""
+    assert found is not None
+    return dict(found.outcomes)
+
+
 class TestFakePodPages:
     def test_vllm_history(self) -> None:
         found = podmetrics.traffic(podserver.FakePod("vllm").text(), engine="vllm")
         assert found is not None
-        # 118 stop + 9 length + 1 abort (a cancel: counted apart, not as failed) + 0 error
-        assert (found.requests, found.errors, found.aborted) == (128, 0, 1)
+        # 118 stop + 9 length + 1 abort + 0 error (+ 0 repetition): the normal ends are not
+        # listed by kind, the others are, at 0 too.
+        assert found.requests == 128
+        assert {kind: n for kind, n in kinds(found).items() if n} == {"abort": 1}
+        assert found.outcome("error") == 0
+        assert "error" in kinds(found)
         assert bounds(found.latency) == [*podserver.VLLM_LATENCY_BOUNDS, INF]
         assert bounds(found.ttft) == [*podserver.VLLM_TTFT_BOUNDS, INF]
         assert found.latency is not None
@@ -40,7 +50,8 @@ class TestFakePodPages:
     def test_tgi_history(self) -> None:
         found = podmetrics.traffic(podserver.FakePod("tgi").text(), engine="tgi")
         assert found is not None
-        assert (found.requests, found.errors) == (215, 3)  # 212 successes + 3 failures
+        assert found.requests == 215  # 212 successes + 3 failures
+        assert kinds(found) == {"generation": 3}
         assert len(podserver.TGI_DURATION_BOUNDS) == 35
         assert bounds(found.latency) == [*podserver.TGI_DURATION_BOUNDS, INF]
         assert bounds(found.ttft) == [*podserver.TGI_DURATION_BOUNDS, INF]
@@ -59,7 +70,8 @@ class TestFakePodPages:
         assert before is not None
         assert after is not None
         assert after.requests - before.requests == 100
-        assert after.errors - before.errors == pytest.approx(10)
+        assert after.outcome("error") - before.outcome("error") == pytest.approx(10)
+        assert after.outcome("abort") == before.outcome("abort") == 1
         assert pod.finished["stop"] == pytest.approx(118 + 0.9 * 90)
         assert pod.finished["length"] == pytest.approx(9 + 0.1 * 90)
         # A bound is inclusive: 1.0 s lands in le="1.0"; vLLM observes aborted requests too.
@@ -73,7 +85,8 @@ class TestFakePodPages:
         pod.advance()
         found = podmetrics.traffic(pod.text(), engine="tgi")
         assert found is not None
-        assert (found.requests, found.errors) == (235, 8)
+        assert found.requests == 235
+        assert kinds(found) == {"generation": 8}
         # Failed requests are not in TGI's histograms: 15 successes, all above 1.68 s.
         assert found.latency is not None
         assert found.latency.count == 227
@@ -88,7 +101,8 @@ class TestFakePodPages:
         pod.restart()
         found = podmetrics.traffic(pod.text(), engine=engine)  # type: ignore[arg-type]
         assert found is not None  # the counters are there, at zero: not "not exposed"
-        assert (found.requests, found.errors) == (0, 0)
+        assert found.requests == 0
+        assert all(count == 0 for count in kinds(found).values())
         assert found.latency is not None
         assert found.latency.count == 0
         pod.advance()
@@ -101,7 +115,8 @@ class TestFakePodPages:
         pod.advance()
         found = podmetrics.traffic(pod.text(), engine="tgi")
         assert found is not None
-        assert (found.requests, found.errors) == (217.5, 4.25)
+        assert found.requests == 217.5
+        assert kinds(found) == {"generation": 4.25}
 
     def test_gauges_still_read_the_same(self) -> None:
         pod = podserver.FakePod("vllm", waiting=4, running=6, rate=3)
@@ -117,8 +132,8 @@ class TestFakePodPages:
         found = podmetrics.traffic(page, engine="vllm")
         assert found is not None
         assert found.requests == 138
-        assert found.errors == pytest.approx(2)  # 20% of 10 new requests
-        assert found.aborted == 1  # the history's one cancelled request
+        assert found.outcome("error") == pytest.approx(2)  # 20% of 10 new requests
+        assert found.outcome("abort") == 1  # the history's one cancelled request
         assert pod.scrapes == 2
 
     def test_the_older_vllm_page_has_no_counters(self) -> None:
@@ -161,7 +176,8 @@ class TestCounterShapes:
         )
         found = podmetrics.traffic(page, engine="vllm")
         assert found is not None
-        assert (found.requests, found.errors, found.aborted) == (10, 1, 2)
+        assert found.requests == 10
+        assert kinds(found) == {"abort": 2, "error": 1}
 
     @pytest.mark.parametrize("typed", [True, False])
     def test_tgi_counters_typed_and_untyped(self, typed: bool) -> None:
@@ -174,7 +190,8 @@ class TestCounterShapes:
         )
         found = podmetrics.traffic(page, engine="tgi")
         assert found is not None
-        assert (found.requests, found.errors) == (45, 5)
+        assert found.requests == 45
+        assert kinds(found) == {"generation": 3, "overloaded": 2}
 
     def test_tgi_before_its_first_failure(self) -> None:
         # TGI registers a counter at its first increment: no failure yet, no failure line.
@@ -182,14 +199,16 @@ class TestCounterShapes:
             "# TYPE tgi_request_success counter\ntgi_request_success 9\n", engine="tgi"
         )
         assert found is not None
-        assert (found.requests, found.errors) == (9, 0)
+        assert found.requests == 9
+        assert found.outcomes == ()
         assert (found.latency, found.ttft) == (None, None)
 
     def test_tgi_with_failures_only(self) -> None:
         page = '# TYPE tgi_request_failure counter\ntgi_request_failure{err="validation"} 4\n'
         found = podmetrics.traffic(page, engine="tgi")
         assert found is not None
-        assert (found.requests, found.errors) == (4, 4)
+        assert found.requests == 4
+        assert kinds(found) == {"validation": 4}
 
 
 class TestHandWrittenPages:
@@ -205,8 +224,63 @@ class TestHandWrittenPages:
         )
         found = podmetrics.traffic(page, engine="vllm")
         assert found is not None
-        # abort is a cancel, counted apart; error and any unknown reason are failures.
-        assert (found.requests, found.errors, found.aborted) == (91, 5, 6)
+        # Every reason but stop and length is listed; which are failures is the analysis'.
+        assert found.requests == 91
+        assert kinds(found) == {"abort": 6, "error": 4, "timeout": 1}
+
+    def test_every_vllm_reason_is_its_own_kind(self) -> None:
+        page = (
+            "# TYPE vllm:request_success_total counter\n"
+            f'vllm:request_success_total{{{MODEL},finished_reason="stop"}} 30\n'
+            f'vllm:request_success_total{{{MODEL},finished_reason="length"}} 5\n'
+            f'vllm:request_success_total{{{MODEL},finished_reason="abort"}} 4\n'
+            f'vllm:request_success_total{{{MODEL},finished_reason="error"}} 2\n'
+            f'vllm:request_success_total{{{MODEL},finished_reason="repetition"}} 3\n'
+        )
+        found = podmetrics.traffic(page, engine="vllm", version="0.34.0")
+        assert found is not None
+        assert found.requests == 44
+        assert found.outcomes == (("abort", 4), ("error", 2), ("repetition", 3))  # by kind
+        assert (found.outcome("repetition"), found.outcome("stop")) == (3, 0)
+
+    def test_every_tgi_err_is_its_own_kind(self) -> None:
+        # The err labels of tgi_request_failure in TGI v3.3.7.
+        failures = {
+            # Not the server's failures: the client's input, our own 429, the client gone.
+            "validation": 7,
+            "overloaded": 12,
+            "template": 1,
+            "dropped": 4,
+            # The server's failures.
+            "generation": 2,
+            "incomplete": 3,
+        }
+        page = "# TYPE tgi_request_success counter\ntgi_request_success 100\n" + (
+            "# TYPE tgi_request_failure counter\n"
+            + "".join(f'tgi_request_failure{{err="{err}"}} {n}\n' for err, n in failures.items())
+        )
+        found = podmetrics.traffic(page, engine="tgi", version="3.3.7")
+        assert found is not None
+        assert found.requests == 129  # 100 successes + 29 failures of any kind
+        assert kinds(found) == failures
+
+    def test_a_tgi_failure_without_its_label_is_unknown(self) -> None:
+        page = (
+            "# TYPE tgi_request_success counter\ntgi_request_success 10\n"
+            "# TYPE tgi_request_failure counter\n"
+            "tgi_request_failure 2\n"
+            'tgi_request_failure{err=""} 1\n'
+        )
+        found = podmetrics.traffic(page, engine="tgi")
+        assert found is not None
+        assert found.requests == 13
+        assert kinds(found) == {podmetrics.UNKNOWN: 3}
+
+    def test_traffic_is_hashable(self) -> None:
+        one = podmetrics.Traffic(12, podmetrics.kinds({"error": 1, "abort": 2}), None, None)
+        two = podmetrics.Traffic(12, (("abort", 2), ("error", 1)), None, None)
+        assert one == two
+        assert hash(one) == hash(two)
 
     def test_series_of_engines_and_models_are_summed(self) -> None:
         page = (
@@ -225,7 +299,8 @@ class TestHandWrittenPages:
         )
         found = podmetrics.traffic(page, engine="vllm")
         assert found is not None
-        assert (found.requests, found.errors, found.aborted) == (33, 0, 3)
+        assert found.requests == 33
+        assert kinds(found) == {"abort": 3}
         assert found.latency == podmetrics.Histogram(buckets=((1.0, 24), (INF, 33)))
         assert found.ttft is None
 

@@ -150,7 +150,7 @@ class TestFailover:
     def test_overload_moves_traffic_after_the_grace_period(self) -> None:
         spec = {**SPEC, "failover": {**SPEC["failover"], "overloadQueuePerReplica": 10}}
         live, status = settled(spec)
-        busy: reconcile.QueueRead = lambda ns, name, engine: 40.0  # noqa: E731
+        busy: reconcile.QueueRead = lambda ns, name, plan: 40.0  # noqa: E731
         _, _, status = run(spec, live, status, now="2026-01-01T00:01:00Z", queue=busy)
         assert status["activeModel"] == PRIMARY_MODEL  # not yet: within the grace period
         assert status["failover"]["overloadedSince"] == "2026-01-01T00:01:00Z"

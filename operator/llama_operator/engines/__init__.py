@@ -4,20 +4,21 @@ Pipeline position: planner (Plan) -> **engines** (container) -> builders (Deploy
 Services) -> k8s. Pure: a spec, a plan and the operator settings in, one container
 (a plain dict in Kubernetes JSON form) out, no I/O.
 
-Each engine module (``vllm``, ``tgi``) knows only its own command line: the command,
-the flags and how a planned quantization is spelled. What both engines share (port,
-probes, environment, resources, security, volume mounts) is built here, once, so a
-fix to a probe or a security setting reaches every engine. The names the later
-features read from a running engine (health path, metrics path and metric names)
-live here too, in one table per engine.
+Each engine module (``vllm``, ``tgi``) knows only how a plan becomes its command line;
+the facts it needs (flag names, how a quantization is spelled) and everything else that
+differs by engine release (the command, the environment and security context the image
+needs, the API-key variable, the health path) come from the release's profile
+(``profiles``, ``data/engines.yaml``), picked by ``Plan.engine`` and
+``Plan.engineVersion``. What both engines share (port, probes, resources, volume mounts)
+is built here, once, so a fix to a probe or a volume reaches every engine.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, Literal, assert_never
+from typing import Any, assert_never
 
-from llama_operator import api, config, licensing, pools
+from llama_operator import api, config, licensing, pools, profiles
 from llama_operator.engines import tgi, vllm
 from llama_operator.engines.input_limits import Limits as Limits
 from llama_operator.engines.input_limits import check_limits as check_limits
@@ -28,6 +29,8 @@ from llama_operator.engines.input_limits import limits as limits
 PORT = 8000
 PORT_NAME = "http"
 HOST = "0.0.0.0"  # listen on the pod IP; the Service and the kubelet probes come from outside
+# Where the operator scrapes and probes: the same for every release of both engines
+# (data/engines.yaml, healthPath and metricsPath; a test holds every profile to these).
 HEALTH_PATH = "/health"
 METRICS_PATH = "/metrics"
 
@@ -44,38 +47,10 @@ RUN_AS_USER = 1000
 RUN_AS_GROUP = 1000
 GPU_RESOURCE = pools.GPU_RESOURCE
 
-# What a later feature asks an engine for, independent of the engine's own naming.
-# "queue" / "inflight" / "kvCache" match ``api.Autoscaling.metric``.
-Signal = Literal[
-    "queue", "inflight", "kvCache", "success", "failure", "e2eLatency", "timeToFirstToken"
-]
 
-# Prometheus metric names per engine and signal: the current name first, then names
-# it had in older releases. Engines rename metrics between versions (vLLM's
-# gpu_cache_usage_perc -> kv_cache_usage_perc broke autoscalers elsewhere), so readers
-# try each name in order. An empty tuple: the engine does not expose that signal.
-METRICS: dict[api.Engine, dict[Signal, tuple[str, ...]]] = {
-    "vllm": {
-        "queue": ("vllm:num_requests_waiting",),
-        "inflight": ("vllm:num_requests_running",),
-        "kvCache": ("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc"),
-        # Carries finished_reason=stop|length|abort; there is no separate failure counter.
-        "success": ("vllm:request_success_total",),
-        "failure": (),
-        "e2eLatency": ("vllm:e2e_request_latency_seconds",),
-        "timeToFirstToken": ("vllm:time_to_first_token_seconds",),
-    },
-    "tgi": {
-        "queue": ("tgi_queue_size",),
-        "inflight": ("tgi_batch_current_size",),
-        "kvCache": (),
-        "success": ("tgi_request_success",),
-        "failure": ("tgi_request_failure",),
-        "e2eLatency": ("tgi_request_duration",),
-        # TGI has no time-to-first-token histogram; its queue wait is the nearest part.
-        "timeToFirstToken": ("tgi_request_queue_duration",),
-    },
-}
+def profile(*, plan: api.Plan) -> profiles.Profile:
+    """The profile of the engine release the plan was made for."""
+    return profiles.get(plan.engine, plan.engineVersion)
 
 
 def image(*, spec: api.LlamaDeploymentSpec, plan: api.Plan, settings: config.OperatorConfig) -> str:
@@ -93,22 +68,17 @@ def image(*, spec: api.LlamaDeploymentSpec, plan: api.Plan, settings: config.Ope
 
 def command(*, plan: api.Plan) -> list[str]:
     """The container command; empty means the image's own entrypoint."""
-    match plan.engine:
-        case "vllm":
-            return list(vllm.COMMAND)
-        case "tgi":
-            return list(tgi.COMMAND)
-        case _:
-            assert_never(plan.engine)
+    return list(profile(plan=plan).command)
 
 
 def args(*, spec: api.LlamaDeploymentSpec, plan: api.Plan) -> list[str]:
     """The engine's arguments for this plan; ``ValueError`` if it cannot serve the plan."""
+    facts = profile(plan=plan)
     match plan.engine:
         case "vllm":
-            return vllm.args(spec=spec, plan=plan, host=HOST, port=PORT)
+            return vllm.args(spec=spec, plan=plan, profile=facts, host=HOST, port=PORT)
         case "tgi":
-            return tgi.args(spec=spec, plan=plan, host=HOST, port=PORT)
+            return tgi.args(spec=spec, plan=plan, profile=facts, host=HOST, port=PORT)
         case _:
             assert_never(plan.engine)
 
@@ -142,8 +112,8 @@ def container(
             "env": env(spec=spec, plan=plan),
             "resources": resources(plan=plan),
             "volumeMounts": volume_mounts(plan=plan),
-            **probes(),
-            "securityContext": security_context(),
+            **probes(plan=plan),
+            "securityContext": security_context(plan=plan),
             # A gated model without access, a bad flag or an OOM ends in a few log lines;
             # this puts them into the pod status, where `kubectl describe` shows them,
             # instead of a bare CrashLoopBackOff.
@@ -155,17 +125,13 @@ def container(
 
 def api_key_env(*, plan: api.Plan) -> str:
     """The variable the engine reads its API key from."""
-    match plan.engine:
-        case "vllm":
-            return vllm.API_KEY_ENV
-        case "tgi":
-            return tgi.API_KEY_ENV
-        case _:
-            assert_never(plan.engine)
+    return profile(plan=plan).apiKeyEnv
 
 
 def env(*, spec: api.LlamaDeploymentSpec, plan: api.Plan) -> list[dict[str, Any]]:
-    """Cache locations on writable volumes; the Hub token and the API key by reference."""
+    """Cache locations on writable volumes, what the image needs to start (its profile's
+    ``env``: vLLM's user name and cache roots, TGI's log filter), and the Hub token and
+    the API key by reference."""
     result: list[dict[str, Any]] = [
         # The root filesystem is read-only: downloads go to the cache volume, and every
         # library that writes under $HOME or ~/.cache (triton, torch compile, vLLM's own
@@ -178,6 +144,7 @@ def env(*, spec: api.LlamaDeploymentSpec, plan: api.Plan) -> list[dict[str, Any]
         {"name": "HOME", "value": TMP_DIR},
         {"name": "XDG_CACHE_HOME", "value": f"{TMP_DIR}/.cache"},
     ]
+    result += [{"name": key, "value": value} for key, value in profile(plan=plan).env.items()]
     ref = spec.model.tokenSecretRef
     if ref is not None:
         # By reference, never by value: the token must not appear in the Deployment,
@@ -227,9 +194,9 @@ def resources(*, plan: api.Plan) -> dict[str, Any]:
     }
 
 
-def probes() -> dict[str, dict[str, Any]]:
+def probes(*, plan: api.Plan) -> dict[str, dict[str, Any]]:
     """Startup, readiness and liveness probes on the engine's health endpoint."""
-    check = {"path": HEALTH_PATH, "port": PORT_NAME}
+    check = {"path": profile(plan=plan).healthPath, "port": PORT_NAME}
     return {
         # The first start downloads the weights (a 70B model is ~140 GB) before /health
         # answers; that can take an hour, so allow 360 x 10 s before giving up.
@@ -252,17 +219,37 @@ def probes() -> dict[str, dict[str, Any]]:
     }
 
 
-def security_context() -> dict[str, Any]:
-    """Restricted Pod Security Standard: non-root, no privileges, read-only root."""
+def runs_as_root(*, plan: api.Plan) -> bool:
+    """Whether the engine's image cannot start as any other user (its profile says why)."""
+    return profile(plan=plan).runAsRoot
+
+
+def security_context(*, plan: api.Plan) -> dict[str, Any]:
+    """The tightest context the engine's image starts under.
+
+    Restricted Pod Security Standard (non-root, no privilege escalation, no capabilities,
+    RuntimeDefault seccomp) plus a read-only root filesystem. An image that cannot run as
+    non-root (TGI: its Python lives under /root) keeps every other restriction and runs as
+    root, which only the "baseline" standard admits; ``pod_security_level`` says so.
+    """
+    identity: dict[str, Any] = (
+        {"runAsNonRoot": False, "runAsUser": 0, "runAsGroup": 0}
+        if runs_as_root(plan=plan)
+        else {"runAsNonRoot": True, "runAsUser": RUN_AS_USER, "runAsGroup": RUN_AS_GROUP}
+    )
     return {
-        "runAsNonRoot": True,
-        "runAsUser": RUN_AS_USER,
-        "runAsGroup": RUN_AS_GROUP,
+        **identity,
         "allowPrivilegeEscalation": False,
+        # The images write only to the volumes mounted below (cache, /tmp, /dev/shm).
         "readOnlyRootFilesystem": True,
         "capabilities": {"drop": ["ALL"]},
         "seccompProfile": {"type": "RuntimeDefault"},
     }
+
+
+def pod_security_level(*, plan: api.Plan) -> str:
+    """The Pod Security Standard level the engine's pods meet: restricted or baseline."""
+    return "baseline" if runs_as_root(plan=plan) else "restricted"
 
 
 def needs_shared_memory(*, plan: api.Plan) -> bool:

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
-from llama_operator import api
+from llama_operator import api, profiles
 
 
-def quantization(
-    *, table: Mapping[api.Quantization, str | None], engine: str, quantization: api.Quantization
-) -> str | None:
-    """The flag value for ``quantization`` (None: no flag), or ValueError naming the engine."""
-    if quantization not in table:
-        supported = ", ".join(sorted(table))
+def quantization(*, profile: profiles.Profile, quantization: api.Quantization) -> str | None:
+    """The flag value for ``quantization`` (None: no flag), or ValueError naming the engine.
+
+    The planner never plans what the release cannot serve; this guards a plan read back
+    from status that was made for another release.
+    """
+    if not profile.serves(quantization):
+        supported = ", ".join(sorted(profile.quantizations))
         raise ValueError(
-            f"{engine} cannot serve quantization {quantization!r}; supported: {supported}"
+            f"{profile.displayName} {profile.since}+ cannot serve quantization "
+            f"{quantization!r}; supported: {supported}"
         )
-    return table[quantization]
+    return profile.quantizations[quantization].flag

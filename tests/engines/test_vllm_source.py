@@ -1,0 +1,772 @@
+"""Contract: the vLLM facts in ``engines.yaml`` hold in the source of every release they name.
+
+``operator/llama_operator/data/engines.yaml`` lists, per vLLM profile, the releases its
+facts were read from (``verifiedWith``). For each such release V this reads vLLM's own
+Python source, unpacked from V's wheel on PyPI into ``.cache/engines/vllm-V/`` by
+``hack/get_engine_sources.py`` (run by ``make setup``), and checks that the profile
+``profiles.get("vllm", V)`` picks says what the source says: flags, environment
+variables, metric names, finish reasons, quantization methods and out-of-memory log
+lines. It also checks that the hand-written metrics page the fake pods serve
+(``tests/fixtures/metrics/vllm.prom``, filled in by ``tests/podserver.py``) is the page
+vLLM 0.34.0's source would write.
+
+vLLM is never imported (it needs CUDA and hundreds of dependencies): every file is read
+with ``ast``, once per release. No network: a release whose source is missing fails, with
+the command that fetches it.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import functools
+import math
+import pathlib
+import re
+import warnings
+from collections.abc import Iterator
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+import podserver
+from llama_operator import profiles
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+ENGINES = ROOT / ".cache" / "engines"
+PROFILES = profiles.profiles("vllm")
+VERSIONS = sorted(
+    {version for profile in PROFILES for version in profile.verifiedWith},
+    key=lambda version: profiles.parse_version(version) or (0, 0, 0),
+)
+# The release tests/fixtures/metrics/vllm.prom is written after (its header says so).
+FIXTURE_VERSION = "0.34.0"
+
+ARG_UTILS = "vllm/engine/arg_utils.py"
+FRONTEND_ARGS = "vllm/entrypoints/**/cli_args.py"
+ENVS = "vllm/envs.py"
+LOGGERS = "vllm/v1/metrics/loggers.py"
+FINISH_REASONS = "vllm/v1/engine/__init__.py"
+QUANTIZATION = "vllm/model_executor/layers/quantization/__init__.py"
+
+# outOfMemoryLogs patterns that are not vLLM's words (engines.yaml says whose), mapped to
+# the name vLLM's source must refer to instead, if any. Every other pattern must occur in
+# vLLM's own string literals.
+# - "CUDA out of memory. Tried to allocate": PyTorch's caching allocator
+#   (c10/cuda/CUDACachingAllocator.cpp), raised as torch.OutOfMemoryError, whose class
+#   name the traceback prints. vLLM catches it (0.24.0: `except torch.cuda.OutOfMemoryError`
+#   in vllm/v1/worker/gpu_model_runner.py; 0.34.0: vllm/renderers/embed_utils.py and
+#   others), so its source refers to OutOfMemoryError.
+# - "CUDA error: out of memory": PyTorch's C10_CUDA_CHECK (c10/cuda/CUDAException.h)
+#   around a CUDA call outside the caching allocator; nothing of vLLM's to check.
+FOREIGN_OOM_PATTERNS: dict[str, str | None] = {
+    "cuda out of memory": "OutOfMemoryError",
+    "outofmemoryerror": "OutOfMemoryError",
+    "cuda error: out of memory": None,
+}
+
+
+def source_root(version: str) -> pathlib.Path:
+    """``.cache/engines/vllm-V``, or the test fails saying how to fetch it."""
+    root = ENGINES / f"vllm-{version}"
+    if not (root / ".complete").is_file():
+        pytest.fail(
+            f"no complete source of vLLM {version} in {root.relative_to(ROOT)}: "
+            f"run `make setup` (hack/get_engine_sources.py) to fetch vLLM {version}'s source",
+            pytrace=False,
+        )
+    return root
+
+
+@functools.cache
+def parse(version: str, relpath: str) -> ast.Module:
+    """One file of vLLM ``version``, parsed (once)."""
+    path = source_root(version) / relpath
+    if not path.is_file():
+        pytest.fail(f"vLLM {version}: {relpath} does not exist", pytrace=False)
+    with warnings.catch_warnings():
+        # vLLM has regex strings with invalid escapes: a SyntaxWarning (3.12) or
+        # DeprecationWarning (3.11) at parse, an error under this suite's filterwarnings.
+        warnings.simplefilter("ignore")
+        return ast.parse(path.read_bytes(), filename=str(path))
+
+
+def files(version: str, pattern: str = "vllm/**/*.py") -> list[str]:
+    """The relative paths of vLLM ``version``'s files matching ``pattern``, sorted."""
+    root = source_root(version)
+    return sorted(str(path.relative_to(root)) for path in root.glob(pattern))
+
+
+@functools.cache
+def files_matching(version: str, needle: str, regex: str | None = None) -> tuple[str, ...]:
+    """The files whose text holds ``needle`` and ``regex`` (case-insensitively): the only
+    ones worth parsing for them."""
+    root, needle = source_root(version), needle.lower()
+    compiled = re.compile(regex or re.escape(needle), re.IGNORECASE)
+    found = []
+    for relpath in files(version):
+        text = (root / relpath).read_text(encoding="utf-8", errors="replace")
+        if needle in text.lower() and compiled.search(text):
+            found.append(relpath)
+    return tuple(found)
+
+
+def module_value(module: ast.Module, name: str) -> ast.expr | None:
+    """The value a module-level statement assigns to ``name`` (the last one), or None."""
+    value = None
+    for statement in module.body:
+        if isinstance(statement, ast.Assign):
+            targets = statement.targets
+        elif isinstance(statement, ast.AnnAssign) and statement.value is not None:
+            targets = [statement.target]
+        else:
+            continue
+        if any(isinstance(target, ast.Name) and target.id == name for target in targets):
+            value = statement.value
+    return value
+
+
+def module_constant(version: str, relpath: str, name: str) -> ast.expr:
+    value = module_value(parse(version, relpath), name)
+    if value is None:
+        pytest.fail(f"vLLM {version}: {relpath} assigns no {name}", pytrace=False)
+    return value
+
+
+def profile_of(version: str) -> profiles.Profile:
+    """The profile whose ``verifiedWith`` lists ``version``; it must be the one chosen."""
+    listing = [profile for profile in PROFILES if version in profile.verifiedWith]
+    assert len(listing) == 1, f"vLLM {version} is listed by {len(listing)} profiles"
+    chosen = profiles.get("vllm", version)
+    assert chosen == listing[0], (
+        f"vLLM {version} is listed by the profile since {listing[0].since}, but "
+        f"profiles.get picks the one since {chosen.since}"
+    )
+    return chosen
+
+
+# --- flags -------------------------------------------------------------------------------
+
+
+def _decorator_name(decorator: ast.expr) -> str:
+    target = decorator.func if isinstance(decorator, ast.Call) else decorator
+    if isinstance(target, ast.Attribute):
+        return target.attr
+    return target.id if isinstance(target, ast.Name) else ""
+
+
+def dataclass_fields(cls: ast.ClassDef) -> set[str]:
+    """The fields a dataclass body declares (annotated names, ClassVars excepted)."""
+    return {
+        statement.target.id
+        for statement in cls.body
+        if isinstance(statement, ast.AnnAssign)
+        and isinstance(statement.target, ast.Name)
+        and "ClassVar" not in ast.unparse(statement.annotation)
+    }
+
+
+def classes(module: ast.Module) -> Iterator[ast.ClassDef]:
+    return (node for node in module.body if isinstance(node, ast.ClassDef))
+
+
+def as_flag(field: str) -> str:
+    return "--" + field.replace("_", "-")
+
+
+@dataclasses.dataclass(frozen=True)
+class ServeFlags:
+    """The flags of ``vllm serve`` at one release, by where they come from."""
+
+    frontend: dict[str, str]  # flag -> file: the frontend args fields, make_arg_parser's own
+    engine: frozenset[str]  # fields of EngineArgs (arg_utils.py) ...
+    registered: frozenset[str]  # ... and the flags arg_utils.py passes to add_argument
+
+    def source(self, flag: str) -> str | None:
+        """Where ``flag`` is defined, or None when it is no flag of ``vllm serve``."""
+        if flag in self.frontend:
+            return self.frontend[flag]
+        return ARG_UTILS if flag in self.engine and flag in self.registered else None
+
+    def why_not(self, flag: str) -> str:
+        if flag in self.engine:
+            return f"{flag} is a field of EngineArgs but {ARG_UTILS} registers no such flag"
+        return (
+            f"{flag} is neither a field of EngineArgs ({ARG_UTILS}) nor of the frontend "
+            f"args ({', '.join(sorted(set(self.frontend.values())))})"
+        )
+
+
+def added_flags(module: ast.Module) -> frozenset[str]:
+    """The ``--flags`` a module spells out in ``add_argument(...)`` calls."""
+    return frozenset(
+        argument.value
+        for node in ast.walk(module)
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr == "add_argument"
+        for argument in node.args
+        if isinstance(argument, ast.Constant)
+        and isinstance(argument.value, str)
+        and argument.value.startswith("--")
+    )
+
+
+@functools.cache
+def serve_flags(version: str) -> ServeFlags:
+    # The frontend args (vllm/entrypoints/openai/cli_args.py in 0.24.0,
+    # vllm/entrypoints/common/cli_args.py in 0.34.0) are @config dataclasses
+    # (BaseFrontendArgs, FrontendArgs) whose add_cli_args registers every field as
+    # f"--{key.replace('_', '-')}"; make_arg_parser there then calls
+    # AsyncEngineArgs.add_cli_args, which registers EngineArgs' fields one by one
+    # (`model_group.add_argument("--revision", **model_kwargs["revision"])`,
+    # vllm/engine/arg_utils.py, 0.24.0 and 0.34.0). make_arg_parser also adds a few flags
+    # by hand (--headless, --api-server-count, ...), which count too.
+    frontend: dict[str, str] = {}
+    for relpath in files(version, FRONTEND_ARGS):
+        module = parse(version, relpath)
+        for cls in classes(module):
+            if {"dataclass", "config"} & {_decorator_name(d) for d in cls.decorator_list}:
+                frontend.update(dict.fromkeys(map(as_flag, dataclass_fields(cls)), relpath))
+        frontend.update(dict.fromkeys(added_flags(module), relpath))
+    if not frontend:
+        pytest.fail(f"vLLM {version}: no dataclass in {FRONTEND_ARGS}", pytrace=False)
+    module = parse(version, ARG_UTILS)
+    engine = {
+        as_flag(field)
+        for cls in classes(module)
+        if cls.name in {"EngineArgs", "AsyncEngineArgs"}
+        for field in dataclass_fields(cls)
+    }
+    if not engine:
+        pytest.fail(f"vLLM {version}: no class EngineArgs in {ARG_UTILS}", pytrace=False)
+    return ServeFlags(frontend, frozenset(engine), added_flags(module))
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_profile_listing_a_version_is_the_one_chosen_for_it(version: str) -> None:
+    profile_of(version)
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_flags_are_flags_of_vllm_serve(version: str) -> None:
+    flags = serve_flags(version)
+    wrong = [
+        f"flags.{setting} {flags.why_not(flag)}"
+        for setting, flag in profile_of(version).flags.items()
+        if flags.source(flag) is None
+    ]
+    assert not wrong, f"vLLM {version}: " + "; ".join(wrong)
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_secret_flags_are_flags_of_vllm_serve(version: str) -> None:
+    # --api-key: FrontendArgs.api_key; --hf-token: EngineArgs.hf_token, registered with
+    # model_group.add_argument("--hf-token", ...) (0.24.0 through 0.34.0).
+    flags = serve_flags(version)
+    wrong = [
+        flags.why_not(flag) for flag in profile_of(version).secretFlags if not flags.source(flag)
+    ]
+    assert not wrong, f"vLLM {version}: secretFlags: " + "; ".join(wrong)
+
+
+# --- environment -------------------------------------------------------------------------
+
+
+@functools.cache
+def environment_variables(version: str) -> frozenset[str]:
+    """The keys of ``environment_variables`` in vllm/envs.py: every variable vLLM reads."""
+    value = module_constant(version, ENVS, "environment_variables")
+    assert isinstance(value, ast.Dict), f"vLLM {version}: {ENVS}: environment_variables"
+    return frozenset(
+        key.value
+        for key in value.keys
+        if isinstance(key, ast.Constant) and isinstance(key.value, str)
+    )
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_environment_variables_are_vllms(version: str) -> None:
+    profile = profile_of(version)
+    wanted = [profile.apiKeyEnv, *(key for key in profile.env if key.startswith("VLLM_"))]
+    known = environment_variables(version)
+    missing = [name for name in wanted if name not in known]
+    assert not missing, f"vLLM {version}: not a key of environment_variables in {ENVS}: {missing}"
+
+
+def calls_getuser(module: ast.Module) -> bool:
+    """Whether the module calls ``getpass.getuser()`` or a ``getuser`` from getpass."""
+    imported = any(
+        isinstance(node, ast.ImportFrom)
+        and node.module == "getpass"
+        and any(alias.name == "getuser" for alias in node.names)
+        for node in ast.walk(module)
+    )
+    for node in ast.walk(module):
+        if not isinstance(node, ast.Call):
+            continue
+        func = node.func
+        if (
+            isinstance(func, ast.Attribute)
+            and func.attr == "getuser"
+            and isinstance(func.value, ast.Name)
+            and func.value.id == "getpass"
+        ):
+            return True
+        if imported and isinstance(func, ast.Name) and func.id == "getuser":
+            return True
+    return False
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_user_env_is_for_getpass_getuser(version: str) -> None:
+    # USER / LOGNAME are not vLLM's variables: Python's getpass.getuser() reads them
+    # (LOGNAME, USER, LNAME, USERNAME, then the passwd entry, which a non-root UID of the
+    # image lacks: the getpass module's documentation). engines.yaml sets them because
+    # torch's inductor calls getuser() at import (torch/_inductor/runtime/
+    # cache_dir_utils.py, outside vLLM's source) and because vLLM calls it too; this
+    # checks the latter: some file of vLLM calls getpass.getuser() (vllm/config/vllm.py
+    # in 0.24.0 through 0.34.0; also vllm/vllm_flash_attn/cute/cache_utils.py in 0.34.0).
+    profile = profile_of(version)
+    # The pods run as a UID the image has no passwd entry for: the name must come from env.
+    assert {"USER", "LOGNAME"} <= profile.env.keys(), f"vLLM {version}: USER/LOGNAME unset"
+    callers = [
+        relpath
+        for relpath in files_matching(version, "getuser")
+        if calls_getuser(parse(version, relpath))
+    ]
+    assert callers, (
+        f"vLLM {version}: env sets USER/LOGNAME for getpass.getuser(), "
+        "but no file under vllm/ calls it"
+    )
+
+
+# --- metrics -----------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class MetricDef:
+    """One ``self._<kind>_cls(name="vllm:...", ...)`` call in loggers.py."""
+
+    name: str
+    kind: str | None  # counter, gauge, histogram; None: not told by the callee
+    documentation: str | None  # None: not a plain string literal
+    labelnames: tuple[str, ...] | None  # None: not read from the source
+    label_constants: frozenset[str]  # every string in the labelnames expression
+    buckets: ast.expr | None
+    line: int
+
+
+def _assignments(module: ast.Module) -> dict[str, list[ast.expr]]:
+    """Every single-name assignment in the module, in any scope, by name."""
+    found: dict[str, list[ast.expr]] = {}
+    for node in ast.walk(module):
+        if isinstance(node, ast.Assign) and len(node.targets) == 1:
+            target = node.targets[0]
+            if isinstance(target, ast.Name):
+                found.setdefault(target.id, []).append(node.value)
+        elif (
+            isinstance(node, ast.AnnAssign)
+            and node.value is not None
+            and isinstance(node.target, ast.Name)
+        ):
+            found.setdefault(node.target.id, []).append(node.value)
+    return found
+
+
+def strings(node: ast.expr, assigned: dict[str, list[ast.expr]]) -> tuple[str, ...] | None:
+    """The list of strings an expression builds from literals, ``+`` and names, or None."""
+    if isinstance(node, ast.List | ast.Tuple):
+        items = [e.value for e in node.elts if isinstance(e, ast.Constant)]
+        if len(items) == len(node.elts) and all(isinstance(i, str) for i in items):
+            return tuple(str(i) for i in items)
+        return None
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
+        left, right = strings(node.left, assigned), strings(node.right, assigned)
+        return None if left is None or right is None else left + right
+    if isinstance(node, ast.Name):
+        values = {strings(value, assigned) for value in assigned.get(node.id, [])}
+        return values.pop() if len(values) == 1 else None
+    return None
+
+
+@functools.cache
+def metric_defs(version: str) -> dict[str, tuple[MetricDef, ...]]:
+    """The metrics loggers.py creates, by their ``name=`` (counters without ``_total``)."""
+    module = parse(version, LOGGERS)
+    assigned = _assignments(module)
+    found: dict[str, list[MetricDef]] = {}
+    for node in ast.walk(module):
+        if not isinstance(node, ast.Call):
+            continue
+        keywords = {k.arg: k.value for k in node.keywords if k.arg}
+        name = keywords.get("name")
+        if not (isinstance(name, ast.Constant) and str(name.value).startswith("vllm:")):
+            continue
+        callee = ast.unparse(node.func).lower()
+        kind = next((k for k in ("counter", "gauge", "histogram") if k in callee), None)
+        doc = keywords.get("documentation")
+        labels = keywords.get("labelnames")
+        found.setdefault(str(name.value), []).append(
+            MetricDef(
+                name=str(name.value),
+                kind=kind,
+                documentation=(
+                    doc.value
+                    if isinstance(doc, ast.Constant) and isinstance(doc.value, str)
+                    else None
+                ),
+                labelnames=None if labels is None else strings(labels, assigned),
+                label_constants=frozenset(
+                    n.value
+                    for n in ast.walk(labels or ast.List(elts=[]))
+                    if isinstance(n, ast.Constant) and isinstance(n.value, str)
+                ),
+                buckets=keywords.get("buckets"),
+                line=node.lineno,
+            )
+        )
+    if not found:
+        pytest.fail(f'vLLM {version}: no name="vllm:..." metric in {LOGGERS}', pytrace=False)
+    return {name: tuple(defs) for name, defs in found.items()}
+
+
+def find_metric(version: str, exposed: str) -> tuple[MetricDef, ...]:
+    """The definitions of a metric by its name on the page (a counter's ends in _total)."""
+    defs = metric_defs(version)
+    if exposed in defs:
+        return defs[exposed]
+    # prometheus_client exposes a Counter named X as X_total.
+    base = exposed.removesuffix("_total")
+    if base != exposed:
+        return tuple(d for d in defs.get(base, ()) if d.kind == "counter")
+    return ()
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_current_metric_names_are_defined(version: str) -> None:
+    # Only the first name per signal is the current one; later ones are fallbacks for
+    # older pods and need not exist at this release.
+    missing = [
+        f"{signal}: {names[0]}"
+        for signal, names in profile_of(version).metrics.items()
+        if names and not find_metric(version, names[0])
+    ]
+    assert not missing, f"vLLM {version}: no such metric created in {LOGGERS}: {missing}"
+
+
+# --- outcomes ----------------------------------------------------------------------------
+
+
+@functools.cache
+def finish_reasons(version: str) -> frozenset[str]:
+    value = module_constant(version, FINISH_REASONS, "FINISH_REASON_STRINGS")
+    reasons = ast.literal_eval(value)
+    assert isinstance(reasons, tuple | list), f"vLLM {version}: FINISH_REASON_STRINGS"
+    return frozenset(str(reason) for reason in reasons)
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_outcomes_are_the_finish_reasons(version: str) -> None:
+    outcomes = profile_of(version).outcomes
+    source = finish_reasons(version)
+    assert outcomes.known == source, (
+        f"vLLM {version}: FINISH_REASON_STRINGS in {FINISH_REASONS} is {sorted(source)}; "
+        f"outcomes lack {sorted(source - outcomes.known)}, "
+        f"and name {sorted(outcomes.known - source)} that it lacks"
+    )
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_finished_counter_carries_the_outcome_label(version: str) -> None:
+    profile = profile_of(version)
+    (name, *_) = profile.metrics["finished"]
+    defs = find_metric(version, name)
+    assert defs, f"vLLM {version}: {LOGGERS} creates no metric {name}"
+    label = profile.outcomes.label
+    without = [
+        f"line {d.line}: labelnames {d.labelnames or sorted(d.label_constants)}"
+        for d in defs
+        if label not in (d.labelnames or d.label_constants)
+    ]
+    assert not without, (
+        f"vLLM {version}: {LOGGERS} creates {name} without the label {label!r}: {without}"
+    )
+
+
+# --- quantization ------------------------------------------------------------------------
+
+
+@functools.cache
+def quantization_methods(version: str) -> frozenset[str]:
+    """The members of ``QuantizationMethods = Literal[...]``: what --quantization takes."""
+    value = module_constant(version, QUANTIZATION, "QuantizationMethods")
+    assert isinstance(value, ast.Subscript), f"vLLM {version}: {QUANTIZATION}"
+    members = value.slice.elts if isinstance(value.slice, ast.Tuple) else [value.slice]
+    return frozenset(
+        m.value for m in members if isinstance(m, ast.Constant) and isinstance(m.value, str)
+    )
+
+
+def quantization_flags(profile: profiles.Profile) -> dict[str, str]:
+    """flag value -> the planned quantization it serves, for those with a flag."""
+    return {s.flag: q for q, s in profile.quantizations.items() if s.flag is not None}
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_quantization_flags_are_methods(version: str) -> None:
+    methods = quantization_methods(version)
+    missing = [
+        f"{planned}: --quantization {flag}"
+        for flag, planned in quantization_flags(profile_of(version)).items()
+        if flag not in methods
+    ]
+    assert not missing, f"vLLM {version}: not in QuantizationMethods ({QUANTIZATION}): {missing}"
+
+
+@pytest.mark.parametrize(
+    "version",
+    [version for version in VERSIONS if PROFILES.index(profile_of(version)) > 0],
+)
+def test_quantizations_a_profile_dropped_are_gone(version: str) -> None:
+    # A profile that stops serving a quantization its predecessor served says vLLM
+    # dropped the method (bitsandbytes: in 0.27.1's QuantizationMethods, not 0.28.0's).
+    # The first profile has no predecessor, so its versions are not parametrized here.
+    profile = profile_of(version)
+    index = PROFILES.index(profile)
+    dropped = quantization_flags(PROFILES[index - 1]).keys() - quantization_flags(profile).keys()
+    still = sorted(dropped & quantization_methods(version))
+    assert not still, (
+        f"vLLM {version}: the profile since {profile.since} drops {still}, but they are "
+        f"still in QuantizationMethods ({QUANTIZATION})"
+    )
+
+
+# --- out-of-memory log lines -------------------------------------------------------------
+
+
+def _string_parts(node: ast.expr) -> str | None:
+    """The text a string expression holds: literals joined, each formatted value a gap."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return node.value
+    if isinstance(node, ast.JoinedStr):
+        return "".join(_string_parts(v) or "\0" for v in node.values)
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
+        left, right = _string_parts(node.left), _string_parts(node.right)
+        if left is not None and right is not None:
+            return left + right
+    return None
+
+
+def normalized(text: str) -> str:
+    return re.sub(r"\s+", " ", text.lower())
+
+
+def string_literals(module: ast.Module) -> Iterator[str]:
+    """Every string the module spells, adjacent pieces joined, lower-case, spaces collapsed."""
+    for node in ast.walk(module):
+        if isinstance(node, ast.expr) and (text := _string_parts(node)) is not None:
+            yield normalized(text)
+
+
+def literal_regex(pattern: str) -> str:
+    """A regex for ``pattern``'s words in source text, where a string literal may be split
+    between them (``"... KV cache "`` newline ``"memory"``, or an ``f"`` piece)."""
+    gap = r"""(?:\s|["']|\b[rbuf]{1,2}["'])+"""
+    return gap.join(re.escape(word) for word in pattern.split())
+
+
+@functools.cache
+def files_saying(version: str, pattern: str) -> tuple[str, ...]:
+    """The files of vLLM ``version`` with a string literal containing ``pattern``."""
+    # Only files the regex finds are parsed (a literal split inside a word would be
+    # missed, and fail the test: never a false pass).
+    return tuple(
+        relpath
+        for relpath in files_matching(
+            version, max(pattern.split(), key=len), literal_regex(pattern)
+        )
+        if any(pattern in text for text in string_literals(parse(version, relpath)))
+    )
+
+
+def refers_to(module: ast.Module, identifier: str) -> bool:
+    return any(
+        (isinstance(node, ast.Name) and node.id == identifier)
+        or (isinstance(node, ast.Attribute) and node.attr == identifier)
+        for node in ast.walk(module)
+    )
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_out_of_memory_log_lines_are_vllms(version: str) -> None:
+    patterns = [p for p in profile_of(version).outOfMemoryLogs if p not in FOREIGN_OOM_PATTERNS]
+    missing = [p for p in patterns if not files_saying(version, normalized(p))]
+    assert not missing, (
+        f"vLLM {version}: no string literal under vllm/ contains (case-insensitively) {missing}"
+    )
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_vllm_meets_the_foreign_out_of_memory_errors(version: str) -> None:
+    wanted = {
+        identifier
+        for pattern in profile_of(version).outOfMemoryLogs
+        if (identifier := FOREIGN_OOM_PATTERNS.get(pattern))
+    }
+    # Every profile watches for PyTorch's out-of-memory exception, whatever vLLM prints.
+    assert wanted, f"vLLM {version}: no PyTorch out-of-memory pattern in outOfMemoryLogs"
+    missing = [
+        identifier
+        for identifier in sorted(wanted)
+        if not any(
+            refers_to(parse(version, relpath), identifier)
+            for relpath in files_matching(version, identifier)
+        )
+    ]
+    assert not missing, f"vLLM {version}: no file under vllm/ refers to {missing}"
+
+
+# --- the metrics page the fake pods serve ------------------------------------------------
+
+
+def histogram_family_buckets(version: str, relpath: str, family: str) -> tuple[float, ...]:
+    """The default bounds ``histogram_buckets(family)`` returns (vllm/v1/metrics/buckets.py
+    in 0.34.0): the entry for ``family`` of the module-level dict the function reads."""
+    module = parse(version, relpath)
+    function = next(
+        (
+            n
+            for n in module.body
+            if isinstance(n, ast.FunctionDef) and n.name == "histogram_buckets"
+        ),
+        None,
+    )
+    assert function is not None, f"vLLM {version}: {relpath} defines no histogram_buckets"
+    read = {n.id for n in ast.walk(function) if isinstance(n, ast.Name)}
+    # _STATIC_FAMILY_DEFAULTS (0.34.0): the module-level dicts the function reads.
+    for name in sorted(read):
+        value = module_value(module, name)
+        if not isinstance(value, ast.Dict):
+            continue
+        for key, entry in zip(value.keys, value.values, strict=True):
+            if isinstance(key, ast.Constant) and key.value == family:
+                # "time_to_first_token": TIME_TO_FIRST_TOKEN_BUCKETS (0.34.0)
+                bounds = (
+                    module_constant(version, relpath, entry.id)
+                    if isinstance(entry, ast.Name)
+                    else entry
+                )
+                return tuple(float(bound) for bound in ast.literal_eval(bounds))
+    pytest.fail(f"vLLM {version}: {relpath}: no default buckets for {family!r}", pytrace=False)
+
+
+def bucket_bounds(version: str, metric: MetricDef) -> tuple[float, ...]:
+    """The default bucket bounds loggers.py gives a histogram, read from the source."""
+    module = parse(version, LOGGERS)
+    node = metric.buckets
+    assert node is not None, f"vLLM {version}: {LOGGERS}:{metric.line} passes no buckets"
+    if isinstance(node, ast.Name):
+        (node,) = _assignments(module)[node.id]
+    if isinstance(node, ast.List | ast.Tuple):
+        return tuple(float(bound) for bound in ast.literal_eval(node))
+    # time_to_first_token_buckets = histogram_buckets("time_to_first_token", ...) (0.34.0)
+    assert isinstance(node, ast.Call), ast.unparse(node)
+    assert ast.unparse(node.func) == "histogram_buckets", ast.unparse(node)
+    family = node.args[0]
+    assert isinstance(family, ast.Constant), ast.unparse(node)
+    assert isinstance(family.value, str), ast.unparse(node)
+    (origin,) = (
+        n.module
+        for n in module.body
+        if isinstance(n, ast.ImportFrom) and any(a.name == "histogram_buckets" for a in n.names)
+    )
+    assert origin is not None
+    return histogram_family_buckets(version, origin.replace(".", "/") + ".py", family.value)
+
+
+def fixture_page() -> str:
+    """tests/fixtures/metrics/vllm.prom as a fake pod serves it, numbers filled in."""
+    return podserver.FakePod("vllm", waiting=2, running=3).text()
+
+
+def test_fixture_version_is_verified() -> None:
+    assert FIXTURE_VERSION in VERSIONS, f"vLLM {FIXTURE_VERSION} is in no verifiedWith"
+    header = (podserver.FIXTURES / "vllm.prom").read_text(encoding="utf-8").splitlines()[0]
+    assert f"vLLM {FIXTURE_VERSION}" in header, header
+
+
+def test_fixture_families_are_vllms() -> None:
+    version = FIXTURE_VERSION
+    wrong = []
+    for family in text_string_to_metric_families(fixture_page()):
+        exposed = family.name + ("_total" if family.type == "counter" else "")
+        defs = [d for d in find_metric(version, exposed) if d.kind == family.type]
+        if not defs:
+            wrong.append(f"{exposed}: no {family.type} of that name")
+            continue
+        (metric, *_) = defs
+        if metric.documentation != family.documentation:
+            wrong.append(
+                f"{exposed}: HELP {family.documentation!r}, source {metric.documentation!r}"
+            )
+        labels = set(metric.labelnames or ())
+        for sample in family.samples:
+            got = set(sample.labels) - ({"le"} if sample.name.endswith("_bucket") else set())
+            if got != labels:
+                wrong.append(f"{sample.name}: labels {sorted(got)}, source {sorted(labels)}")
+    assert not wrong, f"tests/fixtures/metrics/vllm.prom vs vLLM {version}'s {LOGGERS}: {wrong}"
+
+
+def test_fixture_labels_are_in_exposition_order() -> None:
+    # prometheus_client, which serves vLLM's /metrics (make_asgi_app,
+    # vllm/entrypoints/serve/instrumentator/metrics.py, 0.34.0), writes a sample's labels
+    # sorted by name, whatever the order of labelnames.
+    unsorted = []
+    for line in fixture_page().splitlines():
+        if line.startswith("#") or "{" not in line:
+            continue
+        names = re.findall(r'(\w+)="', line.split("{", 1)[1].rsplit("}", 1)[0])
+        if names != sorted(names):
+            unsorted.append(line)
+    assert not unsorted, unsorted
+
+
+def test_fixture_has_a_series_per_finish_reason() -> None:
+    (name, *_) = profile_of(FIXTURE_VERSION).metrics["finished"]
+    label = profile_of(FIXTURE_VERSION).outcomes.label
+    (family,) = (
+        f
+        for f in text_string_to_metric_families(fixture_page())
+        if f.name == name.removesuffix("_total")
+    )
+    reasons = {sample.labels[label] for sample in family.samples}
+    assert reasons == finish_reasons(FIXTURE_VERSION), (
+        f"tests/fixtures/metrics/vllm.prom has {name} series for {sorted(reasons)}; "
+        f"FINISH_REASON_STRINGS ({FINISH_REASONS}, {FIXTURE_VERSION}) is "
+        f"{sorted(finish_reasons(FIXTURE_VERSION))}"
+    )
+
+
+@pytest.mark.parametrize(
+    ("family", "bounds"),
+    [
+        ("vllm:time_to_first_token_seconds", podserver.VLLM_TTFT_BOUNDS),
+        ("vllm:e2e_request_latency_seconds", podserver.VLLM_LATENCY_BOUNDS),
+    ],
+)
+def test_podserver_bucket_bounds_are_vllms(family: str, bounds: tuple[float, ...]) -> None:
+    (metric, *_) = metric_defs(FIXTURE_VERSION)[family]
+    source = bucket_bounds(FIXTURE_VERSION, metric)
+    assert bounds == source, (
+        f"tests/podserver.py's bounds for {family} differ from vLLM {FIXTURE_VERSION}'s "
+        f"defaults: {bounds} != {source}"
+    )
+    page = {
+        float(sample.labels["le"])
+        for f in text_string_to_metric_families(fixture_page())
+        if f.name == family
+        for sample in f.samples
+        if sample.name.endswith("_bucket")
+    }
+    assert page == {*source, math.inf}, f"{family}: the page's le bounds {sorted(page)}"
