@@ -45,7 +45,7 @@ VLLM_TTFT_BOUNDS = (
 
 
 def _tgi_duration_bounds() -> tuple[float, ...]:
-    # TGI's router: every *_duration histogram gets 35 bounds, 0.0001 s times 1.5 per
+    # TGI v3.3.7 router/src/server.rs: every *duration histogram gets 35 bounds, 0.0001 s x 1.5 per
     # bucket (0.00015 ... 145.6 s), computed by repeated multiplication as here.
     bounds, value = [], 0.0001
     for _ in range(35):

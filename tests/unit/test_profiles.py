@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from test_engines import make_plan
 
 from llama_operator import api, conditions, config, planner, profiles, security
 
@@ -170,23 +171,8 @@ class TestConditions:
         assert "planned with the facts of vLLM" in check.message
 
     def test_pod_security(self) -> None:
-        base: dict[str, Any] = {
-            "pool": "l4",
-            "gpuProduct": "NVIDIA-L4",
-            "gpusPerReplica": 1,
-            "tensorParallel": 1,
-            "quantization": "none",
-            "dtype": "bfloat16",
-            "maxModelLen": 8192,
-            "maxConcurrentSequences": 4,
-            "gpuMemoryUtilization": 0.9,
-            "weightsGiB": 15.0,
-            "estimatedGPUMemoryGiB": 20.0,
-            "kvCacheGiB": 4.0,
-            "reason": "test",
-        }
-        vllm = security.pod_security_check(api.Plan(engine="vllm", **base))
-        tgi = security.pod_security_check(api.Plan(engine="tgi", engineVersion="3.3.7", **base))
+        vllm = security.pod_security_check(make_plan(engine="vllm"))
+        tgi = security.pod_security_check(make_plan(engine="tgi", engineVersion="3.3.7"))
         assert (vllm.type, vllm.status, vllm.reason) == (
             conditions.POD_SECURITY,
             "True",
