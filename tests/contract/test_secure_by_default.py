@@ -97,7 +97,14 @@ class TestAPIKeyRequired:
         deployment = await eventually(lambda: obj(operator, DEPLOYMENTS, "chat-primary"))
         names = {item["name"] for item in container(deployment)["env"]}
         assert "VLLM_API_KEY" not in names
-        assert condition_of(operator, "Authenticated")["reason"] == "AuthOptional"
+        # The status patch lands after the Deployment's apply: wait for the condition itself.
+        found = await eventually(
+            lambda: (
+                (c := condition_of(operator, "Authenticated"))["reason"] == "AuthOptional" and c
+            ),
+            message="Authenticated AuthOptional",
+        )
+        assert found["status"] == "False"
 
 
 class TestWithAKey:
