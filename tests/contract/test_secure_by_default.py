@@ -213,3 +213,46 @@ class TestTheLeakCheck:
         with pytest.raises(AssertionError, match="leaked"):
             assert_no_secret_leaks(operator, caplog)
         caplog.clear()
+
+
+class TestEngineReleaseAndPodSecurity:
+    """Through the real Kopf runner: status names the engine release and the Pod Security
+    level, and TGI's root is said once, as a Warning, with the key still out of its log."""
+
+    async def test_vllm_is_verified_and_restricted(self, operator: ApplyingEmulator) -> None:
+        await create(operator, LLAMA, llama())
+        profile = await eventually(lambda: condition_of(operator, "EngineProfile"))
+        assert (profile["status"], profile["reason"]) == ("True", "Verified")
+        assert profile["message"].startswith("vLLM 0.34.0 (from the image tag)")
+        security = await eventually(lambda: condition_of(operator, "PodSecurity"))
+        assert (security["status"], security["reason"]) == ("True", "Restricted")
+        assert status_of(operator)["plan"]["engineVersion"] == "0.34.0"
+
+    async def test_tgi_runs_as_root_and_keeps_the_key_out_of_its_log(
+        self, operator: ApplyingEmulator
+    ) -> None:
+        spec = {"model": MODEL, "engine": "tgi", "license": {"accept": True}}
+        await create(operator, LLAMA, llama(spec=spec))
+        security = await eventually(
+            lambda: (c := condition_of(operator, "PodSecurity"))["reason"] == "RunsAsRoot" and c,
+            message="PodSecurity RunsAsRoot",
+        )
+        assert security["status"] == "False"
+        assert "pod-security.kubernetes.io/enforce=baseline" in security["message"]
+        warned = await eventually(
+            lambda: [e for e in events(operator) if e.get("reason") == "RunsAsRoot"],
+            message="a RunsAsRoot Warning Event",
+        )
+        assert [e["type"] for e in warned] == ["Warning"]
+        deployment = await eventually(lambda: obj(operator, DEPLOYMENTS, "chat-primary"))
+        engine = container(deployment)
+        assert engine["securityContext"]["runAsUser"] == 0
+        env = {item["name"]: item for item in engine["env"]}
+        # The launcher's Args dump (api_key included) is filtered out of its log
+        # (tests/engines/test_tgi_log_filter.py), and the key comes only from the Secret.
+        assert env["LOG_LEVEL"]["value"].startswith("text_generation_launcher=warn,")
+        assert env["API_KEY"] == {
+            "name": "API_KEY",
+            "valueFrom": {"secretKeyRef": {"name": API_KEY_SECRET, "key": "api-key"}},
+        }
+        assert PLANTED_API_KEY not in json.dumps(deployment)
