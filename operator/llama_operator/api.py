@@ -55,6 +55,27 @@ HOSTNAME_PATTERN = r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*
 QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|k|M|G|T|P)?$"
 # IPv4 or IPv6 CIDR, loosely: the API server checks the address itself.
 CIDR_PATTERN = r"^[0-9a-fA-F:.]+/[0-9]{1,3}$"
+# What the Kubernetes API accepts as the name of an object the spec refers to (a Secret, a
+# PersistentVolumeClaim, a Gateway): an RFC 1123 subdomain. Validated before the name
+# reaches an API path, where "../x" would name another resource under the operator's
+# identity; k8s.path_for escapes each segment as well.
+OBJECT_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+# A namespace (an RFC 1123 label).
+NAMESPACE_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+# A key of a Secret's data, as the API server validates it.
+SECRET_KEY_PATTERN = r"^[-._a-zA-Z0-9]+$"
+# What a failed match means, for the names above; other patterns keep pydantic's message.
+PATTERN_HINTS = {
+    OBJECT_NAME_PATTERN: (
+        "must be a Kubernetes object name: lower-case letters, digits, '-' and '.', "
+        "starting and ending with a letter or digit (RFC 1123 subdomain)"
+    ),
+    NAMESPACE_PATTERN: (
+        "must be a namespace name: lower-case letters, digits and '-', starting and ending "
+        "with a letter or digit, at most 63 characters (RFC 1123 label)"
+    ),
+    SECRET_KEY_PATTERN: "must be a Secret key: letters, digits, '-', '_' and '.'",
+}
 AuthMode = Literal["required", "optional"]
 # Engine flags that would put a secret into the Deployment's arguments, where `kubectl
 # describe`, the ReplicaSet history and anyone with read access to Deployments see it.
@@ -76,9 +97,15 @@ class Model(pydantic.BaseModel):
 class SecretKeyRef(Model):
     """A key in a Secret in the LlamaDeployment's namespace; the value is never copied."""
 
-    name: str = Field(min_length=1, max_length=253, description="Name of the Secret.")
+    name: str = Field(
+        min_length=1, max_length=253, pattern=OBJECT_NAME_PATTERN, description="Name of the Secret."
+    )
     key: str = Field(
-        default="token", min_length=1, max_length=253, description="Key within the Secret."
+        default="token",
+        min_length=1,
+        max_length=253,
+        pattern=SECRET_KEY_PATTERN,
+        description="Key within the Secret.",
     )
 
 
@@ -220,7 +247,10 @@ class ModelCache(Model):
         ),
     )
     claimName: str | None = Field(
-        default=None, max_length=253, description="The PersistentVolumeClaim to mount."
+        default=None,
+        max_length=253,
+        pattern=OBJECT_NAME_PATTERN,
+        description="The PersistentVolumeClaim to mount.",
     )
     sizeLimit: str | None = Field(
         default=None,
@@ -500,11 +530,18 @@ def default_steps() -> list[RolloutStep]:
 class ObjectRef(Model):
     """A reference to a Gateway API parent."""
 
-    name: str = Field(min_length=1, max_length=253, description="Gateway name.")
-    namespace: str | None = Field(
-        default=None, max_length=63, description="Gateway namespace (default: this one)."
+    name: str = Field(
+        min_length=1, max_length=253, pattern=OBJECT_NAME_PATTERN, description="Gateway name."
     )
-    sectionName: str | None = Field(default=None, max_length=253, description="Listener name.")
+    namespace: str | None = Field(
+        default=None,
+        max_length=63,
+        pattern=NAMESPACE_PATTERN,
+        description="Gateway namespace (default: this one).",
+    )
+    sectionName: str | None = Field(
+        default=None, max_length=253, pattern=OBJECT_NAME_PATTERN, description="Listener name."
+    )
 
 
 class Traffic(Model):
@@ -645,9 +682,15 @@ class License(Model):
 class APIKeySecretRef(Model):
     """The Secret key holding an endpoint's API key; the value is never copied."""
 
-    name: str = Field(min_length=1, max_length=253, description="Name of the Secret.")
+    name: str = Field(
+        min_length=1, max_length=253, pattern=OBJECT_NAME_PATTERN, description="Name of the Secret."
+    )
     key: str = Field(
-        default="api-key", min_length=1, max_length=253, description="Key within the Secret."
+        default="api-key",
+        min_length=1,
+        max_length=253,
+        pattern=SECRET_KEY_PATTERN,
+        description="Key within the Secret.",
     )
 
 
@@ -1368,7 +1411,11 @@ def parse_spec(raw: dict[str, Any]) -> LlamaDeploymentSpec:
     except pydantic.ValidationError as exc:
         first = exc.errors()[0]
         loc = ".".join(str(part) for part in first["loc"] if not _is_union_tag(part))
-        raise SpecError(f"spec.{loc}" if loc else "spec", first["msg"]) from exc
+        message = first["msg"]
+        hint = PATTERN_HINTS.get(str((first.get("ctx") or {}).get("pattern")))
+        if first["type"] == "string_pattern_mismatch" and hint is not None:
+            message = f"{hint}, not {first['input']!r}"
+        raise SpecError(f"spec.{loc}" if loc else "spec", message) from exc
     validate_spec(spec)
     return spec
 

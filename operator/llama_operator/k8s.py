@@ -21,6 +21,7 @@ import base64
 import dataclasses
 import json
 import os
+import urllib.parse
 from collections.abc import Mapping
 from typing import Any
 
@@ -62,11 +63,24 @@ class APIError(RuntimeError):
 
 
 def path_for(*, api_version: str, kind: str, namespace: str | None, name: str | None) -> str:
+    """The API path of an object (or its collection), every name percent-escaped.
+
+    Names come from specs users write (a Secret, a claim): the schema refuses anything
+    that is not an object name, and escaping here means no text ever adds or climbs a
+    path segment even if it got past the schema ("../x" stays one segment, "..%2Fx").
+    """
     plural, namespaced = PLURALS[kind]
     base = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
-    scope = f"/namespaces/{namespace}" if namespaced and namespace else ""
-    tail = f"/{name}" if name else ""
+    scope = f"/namespaces/{_segment(namespace)}" if namespaced and namespace else ""
+    tail = f"/{_segment(name)}" if name else ""
     return f"{base}{scope}/{plural}{tail}"
+
+
+def _segment(text: str) -> str:
+    # "." and ".." are path segments of their own even when escaped; no object has them.
+    if text in (".", ".."):
+        raise ValueError(f"{text!r} is not an object name")
+    return urllib.parse.quote(text, safe="")
 
 
 @dataclasses.dataclass
