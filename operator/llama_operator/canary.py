@@ -77,7 +77,10 @@ class Analyzer:
             self._slices(request.namespace, f"{request.name}-primary")
         )
         timeout = scaling.timeout_for(min(interval, 5.0))
-        canary_version, stable_version = _versions(request)
+        canary_version, stable_version = (
+            request.canary_engine_version,
+            request.stable_engine_version,
+        )
         canary_now, stable_now = asyncio.run(
             _scrape_both(
                 canary_pods,
@@ -117,11 +120,6 @@ class Analyzer:
         with self._lock:
             self._windows[request.uid] = _Window(request.revision, now, canary_now, stable_now)
         return judgement
-
-
-def _versions(request: reconcile.MeasureRequest) -> tuple[str | None, str | None]:
-    """The engine releases of the canary and of the stable (None: the default release)."""
-    return request.canary_engine_version, request.stable_engine_version
 
 
 # (engine, release) of one variant's pods.

@@ -178,6 +178,8 @@ def profiles(engine: api.Engine) -> tuple[Profile, ...]:
     return _releases(engine)
 
 
+# Cached: every scrape of every pod asks for its release's metric names.
+@functools.cache
 def get(engine: api.Engine, version: str | None = None) -> Profile:
     """The profile that holds for ``version`` of ``engine`` (None: its default release).
 

@@ -56,6 +56,7 @@ from pathlib import Path
 import pytest
 
 from llama_operator import api, config, engines, profiles
+from plans import make_plan
 
 CRATE = Path(__file__).parent / "tgi_log_filter"
 REPO = Path(__file__).resolve().parents[2]
@@ -101,22 +102,7 @@ Run = Callable[[str | None], str]
 def operator_directive() -> str:
     """LOG_LEVEL as the operator renders it into a TGI container."""
     spec = api.parse_spec({"model": {"id": "meta-llama/Llama-3.1-8B-Instruct"}})
-    plan = api.Plan(
-        engine="tgi",
-        pool="l4",
-        gpuProduct="NVIDIA-L4",
-        gpusPerReplica=1,
-        tensorParallel=1,
-        quantization="none",
-        dtype="bfloat16",
-        maxModelLen=8192,
-        maxConcurrentSequences=4,
-        gpuMemoryUtilization=0.9,
-        weightsGiB=14.96,
-        estimatedGPUMemoryGiB=20.0,
-        kvCacheGiB=4.0,
-        reason="test plan",
-    )
+    plan = make_plan(engine="tgi")
     container = engines.container(
         name="chat", spec=spec, plan=plan, settings=config.OperatorConfig()
     )

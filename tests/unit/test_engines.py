@@ -8,6 +8,7 @@ import pytest
 
 from llama_operator import api, catalog, config, engines, facts, planner, profiles
 from llama_operator.engines import flags
+from plans import make_plan
 
 SETTINGS = config.OperatorConfig()
 # What both engines get to keep every write on a mounted volume (read-only root).
@@ -25,26 +26,6 @@ SHARED_ENV = {
 def make_spec(**raw: Any) -> api.LlamaDeploymentSpec:
     base: dict[str, Any] = {"model": {"id": "meta-llama/Llama-3.1-8B-Instruct"}}
     return api.parse_spec({**base, **raw})
-
-
-def make_plan(**overrides: Any) -> api.Plan:
-    base: dict[str, Any] = {
-        "engine": "vllm",
-        "pool": "l4",
-        "gpuProduct": "NVIDIA-L4",
-        "gpusPerReplica": 1,
-        "tensorParallel": 1,
-        "quantization": "none",
-        "dtype": "bfloat16",
-        "maxModelLen": 8192,
-        "maxConcurrentSequences": 4,
-        "gpuMemoryUtilization": 0.9,
-        "weightsGiB": 14.96,
-        "estimatedGPUMemoryGiB": 20.0,
-        "kvCacheGiB": 4.0,
-        "reason": "test plan",
-    }
-    return api.Plan(**{**base, **overrides})
 
 
 def render(*, spec: api.LlamaDeploymentSpec | None = None, **plan: Any) -> dict[str, Any]:
