@@ -6,6 +6,8 @@ script, which (1) wraps the CRD in ``charts/llama-operator/templates/crds/`` beh
 (2) renders ``manifests/crds.yaml`` and ``manifests/install.yaml`` with ``helm template``
 from the chart (release and namespace ``llama-operator``, Namespace and CRDs included),
 so ``kubectl apply --server-side -f manifests/install.yaml`` installs what Helm would.
+Hooks are left out (``--no-hooks``): ``kubectl apply`` has no lifecycle to run them at,
+and would run the uninstall hook's Job (``templates/uninstall.yaml``) at install.
 
 Output is byte-for-byte reproducible: no timestamps, ``helm template`` sorts objects by
 kind and name, and the Kubernetes version it renders for is pinned. ``--check`` renders
@@ -170,7 +172,7 @@ def helm_template(
 # manifests/<name>: the `helm template` arguments that produce it.
 MANIFEST_ARGS: Mapping[str, Sequence[str]] = {
     "crds.yaml": ("--show-only", CRD_TEMPLATE_PATH),
-    "install.yaml": ("--set", "namespace.create=true"),
+    "install.yaml": ("--set", "namespace.create=true", "--no-hooks"),
 }
 
 

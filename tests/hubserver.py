@@ -50,6 +50,8 @@ from typing import Any, NamedTuple
 import huggingface_hub.constants
 import pytest
 
+from stopping import HANDLER_TIMEOUT_SECONDS, stop_server
+
 FIXTURES = pathlib.Path(__file__).parent / "fixtures" / "hub"
 
 _INVALID_TOKEN = "Invalid credentials in Authorization header"
@@ -127,11 +129,10 @@ class HubFixture:
     def stop(self) -> None:
         server, thread = self._server, self._thread
         self._server = self._thread = None
-        if server is not None:
-            server.shutdown()
-            server.server_close()  # closes the socket and joins the handler threads
-        if thread is not None:
-            thread.join()
+        if server is not None and thread is not None:
+            # Closing joins the handler threads; each gives up on a silent client within
+            # HANDLER_TIMEOUT_SECONDS, and the whole stop is bounded (a hang is an error).
+            stop_server(server, thread, name="the fixture Hub")
 
     def __enter__(self) -> HubFixture:
         return self.start()
@@ -232,6 +233,7 @@ class _Handler(BaseHTTPRequestHandler):
     # HTTP/1.0: one request per connection, so the client keeps no socket open to a server
     # that a later test has stopped.
     protocol_version = "HTTP/1.0"
+    timeout = HANDLER_TIMEOUT_SECONDS  # a client that sends or reads nothing is dropped
 
     def do_GET(self) -> None:
         parsed = urllib.parse.urlsplit(self.path)

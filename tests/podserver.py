@@ -30,6 +30,8 @@ from typing import Any
 
 from prometheus_client.utils import floatToGoString
 
+from stopping import HANDLER_TIMEOUT_SECONDS, stop_server
+
 FIXTURES = pathlib.Path(__file__).parent / "fixtures" / "metrics"
 
 # vLLM's default bounds (vllm/v1/metrics/loggers.py): e2e latency ...
@@ -257,6 +259,8 @@ class FakePod:
         pod = self
 
         class Handler(BaseHTTPRequestHandler):
+            timeout = HANDLER_TIMEOUT_SECONDS  # a client that sends nothing is dropped
+
             def do_GET(self) -> None:
                 pod.scrapes += 1
                 if self.path == "/metrics":
@@ -291,9 +295,9 @@ class FakePod:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join()
+        server, thread = self._server, self._thread
         self._server = self._thread = None
+        if server is not None and thread is not None:
+            # Bounded: a contract test exits this on the event loop's thread, where kmock
+            # serves the operator; a stop that never returned would hang the whole run.
+            stop_server(server, thread, name=f"fake pod on port {server.server_address[1]}")

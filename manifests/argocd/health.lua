@@ -16,7 +16,10 @@
 --                progress (Starting, Progressing, Paused or Promoting), even while the
 --                endpoint is Ready, as Argo Rollouts reports a rollout; phase Ready
 --                while condition Ready is not True
---   Degraded     condition Planned=False; a closed gate (LicenseAccepted=False: the
+--   Degraded     condition Reconciled=False for the current generation: its reconcile
+--                failed (an apply the API server refused, say) and is being retried,
+--                checked before the status is judged stale (a failure leaves
+--                status.observedGeneration as it was); condition Planned=False; a closed gate (LicenseAccepted=False: the
 --                model licence's use policy is not accepted; ModelAccessible=False:
 --                no access to a gated model; Authenticated=False with reason
 --                APIKeyRequired or SecretMissing: no API key to serve with), which waits
@@ -97,6 +100,23 @@ local function assess(o)
   -- as the operator itself treats a Deployment without one.
   local generation = tonumber(field(field(o, "metadata"), "generation"))
   local observed = tonumber(status.observedGeneration)
+
+  -- A reconcile of this generation failed (an apply the API server refused, say): the
+  -- spec is not, or not all, applied, and retrying may not heal it. A failed reconcile
+  -- leaves the rest of the status as it was, status.observedGeneration included, so this
+  -- goes before the stale-status check.
+  local reconciled = condition(status.conditions, "Reconciled")
+  local tried = tonumber(field(reconciled, "observedGeneration"))
+  if field(reconciled, "status") == "False"
+    and (generation == nil or tried == nil or tried >= generation) then
+    local m = message_of(reconciled) or "the last reconcile failed"
+    local reason = field(reconciled, "reason")
+    if reason ~= nil then
+      m = text(reason) .. ": " .. m
+    end
+    return verdict("Degraded", m)
+  end
+
   if generation ~= nil and (observed == nil or observed < generation) then
     local m = "Waiting for the operator to reconcile generation " .. text(generation)
     if observed ~= nil then

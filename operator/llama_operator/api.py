@@ -64,6 +64,25 @@ OBJECT_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z
 NAMESPACE_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 # A key of a Secret's data, as the API server validates it.
 SECRET_KEY_PATTERN = r"^[-._a-zA-Z0-9]+$"
+# An image reference, by the distribution reference grammar (ReferenceRegexp of
+# https://github.com/distribution/reference/blob/main/regexp.go, read at 00a09fa):
+# [host[:port]/]path-component[/path-component...][:tag][@digest], where a path component is
+# lower-case letters and digits joined by ".", "_", "__" or dashes, a tag is at most 128 word
+# characters, "." and "-", and a digest is algorithm:hex (32 or more hex digits). Go's \w and
+# [[:xdigit:]] are spelled out as classes: Kubernetes checks the CRD's pattern as ECMA-262
+# (the API server with RE2) and pydantic with Rust's regex, which read \w as Unicode; these
+# classes mean the same to all three. Not checked here: the name's 255-character limit
+# (NameTotalLengthMax, reference.go); the field's maxLength bounds the whole reference.
+_IMAGE_HOST_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
+_IMAGE_HOST = (
+    rf"(?:{_IMAGE_HOST_COMPONENT}(?:\.{_IMAGE_HOST_COMPONENT})*|\[(?:[a-fA-F0-9:]+)\])(?::[0-9]+)?"
+)
+_IMAGE_PATH_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*"
+IMAGE_PATTERN = (
+    rf"^(?:{_IMAGE_HOST}/)?{_IMAGE_PATH_COMPONENT}(?:/{_IMAGE_PATH_COMPONENT})*"
+    r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?"
+    r"(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,})?$"
+)
 # What a failed match means, for the names above; other patterns keep pydantic's message.
 PATTERN_HINTS = {
     OBJECT_NAME_PATTERN: (
@@ -75,11 +94,101 @@ PATTERN_HINTS = {
         "with a letter or digit, at most 63 characters (RFC 1123 label)"
     ),
     SECRET_KEY_PATTERN: "must be a Secret key: letters, digits, '-', '_' and '.'",
+    IMAGE_PATTERN: (
+        "must be an image reference, [registry[:port]/]repository[:tag][@digest] (e.g. "
+        "vllm/vllm-openai:v0.34.0, registry:5000/team/vllm@sha256:<64 hex digits>): a "
+        "lower-case repository path, a tag of at most 128 letters, digits, '_', '.' and '-', "
+        "and no spaces or shell characters"
+    ),
 }
+
+# The LlamaDeployment's own name: what its children can be called ---------------------
+#
+# The operator names every child after the LlamaDeployment: ``<name>`` (the entry Service,
+# the HTTPRoute, the NetworkPolicy, the ScaledObject or HPA), ``<name>-<variant>`` (the
+# Deployment and Service of ``primary``, ``canary`` and each ``fallback-N``) and
+# ``<name>[-<variant>]-license`` (the licence ConfigMaps). Which of these names Kubernetes
+# limits to 63 characters, and which it lets grow to 253:
+#
+# - A Service name must be a DNS-1035 label: [a-z]([-a-z0-9]*[a-z0-9])?, at most 63
+#   characters (it becomes a DNS name, <service>.<namespace>.svc). Services are
+#   ``<name>``, ``<name>-primary``, ``<name>-canary`` and ``<name>-fallback-N``.
+#   https://kubernetes.io/docs/concepts/overview/working-with-objects/names/#rfc-1035-label-names
+#   (ValidateServiceName = NameIsDNS1035Label in k8s.io/kubernetes pkg/apis/core/validation).
+# - A label value is at most 63 characters: every child carries ``<name>`` in
+#   app.kubernetes.io/instance and llamaops.dev/deployment (or fallback-of), KEDA labels
+#   its HPA with the ScaledObject's name ``<name>``, the EndpointSlice controller labels
+#   slices kubernetes.io/service-name=<service>.
+#   https://kubernetes.io/docs/concepts/overview/working-with-objects/labels/#syntax-and-character-set
+# - Deployments, ConfigMaps, HTTPRoutes, NetworkPolicies, ScaledObjects and HPAs are DNS-1123
+#   subdomains, up to 253 characters, so ``<name>-fallback-7-license`` does not bind. A
+#   Deployment's pods are named by generateName from ``<deployment>-<pod-template-hash>-``,
+#   which the API server cuts to 58 characters before the 5 random ones (names.
+#   SimpleNameGenerator, maxGeneratedNameLength = 63 - 5), so a long Deployment name never
+#   makes an invalid pod or host name.
+#
+# So the binding limit is the longest Service name: ``<name>-fallback-7`` with the most
+# fallbacks a spec may have. tests/unit/test_child_names.py renders every child of a spec
+# with every feature on at this length and checks each name and label value against the
+# rule of its kind, so a new, longer suffix fails a test instead of an apply.
+DNS_LABEL_MAX_LENGTH = 63
+DNS_1035_LABEL_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+PRIMARY = "primary"
+CANARY = "canary"
+FALLBACK_PREFIX = "fallback-"
+MAX_FALLBACKS = 8
+# Suffixes of the children whose names must be DNS-1035 labels (the Services).
+SERVICE_SUFFIXES = (
+    "",
+    f"-{PRIMARY}",
+    f"-{CANARY}",
+    *(f"-{FALLBACK_PREFIX}{index}" for index in range(MAX_FALLBACKS)),
+)
+MAX_NAME_LENGTH = DNS_LABEL_MAX_LENGTH - max(len(suffix) for suffix in SERVICE_SUFFIXES)
+NAME_FIX = (
+    "delete it and create it again under a name of at most "
+    f"{MAX_NAME_LENGTH} characters: lower-case letters, digits and '-', starting with a "
+    "letter and ending with a letter or digit (a DNS-1035 label)"
+)
+
+
+def name_problem(name: str) -> str | None:
+    """Why no child of a LlamaDeployment called ``name`` could exist, or None when all can.
+
+    The CRD refuses such names on create (``ROOT_CEL_RULES``); this is the operator's own
+    check, for objects created under an older CRD or by an API server that skipped CEL.
+    """
+    if not re.fullmatch(DNS_1035_LABEL_PATTERN, name):
+        why = (
+            f"metadata.name {name!r} is not a DNS-1035 label, which the name of its Service "
+            f"{name!r} must be"
+        )
+    elif len(name) > MAX_NAME_LENGTH:
+        why = (
+            f"metadata.name has {len(name)} characters; at most {MAX_NAME_LENGTH} leave room "
+            "for the suffixes of its children (the longest Service name is "
+            f"<name>-{FALLBACK_PREFIX}{MAX_FALLBACKS - 1}, and a Service name is a DNS-1035 "
+            f"label of at most {DNS_LABEL_MAX_LENGTH} characters)"
+        )
+    else:
+        return None
+    return f"{why}. No child is created; {NAME_FIX}"
+
+
 AuthMode = Literal["required", "optional"]
 # Engine flags that would put a secret into the Deployment's arguments, where `kubectl
-# describe`, the ReplicaSet history and anyone with read access to Deployments see it.
-SECRET_FLAGS = ("--api-key", "--hf-token")
+# describe`, the ReplicaSet history and anyone with read access to Deployments see it: every
+# engine's secretFlags (data/engines.yaml; tests/unit/test_silent_contradictions.py holds
+# the two together).
+SECRET_FLAGS = ("--api-key", "--hf-token", "--ngrok-authtoken")
+# An engineArg naming one of them in any spelling an engine's parser takes: alone or as
+# --flag=value, with "_" for "-" (vLLM's FlexibleArgumentParser reads --api_key as --api-key),
+# or cut to a prefix Python's argparse expands to the flag (vLLM leaves allow_abbrev on):
+# --api-k and --hf-t are the shortest prefixes no other flag of `vllm serve` starts with
+# (tests/engines/test_vllm_source.py checks that against every verified release); shorter
+# ones are ambiguous, which argparse refuses itself. TGI's launcher (clap) takes long names
+# exactly. ECMA-262 and RE2 alike: the CEL rule below uses it with matches().
+SECRET_FLAG_PATTERN = r"^--(api[-_]k(e(y)?)?|hf[-_]t(o(k(e(n)?)?)?)?|ngrok[-_]authtoken)(=|$)"
 
 
 class Model(pydantic.BaseModel):
@@ -875,12 +984,21 @@ class LlamaDeploymentSpec(Model):
     image: str | None = Field(
         default=None,
         max_length=512,
-        description="Override the engine image from the operator config.",
+        pattern=IMAGE_PATTERN,
+        description=(
+            "Override the engine image from the operator config: an image reference, "
+            "[registry[:port]/]repository[:tag][@digest], e.g. vllm/vllm-openai:v0.34.0."
+        ),
     )
     engineArgs: list[Annotated[str, Field(max_length=1024)]] = Field(
         default_factory=list,
         max_length=64,
-        description="Extra engine arguments appended after the planned ones.",
+        description=(
+            "Extra engine arguments appended after the planned ones. One that sets a planned "
+            "flag is reported by the EngineArgs condition: a warning where it wins, a hold for "
+            "flags the operator owns (docs/concepts/engines.md). Flags carrying a secret "
+            "(--api-key, --hf-token, --ngrok-authtoken) are refused."
+        ),
     )
     modelCache: ModelCache = Field(
         default_factory=ModelCache, description="Where downloaded weights live."
@@ -898,7 +1016,7 @@ class LlamaDeploymentSpec(Model):
     )
     fallbacks: list[Fallback] = Field(
         default_factory=list,
-        max_length=8,
+        max_length=MAX_FALLBACKS,
         description="Fallback models, in order of preference (docs/concepts/fallbacks.md).",
     )
     failover: Failover | None = Field(
@@ -1386,13 +1504,31 @@ CEL_RULES: dict[str, list[tuple[str, str]]] = {
             "spec.model.checkpointQuantization and point spec.model.id at that repository",
         ),
         (
-            "!has(self.engineArgs) || self.engineArgs.all(a, !(a in ['--api-key', "
-            "'--hf-token']) && !a.startsWith('--api-key=') && !a.startsWith('--hf-token='))",
-            "spec.engineArgs must not carry --api-key or --hf-token: arguments show in kubectl "
-            "describe; use spec.auth.apiKeySecretRef and spec.model.tokenSecretRef",
+            f"!has(self.engineArgs) || self.engineArgs.all(a, !a.matches('{SECRET_FLAG_PATTERN}'))",
+            "spec.engineArgs must not carry --api-key, --hf-token or --ngrok-authtoken (in any "
+            "spelling: --api_key, --api-k, --flag=value): arguments show in kubectl describe; "
+            "use spec.auth.apiKeySecretRef and spec.model.tokenSecretRef",
         ),
     ],
 }
+
+# Rules at the root of the object, where ``self`` is the whole LlamaDeployment: the only
+# place CEL can read ``self.metadata.name``. Emitted with ``optionalOldSelf: true`` and
+# passing whenever ``oldSelf`` has a value, so they apply on create only: a name cannot
+# change afterwards, and a root rule checked on updates would refuse every status and
+# metadata patch of an object created under an older CRD (the operator could then not
+# even report InvalidName on it). ``name_problem`` is the same check in Python.
+ROOT_CEL_RULES: list[tuple[str, str]] = [
+    (
+        f"oldSelf.hasValue() || (size(self.metadata.name) <= {MAX_NAME_LENGTH} && "
+        f"self.metadata.name.matches('{DNS_1035_LABEL_PATTERN}'))",
+        f"metadata.name must be a DNS-1035 label of at most {MAX_NAME_LENGTH} characters "
+        "(lower-case letters, digits and '-', starting with a letter and ending with a letter "
+        f"or digit): the operator names the Services <name> to <name>-{FALLBACK_PREFIX}"
+        f"{MAX_FALLBACKS - 1} after it, and a Service name is a DNS-1035 label of at most "
+        f"{DNS_LABEL_MAX_LENGTH} characters; choose a shorter name",
+    ),
+]
 
 
 class SpecError(ValueError):
@@ -1463,7 +1599,7 @@ def validate_spec(spec: LlamaDeploymentSpec) -> None:
 def _validate_security(spec: LlamaDeploymentSpec) -> None:
     for arg in spec.engineArgs:
         flag = arg.split("=", 1)[0]
-        if flag in SECRET_FLAGS:
+        if re.match(SECRET_FLAG_PATTERN, arg):
             raise SpecError(
                 "spec.engineArgs",
                 f"must not carry {flag}: arguments show in kubectl describe and the "

@@ -40,10 +40,11 @@ DEPLOYMENT_LABEL = f"{api.GROUP}/deployment"
 # primary's and a canary's pods by DEPLOYMENT_LABEL alone, and must never pick a
 # fallback's by accident; it selects a fallback's only when one is active.
 FALLBACK_OF_LABEL = f"{api.GROUP}/fallback-of"
-FALLBACK_PREFIX = "fallback-"
+FALLBACK_PREFIX = api.FALLBACK_PREFIX
 VARIANT_LABEL = f"{api.GROUP}/variant"
-PRIMARY = "primary"
-CANARY = "canary"
+# Named in api, whose MAX_NAME_LENGTH leaves room for them in every Service name.
+PRIMARY = api.PRIMARY
+CANARY = api.CANARY
 GATEWAY_GROUP = "gateway.networking.k8s.io"
 HTTPROUTE_API_VERSION = f"{GATEWAY_GROUP}/v1"
 MANAGER = "llama-operator"

@@ -3,7 +3,8 @@
 ``plan`` and ``render`` run exactly the pipeline the operator runs (``reconcile.desired``)
 on LlamaDeployment files, so what they print is what the operator would do. ``run``
 starts the Kopf operator with the handlers of ``llama_operator.handlers``; any Kopf
-option after ``run`` passes through.
+option after ``run`` passes through. ``release-finalizers`` removes the operator's
+finalizer from the LlamaDeployments once the operator is gone (``finalizers.py``).
 """
 
 from __future__ import annotations
@@ -29,7 +30,9 @@ from llama_operator import (
     crd,
     engines,
     facts,
+    finalizers,
     hub,
+    k8s,
     licenses,
     licensing,
     pools,
@@ -101,6 +104,28 @@ def _parser() -> argparse.ArgumentParser:
     crds = sub.add_parser("crds", help="print the CustomResourceDefinition")
     crds.set_defaults(func=_cmd_crds)
 
+    release = sub.add_parser(
+        "release-finalizers",
+        help=f"remove {finalizers.FINALIZER} from LlamaDeployments (once no operator runs)",
+    )
+    release.add_argument(
+        "-n",
+        "--namespace",
+        action="append",
+        dest="namespaces",
+        metavar="NS",
+        help="only the LlamaDeployments of NS (repeatable; default: all namespaces)",
+    )
+    release.add_argument(
+        "--wait",
+        type=_seconds,
+        default=0.0,
+        metavar="SECONDS",
+        help="check again for this long that the finalizer stays gone: a stopping "
+        "operator may put it back once (default: 0, one pass)",
+    )
+    release.set_defaults(func=_cmd_release_finalizers)
+
     # Listed for --help only: main() hands everything after `run` to Kopf untouched.
     sub.add_parser(
         "run", help="run the operator (Kopf's options pass through, e.g. -n NS, --liveness URL)"
@@ -151,6 +176,9 @@ def _desired(
     doc: dict[str, Any], settings: config.OperatorConfig, catalogue: tuple[pools.Pool, ...]
 ) -> reconcile.Desired:
     meta = doc.get("metadata") or {}
+    failure = reconcile.name_failure(str(meta.get("name", "unnamed")))
+    if failure is not None:  # the operator would create nothing for it either
+        raise reconcile.PlanningError(failure)
     return reconcile.desired(
         name=meta.get("name", "unnamed"),
         namespace=meta.get("namespace", "default"),
@@ -558,6 +586,39 @@ def _cmd_render(args: argparse.Namespace) -> int:
 def _cmd_crds(_args: argparse.Namespace) -> int:
     print(crd.render_yaml(), end="")
     return 0
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds >= 0")
+    return value
+
+
+def _cmd_release_finalizers(args: argparse.Namespace) -> int:
+    try:
+        client = k8s.Client.from_environment()
+    except k8s.CredentialsError as exc:
+        print(f"error: no cluster credentials: {exc}", file=sys.stderr)
+        return 1
+    outcome = finalizers.release(client=client, namespaces=args.namespaces, wait=args.wait)
+    for released in outcome.released:
+        again = " (it had come back)" if released.pass_number > 1 else ""
+        print(f"released {finalizers.FINALIZER} from {released.namespace}/{released.name}{again}")
+    for error in outcome.errors:
+        print(f"error: {error}", file=sys.stderr)
+    if outcome.came_back:
+        print(
+            f"error: {finalizers.FINALIZER} came back on {', '.join(outcome.came_back)} "
+            f"until the end of the wait ({args.wait:g} s): is an operator still running?",
+            file=sys.stderr,
+        )
+    if not outcome.released and outcome.ok:
+        print(f"no LlamaDeployment carries {finalizers.FINALIZER}")
+    return 0 if outcome.ok else 1
 
 
 def _run(extra: list[str]) -> int:

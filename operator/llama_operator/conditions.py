@@ -11,6 +11,8 @@ from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
 PLANNED = "Planned"
+# Whether the last reconcile ran to its end: False with the error while it raises.
+RECONCILED = "Reconciled"
 AVAILABLE = "Available"
 READY = "Ready"
 NOT_YET_ACTIVE = "NotYetActive"
@@ -19,25 +21,30 @@ LICENSE_RESTRICTED = "LicenseRestricted"
 MODEL_ACCESSIBLE = "ModelAccessible"
 AUTHENTICATED = "Authenticated"
 ENGINE_PROFILE = "EngineProfile"
+ENGINE_ARGS = "EngineArgs"
 POD_SECURITY = "PodSecurity"
 AUTOSCALING = "Autoscaling"
 ROLLOUT = "Rollout"
 ROLLED_BACK = "RolledBack"
 TRAFFIC = "Traffic"
 FALLBACK_ACTIVE = "FallbackActive"
+FALLBACKS_PLANNED = "FallbacksPlanned"
 
 # Order in which types are listed in status (stable output, stable diffs).
 ORDER = (
     PLANNED,
+    RECONCILED,
     LICENSE_ACCEPTED,
     MODEL_ACCESSIBLE,
     AUTHENTICATED,
     ENGINE_PROFILE,
+    ENGINE_ARGS,
     POD_SECURITY,
     AVAILABLE,
     READY,
     ROLLOUT,
     ROLLED_BACK,
+    FALLBACKS_PLANNED,
     FALLBACK_ACTIVE,
     TRAFFIC,
     AUTOSCALING,

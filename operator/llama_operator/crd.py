@@ -233,6 +233,11 @@ def openapi_schema() -> dict[str, Any]:
             "status": _ordered(status),
         },
         "required": ["spec"],
+        # On create only (api.ROOT_CEL_RULES): the name every child is named after.
+        "x-kubernetes-validations": [
+            {"rule": rule, "message": message, "optionalOldSelf": True}
+            for rule, message in api.ROOT_CEL_RULES
+        ],
     }
 
 
@@ -499,6 +504,8 @@ def _rules_section() -> list[str]:
         "| Applies to | Rule | Message |",
         "|---|---|---|",
     ]
+    for rule, message in api.ROOT_CEL_RULES:
+        lines.append(f"| `metadata.name` (on create) | `{_cell(rule)}` | {_cell(message)} |")
     for path, rules in api.CEL_RULES.items():
         where = f"spec.{path}" if path else "spec"
         for rule, message in rules:

@@ -4,8 +4,8 @@ Inputs: the policy (``spec.failover``), the state in ``status.failover`` (so a
 restarted operator keeps the same variant active), the primary's ``health``, the
 fallbacks as they are (ready pods, whether they may serve at all), whether the primary
 is overloaded, and the clock. Output: the variant the entry point serves from, each
-fallback's replica count, ``status.failover``, the ``FallbackActive`` condition and
-Events. No I/O.
+fallback's replica count, ``status.failover``, the ``FallbackActive`` condition, the
+``FallbacksPlanned`` condition (a fallback no pool can serve) and Events. No I/O.
 
 Rules:
 - **Triggers** (each switchable): the primary has no ready replica (``Unavailable``),
@@ -35,11 +35,12 @@ from llama_operator.events import Event
 
 PRIMARY = "primary"
 FALLBACK_ACTIVE = conditions.FALLBACK_ACTIVE
+FALLBACKS_PLANNED = conditions.FALLBACKS_PLANNED
 
 
 def name_of(index: int) -> str:
     """The variant name of fallback ``index``: fallback-0, fallback-1, ..."""
-    return f"fallback-{index}"
+    return f"{api.FALLBACK_PREFIX}{index}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,6 +54,7 @@ class Candidate:
     servable: bool = True
     reason: str = ""  # why it may not serve
     pool: str | None = None
+    planned: bool = True  # False: no pool can serve it (the reason says why)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,6 +66,7 @@ class Decision:
     events: tuple[Event, ...] = ()
     checks: tuple[licensing.Check, ...] = ()
     removed: tuple[str, ...] = ()
+    placement: licensing.Check | None = None  # FallbacksPlanned (None: no fallbacks)
 
     @property
     def index(self) -> int | None:
@@ -228,6 +231,37 @@ def decide(
         active_model=model,
         events=tuple(events),
         checks=(_condition(status, primary_model, model, trigger),),
+        placement=placement_check(fallbacks),
+    )
+
+
+def placement_check(fallbacks: Sequence[Candidate]) -> licensing.Check:
+    """``FallbacksPlanned``: whether every fallback has a plan, i.e. a pool can serve it.
+
+    A fallback no pool can serve gets no pods and is never failed over to, which nothing
+    else would show until the primary fails. The primary and the other fallbacks are not
+    touched by it.
+    """
+    unplanned = [f for f in fallbacks if not f.planned]
+    if not unplanned:
+        where = ", ".join(f"{name_of(f.index)} ({f.model}) on pool {f.pool}" for f in fallbacks)
+        return licensing.Check(
+            FALLBACKS_PLANNED, "True", "AllPlanned", f"every fallback has a plan: {where}"
+        )
+    which = "; ".join(
+        f"spec.fallbacks[{f.index}] ({f.model}) cannot be placed: {f.reason}" for f in unplanned
+    )
+    return licensing.Check(
+        FALLBACKS_PLANNED,
+        "False",
+        "FallbackNotPlanned",
+        f"{which}. {'It gets' if len(unplanned) == 1 else 'They get'} no pods and traffic never "
+        "fails over to "
+        + ("it" if len(unplanned) == 1 else "them")
+        + "; the primary and the other fallbacks are unaffected. Fix: a fallback model that "
+        "fits a pool spec.placement.pools allows (fallbacks are planned with the primary's "
+        "placement policy: optimize, pools, concurrentSequences), a GPU pool that can serve "
+        "it in the operator config, or remove it from spec.fallbacks",
     )
 
 

@@ -9,6 +9,12 @@ that has nothing to change issues no API request (but for the licence ConfigMap'
 re-apply every few minutes, and the token Secret read while serving pods wait for a
 gated-access check). Handlers are sync: Kopf
 runs them in its thread pool, where the blocking ``kubernetes`` client is fine.
+
+A reconcile that raises ends in status too: ``reconcile.failed`` decides the
+``Reconciled`` False condition and its rate-limited Warning, written through the same
+``patch`` (Kopf applies a failed handler's patch), and the handler raises
+``kopf.TemporaryError`` so Kopf retries (transient errors heal) with one log line per
+retry instead of a traceback each time.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from llama_operator import (
     builders,
     canary,
     config,
+    finalizers,
     hub,
     k8s,
     metrics,
@@ -37,6 +44,7 @@ from llama_operator import (
     rollout,
     scaling,
 )
+from llama_operator.events import Event
 
 RESOURCE = (api.GROUP, api.VERSION, api.PLURAL)
 MANAGED = {"app.kubernetes.io/managed-by": "llama-operator"}
@@ -54,8 +62,10 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     memo.client = k8s.Client.from_environment(field_manager=operator_config.fieldManager)
     hub.bound_requests()  # no Hub request may hang a reconcile
     # Our own prefixes, so Kopf's bookkeeping is recognisably ours and never collides
-    # with another Kopf-based operator watching the same objects.
-    settings.persistence.finalizer = f"{api.GROUP}/finalizer"
+    # with another Kopf-based operator watching the same objects. Kopf puts the finalizer
+    # on every LlamaDeployment because of the timer and daemon below; the chart's
+    # uninstall hook releases it (finalizers.py says why it is needed at all).
+    settings.persistence.finalizer = finalizers.FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=api.GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=api.GROUP, key="last-handled-configuration"
@@ -274,6 +284,8 @@ def _reconcile(
             services=kwargs["llama_services"],
             nodes=kwargs["gpu_nodes"],
             slices=kwargs["llama_endpointslices"],
+            logger=kwargs["logger"],
+            retry=int(kwargs.get("retry") or 0),
         )
 
 
@@ -286,6 +298,8 @@ def _reconcile_locked(
     services: kopf.Index[tuple[str | None, str], dict[str, Any]],
     nodes: kopf.Index[None, dict[str, Any]],
     slices: kopf.Index[tuple[str | None, str], dict[str, Any]],
+    logger: kopf.Logger,
+    retry: int,
 ) -> None:
     indexes = {"Deployment": deployments, "Service": services}
     started = time.monotonic()
@@ -318,9 +332,24 @@ def _reconcile_locked(
                 version=plan.engineVersion,
             ),
         )
-    except Exception:
+    except Exception as exc:
         metrics.record_error(seconds=time.monotonic() - started)
-        raise  # Kopf retries with back-off
+        failed = reconcile.failed(
+            body=body,
+            error=exc,
+            now=datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            instant=time.time(),
+            reported=memo.setdefault("reported_error", {}),
+            attempt=retry,
+            interval=TIMER_INTERVAL_SECONDS,
+        )
+        if failed.log_traceback:
+            logger.error(f"reconcile failed: {failed.message}", exc_info=exc)
+        # Kopf applies the patch of a handler that raised too: the condition is written.
+        _report(body, patch, failed.status_patch, failed.events)
+        # Retried (transient errors heal), with one log line per retry and no traceback.
+        raise kopf.TemporaryError(failed.message, delay=failed.retry_in) from exc
+    memo.setdefault("reported_error", {}).clear()
     metrics.record(
         uid=body.metadata.uid or "",
         phase=outcome.phase,
@@ -329,11 +358,17 @@ def _reconcile_locked(
         seconds=time.monotonic() - started,
     )
     metrics.record_rollout([event.reason for event in outcome.events])
-    if outcome.status_patch:
-        patch.status.update(outcome.status_patch)
     if outcome.consume_action:
         patch.metadata.annotations[rollout.ACTION_ANNOTATION] = None
-    for event in outcome.events:
+    _report(body, patch, outcome.status_patch, outcome.events)
+
+
+def _report(
+    body: kopf.Body, patch: kopf.Patch, status_patch: Mapping[str, Any], events: list[Event]
+) -> None:
+    if status_patch:
+        patch.status.update(status_patch)
+    for event in events:
         kopf.event(body, type=event.type, reason=event.reason, message=event.message)
 
 

@@ -9,7 +9,9 @@ Reads are few: Secrets (only when a Hugging Face token is needed, and whether an
 Secret holds its key while serving pods are about to change), pods by label (a
 canary's while it is checked, the primary's while it has fewer ready pods than it asks
 for or a fallback serves), and single objects on demand; the reconcile loop otherwise
-reads children from Kopf indexes fed by watches.
+reads children from Kopf indexes fed by watches. ``llama-operator release-finalizers``
+(``finalizers.py``) lists LlamaDeployments and JSON-patches their finalizers, which
+is all it does.
 
 It uses the official ``kubernetes`` client synchronously: Kopf runs our sync
 handlers in its thread pool, so blocking here never stalls the event loop.
@@ -22,7 +24,7 @@ import dataclasses
 import json
 import os
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from kubernetes import client as kclient
@@ -45,6 +47,9 @@ PLURALS: dict[str, tuple[str, bool]] = {
     "Pod": ("pods", True),
 }
 MERGE_PATCH = "application/merge-patch+json"
+JSON_PATCH = "application/json-patch+json"
+# Objects per page of a list: one page each for all but the largest clusters.
+LIST_PAGE = 500
 # (connect, read) seconds. The client waits forever by default; a request the API
 # server never answers would hold a reconcile (and its object's lock) or an autoscaler
 # tick indefinitely. Kopf retries a reconcile that failed; the autoscaler's next tick
@@ -52,14 +57,23 @@ MERGE_PATCH = "application/merge-patch+json"
 REQUEST_TIMEOUT = (10.0, 60.0)
 
 
-class APIError(RuntimeError):
-    """A non-success answer from the API server; carries status and the server's reason."""
+# No in-cluster credentials and no usable kubeconfig (re-exported, so callers need not
+# import ``kubernetes``).
+CredentialsError = kconfig.ConfigException
 
-    def __init__(self, status: int, reason: str, message: str) -> None:
-        super().__init__(f"{status} {reason}: {message}")
+
+class APIError(RuntimeError):
+    """A non-success answer from the API server; carries status and the server's reason,
+    and which request it answered (``request``, e.g. "apply Service/chat": the kind and
+    name, never a body), so a reconcile that fails can say which child the API refused."""
+
+    def __init__(self, status: int, reason: str, message: str, request: str = "") -> None:
+        prefix = f"{request}: " if request else ""
+        super().__init__(f"{prefix}{status} {reason}: {message}")
         self.status = status
         self.reason = reason
         self.message = message
+        self.request = request
 
 
 def path_for(*, api_version: str, kind: str, namespace: str | None, name: str | None) -> str:
@@ -74,6 +88,16 @@ def path_for(*, api_version: str, kind: str, namespace: str | None, name: str | 
     scope = f"/namespaces/{_segment(namespace)}" if namespaced and namespace else ""
     tail = f"/{_segment(name)}" if name else ""
     return f"{base}{scope}/{plural}{tail}"
+
+
+def _serializable(
+    body: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None,
+) -> dict[str, Any] | list[dict[str, Any]] | None:
+    if body is None:
+        return None
+    if isinstance(body, Mapping):
+        return dict(body)
+    return [dict(operation) for operation in body]
 
 
 def _segment(text: str) -> str:
@@ -109,8 +133,9 @@ class Client:
         path: str,
         *,
         query: list[tuple[str, str]] | None = None,
-        body: Mapping[str, Any] | None = None,
+        body: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None,
         content_type: str = "application/json",
+        what: str = "",
     ) -> dict[str, Any] | None:
         headers = {"Accept": "application/json"}
         if body is not None:
@@ -120,7 +145,8 @@ class Client:
             resource_path=path,
             query_params=query or [],
             header_params=headers,
-            body=dict(body) if body is not None else None,
+            # A JSON patch is a list of operations; every other body is one object.
+            body=_serializable(body),
             auth_settings=["BearerToken"],
         )
         response = self.api.call_api(*serialized, _request_timeout=REQUEST_TIMEOUT)
@@ -134,7 +160,7 @@ class Client:
                 reason, message = status.get("reason", reason), status.get("message", message)
             except ValueError:
                 pass
-            raise APIError(response.status, str(reason), str(message))
+            raise APIError(response.status, str(reason), str(message), request=what)
         return json.loads(raw) if raw else {}
 
     def apply(self, obj: Mapping[str, Any]) -> dict[str, Any]:
@@ -150,7 +176,12 @@ class Client:
         # conflicting manager (an old operator version, a stray kubectl apply) loses.
         query = [("fieldManager", self.field_manager), ("force", "true")]
         result = self._request(
-            "PATCH", path, query=query, body=obj, content_type=APPLY_CONTENT_TYPE
+            "PATCH",
+            path,
+            query=query,
+            body=obj,
+            content_type=APPLY_CONTENT_TYPE,
+            what=f"apply {obj['kind']}/{meta['name']}",
         )
         return result or {}
 
@@ -158,7 +189,7 @@ class Client:
         self, *, api_version: str, kind: str, namespace: str | None, name: str
     ) -> dict[str, Any] | None:
         path = path_for(api_version=api_version, kind=kind, namespace=namespace, name=name)
-        return self._request("GET", path)
+        return self._request("GET", path, what=f"get {kind}/{name}")
 
     def read_secret_value(self, *, namespace: str, name: str, key: str) -> str | None:
         """One key of a Secret, decoded; None when the Secret or key is missing.
@@ -183,7 +214,9 @@ class Client:
         """Pods matching every label (used only while a canary exists; not watched)."""
         path = path_for(api_version="v1", kind="Pod", namespace=namespace, name=None)
         selector = ",".join(f"{key}={value}" for key, value in sorted(labels.items()))
-        result = self._request("GET", path, query=[("labelSelector", selector)]) or {}
+        result = (
+            self._request("GET", path, query=[("labelSelector", selector)], what="list Pods") or {}
+        )
         items = [item for item in result.get("items") or [] if isinstance(item, dict)]
         # Filter again here: the selector is the API server's job, but a pod that does not
         # match must never fail a canary (and test emulators ignore selectors).
@@ -208,15 +241,54 @@ class Client:
     ) -> dict[str, Any]:
         """A JSON merge patch of one object, or of its ``status`` or ``scale`` subresource."""
         path = path_for(api_version=api_version, kind=kind, namespace=namespace, name=name)
+        what = f"patch {kind}/{name}"
         if subresource:
             path = f"{path}/{subresource}"
-        return self._request("PATCH", path, body=body, content_type=MERGE_PATCH) or {}
+            what = f"{what}/{subresource}"
+        return self._request("PATCH", path, body=body, content_type=MERGE_PATCH, what=what) or {}
+
+    def list_objects(
+        self, *, api_version: str, kind: str, namespace: str | None
+    ) -> list[dict[str, Any]]:
+        """Every object of ``kind`` in ``namespace``, or in all namespaces when it is None,
+        read page by page; [] when the API server does not serve the kind (no CRD)."""
+        path = path_for(api_version=api_version, kind=kind, namespace=namespace, name=None)
+        items: list[dict[str, Any]] = []
+        token = ""
+        while True:
+            query = [("limit", str(LIST_PAGE)), *([("continue", token)] if token else [])]
+            page = self._request("GET", path, query=query, what=f"list {kind}")
+            if page is None:
+                return []
+            items += [item for item in page.get("items") or [] if isinstance(item, dict)]
+            token = str((page.get("metadata") or {}).get("continue") or "")
+            if not token:
+                return items
+
+    def json_patch(
+        self,
+        *,
+        api_version: str,
+        kind: str,
+        namespace: str | None,
+        name: str,
+        operations: Sequence[Mapping[str, Any]],
+    ) -> dict[str, Any]:
+        """A JSON patch (RFC 6902) of one object. Its ``test`` operations make it fail
+        (422 Invalid) when the object no longer holds what the patch was computed from."""
+        path = path_for(api_version=api_version, kind=kind, namespace=namespace, name=name)
+        return (
+            self._request(
+                "PATCH", path, body=operations, content_type=JSON_PATCH, what=f"patch {kind}/{name}"
+            )
+            or {}
+        )
 
     def delete(self, *, api_version: str, kind: str, namespace: str | None, name: str) -> bool:
         """Delete one object; False when it was already gone."""
         path = path_for(api_version=api_version, kind=kind, namespace=namespace, name=name)
         try:
-            self._request("DELETE", path)
+            self._request("DELETE", path, what=f"delete {kind}/{name}")
         except APIError as exc:
             if exc.status == 404:
                 return False

@@ -10,12 +10,18 @@ so ``plan`` solves for that degree directly instead of sizing every degree;
 ``make bench``).
 
 When nothing fits, ``PlanError`` says why and what would fit (by relaxing each pin
-or the policy in turn), so the user is told which field to change.
+or the policy in turn), so the user is told which field to change. Its ``reason`` (the
+``Planned=False`` condition reason) names the constraint that binds: a pool name that
+matches nothing, a quantization the engine release lacks, a GPU below the quantization's
+capability floor, a tensor-parallel degree that does not divide the heads or does not fit
+one node, a context longer than the model's, and memory (``NoFeasiblePlan``) only when
+a candidate honouring every pin exists and is too small.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 from collections.abc import Callable, Iterable, Sequence
 from typing import Literal
 
@@ -24,6 +30,20 @@ from llama_operator import api, config, facts, pools, profiles, sizing
 TP_DEGREES = (1, 2, 4, 8)
 
 POLICY_BITS: dict[api.Optimize, int] = {"quality": 16, "balanced": 8, "cost": 4}
+
+# Named here because inside ``Request`` the field ``pools`` hides the module.
+Pools = tuple[pools.Pool, ...]
+
+# ``PlanError.reason``: the Planned=False condition reason (docs/concepts/status.md).
+NO_GPU_POOLS = "NoGPUPools"  # the operator knows no pool at all
+UNKNOWN_POOL = "UnknownPool"  # spec.placement.pools names only pools that do not exist
+QUANTIZATION_UNSUPPORTED = "QuantizationUnsupported"  # the engine release lacks it
+GPU_CAPABILITY_TOO_LOW = "GPUCapabilityTooLow"  # below the quantization's GPU floor
+HEADS_NOT_DIVISIBLE = "HeadsNotDivisible"  # tensorParallel does not divide the heads
+TOO_FEW_GPUS_PER_NODE = "TooFewGPUsPerNode"  # tensorParallel exceeds a node's GPUs
+CONTEXT_TOO_LONG = "ContextTooLong"  # maxModelLen beyond the model's maximum context
+NO_FEASIBLE_PLAN = "NoFeasiblePlan"  # memory: what honours every pin is too small
+INVALID_SPEC = "InvalidSpec"  # a contradiction the API refuses first (awq without checkpoint)
 
 
 class PlanError(ValueError):
@@ -54,6 +74,11 @@ class Request:
     overhead_gib: float = 1.5
     # The engine release the image holds (``profiles.resolve``); None: the engine's default.
     resolved: profiles.Resolved | None = None
+    # Every pool the operator knows, before spec.placement.pools picked ``pools`` from
+    # them (empty: ``pools`` is all of them), and the names the spec asked for: a
+    # refusal lists what exists and what would work elsewhere.
+    catalogue: Pools = ()
+    asked_pools: tuple[str, ...] = ()
 
     @property
     def profile(self) -> profiles.Profile:
@@ -105,6 +130,8 @@ def request_for(
         memory_fraction=placement.gpuMemoryUtilization or settings.gpuMemoryUtilization,
         overhead_gib=settings.runtimeOverheadGiB,
         resolved=resolve_engine(spec=spec, engine=engine, settings=settings),
+        catalogue=tuple(available),
+        asked_pools=tuple(placement.pools),
     )
 
 
@@ -150,14 +177,26 @@ def quantizations(request: Request, pool: pools.Pool) -> list[api.Quantization]:
     return [q for q in wanted if q in supported and pool.capability >= supported[q].minCapability]
 
 
+def divides(model: facts.ModelFacts, tp: int) -> bool:
+    """Whether tensor-parallel degree ``tp`` gives each GPU a whole share of the heads.
+
+    vLLM refuses a degree that does not divide the attention heads: "Total number of
+    attention heads (H) must be divisible by tensor parallel size (T)"
+    (ModelConfig.verify_with_parallel_config, vllm/config/model.py, 0.24.0 and 0.34.0).
+    KV heads it splits with ``divide()`` or, when T >= the KV heads, replicates onto
+    T / KV GPUs each (QKVParallelLinear, vllm/model_executor/layers/linear.py, same
+    releases). TGI 3.3.7 refuses both: "`num_heads` must be divisible by `num_shards`"
+    and "`num_key_value_heads` must be divisible by `num_shards`" (FlashLlamaAttention,
+    server/text_generation_server/models/custom_modeling/flash_llama_modeling.py). The
+    planner applies TGI's rule to both engines: replicated KV heads would hold more KV
+    cache per GPU than ``sizing.fit`` counts.
+    """
+    return model.attention_heads % tp == 0 and model.kv_heads % tp == 0
+
+
 def degrees(request: Request, pool: pools.Pool) -> list[int]:
     """Tensor-parallel degrees that divide the heads and fit one node."""
-    model = request.model
-    allowed = [
-        tp
-        for tp in TP_DEGREES
-        if tp <= pool.gpusPerNode and model.attention_heads % tp == 0 and model.kv_heads % tp == 0
-    ]
+    allowed = [tp for tp in TP_DEGREES if tp <= pool.gpusPerNode and divides(request.model, tp)]
     if request.tensor_parallel is not None:
         allowed = [tp for tp in allowed if tp == request.tensor_parallel]
     return allowed
@@ -245,11 +284,7 @@ def plan_exhaustive(request: Request) -> api.Plan:
 
 def _plan(request: Request, generate: Callable[[Request], Iterable[Candidate]]) -> api.Plan:
     if not request.pools:
-        raise PlanError(
-            "no GPU pool is available: the operator config lists none, none were discovered "
-            "from node labels, or spec.placement.pools names none of them",
-            field="spec.placement.pools",
-        )
+        raise no_pools(request)
     pinned = request.checkpoint if request.checkpoint != "none" else request.quantization
     if pinned != "auto" and not request.profile.serves(pinned):
         raise PlanError(
@@ -259,12 +294,71 @@ def _plan(request: Request, generate: Callable[[Request], Iterable[Candidate]]) 
                 if request.checkpoint != "none"
                 else "spec.placement.quantization"
             ),
-            reason="QuantizationUnsupported",
+            reason=QUANTIZATION_UNSUPPORTED,
         )
     best, _ = _best(generate(request))
     if best is None:
-        raise PlanError(explain(request), field=_blamed_field(request))
+        # Diagnosed with the pruned search whichever search failed, so ``plan`` and
+        # ``plan_exhaustive`` refuse with the same words.
+        raise refusal(request)
     return to_plan(request, best)
+
+
+def known_pools(request: Request) -> tuple[pools.Pool, ...]:
+    """Every pool the operator knows: the catalogue, else the pools the request allows."""
+    return request.catalogue or request.pools
+
+
+def unknown_pools(request: Request) -> list[str]:
+    """The names in spec.placement.pools that match no pool the operator knows."""
+    names = {pool.name for pool in known_pools(request)}
+    return [name for name in request.asked_pools if name not in names]
+
+
+def no_pools(request: Request) -> PlanError:
+    """Why no pool is left to plan on: none exists, or the spec names none that does."""
+    field = "spec.placement.pools"
+    unknown = unknown_pools(request)
+    if known_pools(request) and unknown:
+        return PlanError(_unknown_pools_text(request, unknown), field=field, reason=UNKNOWN_POOL)
+    if not known_pools(request):
+        asked = ", ".join(repr(name) for name in request.asked_pools)
+        return PlanError(
+            "no GPU pool is available: the operator config lists none and none were "
+            "discovered from node labels"
+            + (f"; spec.placement.pools names {asked}" if asked else ""),
+            field=field,
+            reason=NO_GPU_POOLS,
+        )
+    return PlanError(
+        "no GPU pool is available: none of the pools spec.placement.pools names is left",
+        field=field,
+        reason=NO_GPU_POOLS,
+    )
+
+
+def _closest_name(name: str, names: Sequence[str]) -> str | None:
+    """The pool a misspelt name most likely meant: one it abbreviates (a100 for a100-80),
+    else the most similar spelling."""
+    prefixed = [known for known in names if known.startswith(name) or name.startswith(known)]
+    if prefixed:
+        return " or ".join(prefixed)
+    close = difflib.get_close_matches(name, names, n=1)
+    return close[0] if close else None
+
+
+def _unknown_pools_text(request: Request, unknown: Sequence[str]) -> str:
+    names = [pool.name for pool in known_pools(request)]
+    quoted = ", ".join(repr(name) for name in unknown)
+    verb = "matches" if len(unknown) == 1 else "match"
+    guesses = [(name, close) for name in unknown if (close := _closest_name(name, names))]
+    if len(unknown) == 1 and guesses:
+        hint = f" (did you mean {guesses[0][1]}?)"
+    elif guesses:
+        hint = " (did you mean " + ", ".join(f"{good} for {bad!r}" for bad, good in guesses) + "?)"
+    else:
+        hint = ""
+    return f"{quoted} {verb} no GPU pool{hint}; the pools are: {', '.join(names)}"
 
 
 def unserved(request: Request, quantization: api.Quantization) -> str:
@@ -339,8 +433,9 @@ def _precision_name(q: api.Quantization, dtype: str) -> str:
     return q
 
 
-def _blamed_field(request: Request) -> str:
-    """The pinned field to change: the first whose release alone makes a plan fit."""
+def _blame(request: Request) -> tuple[str, Candidate | None]:
+    """The pinned field to change: the first whose release alone makes a plan fit, and
+    that plan (None: no single release fits; then the first pinned field)."""
     pinned: list[tuple[str, Request]] = []
     if request.tensor_parallel is not None:
         pinned.append(
@@ -355,15 +450,229 @@ def _blamed_field(request: Request) -> str:
             ("spec.placement.quantization", dataclasses.replace(request, quantization="auto"))
         )
     if not pinned:
-        return "spec.placement"
+        return "spec.placement", None
     for field, relaxed in pinned:
-        if _best(candidates_pruned(relaxed))[0] is not None:
-            return field
-    return pinned[0][0]
+        best, _ = _best(candidates_pruned(relaxed))
+        if best is not None:
+            return field, best
+    return pinned[0][0], None
 
 
-def explain(request: Request) -> str:
-    """Why nothing fits, and the nearest relaxations that would."""
+@dataclasses.dataclass(frozen=True)
+class Obstacle:
+    """A pin no candidate on the pools in ``where`` can honour, whatever their memory."""
+
+    reason: str  # a PlanError reason
+    field: str  # the spec field to change
+    where: frozenset[str]  # pool names
+    text: str  # one clause: the constraint, the numbers, and what would work
+
+
+def obstacles(request: Request) -> list[Obstacle]:
+    """What rules candidates out before memory is looked at, most binding first.
+
+    Model-wide obstacles come first: they hold on every pool, so no choice of pool lifts
+    them. Only pins make obstacles: under auto the planner just leaves out a degree or a
+    quantization that cannot work, and what is left always includes one that can.
+    """
+    model, profile = request.model, request.profile
+    everywhere = frozenset(pool.name for pool in request.pools)
+    found: list[Obstacle] = []
+    wanted: api.Quantization | None = None
+    if request.checkpoint != "none":
+        wanted = request.checkpoint
+    elif request.quantization in ("awq", "gptq"):
+        # The API refuses this spec; a request built around it plans nothing.
+        found.append(
+            Obstacle(
+                INVALID_SPEC,
+                "spec.placement.quantization",
+                everywhere,
+                f"quantization {request.quantization} is a checkpoint format: it needs a "
+                f"pre-quantized repository and spec.model.checkpointQuantization: "
+                f"{request.quantization}",
+            )
+        )
+    elif request.quantization != "auto":
+        wanted = request.quantization
+    tp = request.tensor_parallel
+    if tp is not None and tp not in TP_DEGREES:
+        found.append(
+            Obstacle(
+                INVALID_SPEC,
+                "spec.placement.tensorParallel",
+                everywhere,
+                f"tensorParallel must be auto or one of {', '.join(map(str, TP_DEGREES))}",
+            )
+        )
+    elif tp is not None and not divides(model, tp):
+        found.append(
+            Obstacle(
+                HEADS_NOT_DIVISIBLE,
+                "spec.placement.tensorParallel",
+                everywhere,
+                _heads(request, tp),
+            )
+        )
+    if request.max_model_len is not None and request.max_model_len > model.max_context:
+        # vLLM: _get_and_verify_max_len (vllm/config/model.py, 0.24.0 and 0.34.0) raises
+        # "User-specified max_model_len (L) is greater than the derived max_model_len"
+        # unless VLLM_ALLOW_LONG_MAX_MODEL_LEN=1, which it warns yields NaNs (RoPE) or
+        # out-of-bounds errors: the planner never plans past the model's context.
+        refused = " (vLLM refuses a longer --max-model-len)" if request.engine == "vllm" else ""
+        found.append(
+            Obstacle(
+                CONTEXT_TOO_LONG,
+                "spec.placement.maxModelLen",
+                everywhere,
+                f"maxModelLen {request.max_model_len} is longer than {model.id}'s maximum "
+                f"context of {model.max_context} tokens{refused}; set maxModelLen to "
+                f"{model.max_context} or less, or auto",
+            )
+        )
+    if wanted is not None and wanted in profile.quantizations:
+        floor = profile.quantizations[wanted].minCapability
+        short = [pool for pool in request.pools if pool.capability < floor]
+        if short:
+            found.append(
+                Obstacle(
+                    GPU_CAPABILITY_TOO_LOW,
+                    # A checkpoint's format is the repository's; the pools are what can change.
+                    "spec.placement.pools"
+                    if request.checkpoint != "none"
+                    else "spec.placement.quantization",
+                    frozenset(pool.name for pool in short),
+                    _capability(request, wanted, floor, short),
+                )
+            )
+    if tp is not None:
+        # One replica is one pod, and a pod runs on one node (builders.py): a degree
+        # needs that many GPUs on a single node of the pool.
+        small = [pool for pool in request.pools if pool.gpusPerNode < tp]
+        if small:
+            roomy = [pool.name for pool in known_pools(request) if pool.gpusPerNode >= tp]
+            alternatives = (
+                f"pools with {tp} or more: {', '.join(roomy)}"
+                if roomy
+                else f"no pool has {tp} GPUs per node"
+            )
+            found.append(
+                Obstacle(
+                    TOO_FEW_GPUS_PER_NODE,
+                    "spec.placement.tensorParallel",
+                    frozenset(pool.name for pool in small),
+                    f"tensorParallel {tp} needs {tp} GPUs on one node, and "
+                    + ", ".join(f"{pool.name} has {pool.gpusPerNode}" for pool in small)
+                    + f"; {alternatives}",
+                )
+            )
+    return found
+
+
+def _heads(request: Request, tp: int) -> str:
+    model = request.model
+    dividing = [str(degree) for degree in TP_DEGREES if divides(model, degree)]
+    text = (
+        f"tensorParallel {tp} does not divide the heads of {model.id}: it has "
+        f"{model.attention_heads} attention heads and {model.kv_heads} KV heads, and each "
+        f"GPU must hold a whole share of both; the degrees that divide both: "
+        f"{', '.join(dividing)}"
+    )
+    if model.attention_heads % tp == 0 and request.engine == "vllm":
+        text += (
+            " (vLLM would copy KV heads onto several GPUs instead, which the operator's "
+            "memory model does not plan)"
+        )
+    return text
+
+
+def _capability(
+    request: Request, wanted: api.Quantization, floor: float, short: Sequence[pools.Pool]
+) -> str:
+    profile = request.profile
+    label = f"{profile.displayName} {request.engine_version or f'{profile.since}+'}"
+    article = "an" if wanted[0] in "aeiou" else "a"
+    what = f"{article} {wanted} checkpoint" if request.checkpoint != "none" else wanted
+    gpus = ", ".join(
+        f"{pool.name} ({pool.gpuProduct}, compute capability {pool.capability:.1f})"
+        for pool in short
+    )
+    one = len(short) == 1
+    text = (
+        f"{label} runs {what} only on GPUs of compute capability {floor:.1f} or higher, "
+        f"and {'pool' if one else 'pools'} {gpus} {'has' if one else 'have'} less"
+    )
+    if request.checkpoint == "none":
+        lowest = min(pool.capability for pool in short)
+        runs = [
+            "none (16-bit)" if q == "none" else q
+            for q, support in profile.quantizations.items()
+            if support.minCapability <= lowest and q not in ("awq", "gptq")
+        ]
+        text += f"; on {'that GPU' if one else 'those GPUs'} it runs {', '.join(runs)}"
+    able = [pool.name for pool in known_pools(request) if pool.capability >= floor]
+    if able:
+        text += f"; pools whose GPUs run {wanted}: {', '.join(able)}"
+    else:
+        text += f"; no pool has a GPU that runs {wanted}"
+    return text
+
+
+def _binding(found: Sequence[Obstacle], fix: Candidate | None, request: Request) -> Obstacle | None:
+    """The obstacle a refusal reports, or None when memory is the reason.
+
+    The candidates closest to the user's pins decide, because their reason is the one the
+    user can act on:
+    - A pool that honours every pin holds the closest candidates (they change nothing the
+      user asked for), so if one exists the pins are not the problem; memory is.
+      Obstacles on other pools are mentioned, not blamed: "the A100 cannot run fp8"
+      alone would send the user to an fp8 GPU where the model still does not fit.
+    - Else, if releasing one pin alone plans (``fix``), that plan is one field away:
+      report what stops the pinned request on its pool. The reason then agrees with the
+      field blamed and with the first "Would fit" suggestion.
+    - Else every pool is ruled out by pins, several at once: report the pool with the
+      fewest obstacles (the fewest fields to change), the first in the user's pool order
+      on a tie, and its most binding obstacle.
+    """
+    count = {pool.name: sum(pool.name in o.where for o in found) for pool in request.pools}
+    if not found or min(count.values()) == 0:
+        return None
+    if fix is not None:
+        return next(o for o in found if fix.pool.name in o.where)
+    closest = min(request.pools, key=lambda pool: count[pool.name])  # min keeps the first
+    return next(o for o in found if closest.name in o.where)
+
+
+def refusal(request: Request) -> PlanError:
+    """Why nothing fits, the constraint that binds as the reason, and what would fit."""
+    field, fix = _blame(request)
+    found = obstacles(request)
+    binding = _binding(found, fix, request)
+    if binding is None:
+        reason, text = NO_FEASIBLE_PLAN, _memory(request, found)
+        others = list(found)
+    else:
+        reason, text, field = binding.reason, binding.text, binding.field
+        others = [o for o in found if o is not binding]
+    for other in others:
+        text += f"; also, {other.text}"
+    unknown = unknown_pools(request)
+    if unknown:
+        text += f"; also, spec.placement.pools: {_unknown_pools_text(request, unknown)}"
+    suggestions = _suggestions(request)
+    if suggestions:
+        return PlanError(
+            f"{text}. Would fit: {'; or '.join(suggestions[:3])}", field=field, reason=reason
+        )
+    if binding is None:
+        tail = "Nothing in the pool catalogue fits this model; add a pool with larger GPUs"
+    else:
+        tail = "Nothing in the pool catalogue fits this model even without the pins"
+    return PlanError(f"{text}. {tail}", field=field, reason=reason)
+
+
+def _memory(request: Request, found: Sequence[Obstacle]) -> str:
+    """The memory shortfall of the allowed replica closest to fitting, in GiB."""
     model = request.model
     pins = []
     if request.tensor_parallel is not None:
@@ -373,38 +682,71 @@ def explain(request: Request) -> str:
     if request.max_model_len is not None:
         pins.append(f"maxModelLen={request.max_model_len}")
     constraints = ", ".join([f"optimize={request.optimize}", *pins])
-    largest = max(
-        (
-            pool.memory_gib * request.memory_fraction * max(degrees(request, pool) or [0])
-            for pool in request.pools
-        ),
-        default=0.0,
-    )
     head = (
         f"no plan fits {model.id} ({model.billions:.4g}B) on pools "
-        f"{', '.join(p.name for p in request.pools)} with {constraints}: its 16-bit weights "
-        f"need {sizing.weights_gib(model, 'none'):.0f} GiB and the largest allowed replica "
-        f"has {largest:.0f} GiB usable"
+        f"{', '.join(p.name for p in request.pools)} with {constraints}"
     )
-    suggestions = []
+    blocked = {name for o in found for name in o.where}
+    length = request.max_model_len or sizing.min_context(model)
+    kv = request.concurrency * length * sizing.kv_gib_per_token(model)
+    nearest: tuple[float, pools.Pool, api.Quantization, int, float] | None = None
+    for pool in request.pools:
+        allowed, tps = quantizations(request, pool), degrees(request, pool)
+        if pool.name in blocked or not allowed or not tps:
+            continue
+        # The lightest precision on the most GPUs: the best this pool can do.
+        q = min(allowed, key=lambda q: sizing.BYTES_PER_PARAMETER[q])
+        tp = max(tps)
+        room = (pool.memory_gib * request.memory_fraction - request.overhead_gib) * tp
+        gap = room - sizing.weights_gib(model, q) - kv
+        if nearest is None or gap > nearest[0]:
+            nearest = (gap, pool, q, tp, room)
+    if nearest is None:
+        return head
+    _, pool, q, tp, room = nearest
+    text = (
+        f"{head}: at {'16-bit' if q == 'none' else q} its weights need "
+        f"{sizing.weights_gib(model, q):.0f} GiB, plus {kv:.3g} GiB of KV cache for "
+        f"{request.concurrency} sequences of {length} tokens; the allowed replica closest "
+        f"to fitting, {tp}x {pool.name}, has {room:.0f} GiB after runtime overhead"
+    )
+    if request.tensor_parallel is None and any(
+        tp < degree <= pool.gpusPerNode for degree in TP_DEGREES
+    ):
+        text += (
+            f" (no larger degree divides its {model.attention_heads} attention heads and "
+            f"{model.kv_heads} KV heads)"
+        )
+    return text
+
+
+def _suggestions(request: Request) -> list[str]:
+    """The relaxations that would plan, each with the plan it would get."""
+    found = []
     for label, relaxed in _relaxations(request):
         best, _ = _best(candidates_pruned(relaxed))
-        if best is not None:
-            suggestions.append(
-                f"{label} ({best.tensor_parallel}x {best.pool.name} at {best.quantization})"
-            )
-    if suggestions:
-        return f"{head}. Would fit: {'; or '.join(suggestions[:3])}"
-    return f"{head}. Nothing in the pool catalogue fits this model; add a pool with larger GPUs"
+        if best is None:
+            continue
+        # Label None: more pools; name the one the plan lands on.
+        shown = label if label is not None else f"pools: add {best.pool.name}"
+        found.append(f"{shown} ({best.tensor_parallel}x {best.pool.name} at {best.quantization})")
+    return found
 
 
-def _relaxations(request: Request) -> Iterable[tuple[str, Request]]:
+def _relaxations(request: Request) -> Iterable[tuple[str | None, Request]]:
+    """Each pin or policy relaxed in turn (label None: the pools the spec left out, added)."""
     if request.tensor_parallel is not None:
         yield "tensorParallel: auto", dataclasses.replace(request, tensor_parallel=None)
     if request.quantization != "auto" and request.checkpoint == "none":
         yield "quantization: auto", dataclasses.replace(request, quantization="auto")
     if request.max_model_len is not None:
         yield "maxModelLen: auto", dataclasses.replace(request, max_model_len=None)
+    if request.asked_pools:
+        # Only pools the spec left out: one it allows but re-planning excluded (no free
+        # GPUs there) is no suggestion.
+        others = tuple(p for p in request.catalogue if p.name not in request.asked_pools)
+        if others:
+            yield None, dataclasses.replace(request, pools=request.pools + others)
     if request.concurrency > 1:
         yield "concurrentSequences: 1", dataclasses.replace(request, concurrency=1)
     if request.optimize == "quality" and request.checkpoint == "none":

@@ -72,6 +72,14 @@ class Profile(pydantic.BaseModel):
     command: tuple[str, ...]
     flags: dict[str, str]
     secretFlags: tuple[str, ...]
+    # How the engine's parser reads spec.engineArgs (engines/overrides.py): other names of
+    # a planned setting's flag, whether "_" stands for "-" in a flag's name, what a flag
+    # given twice does (the last value wins, or the engine refuses to start), and settings
+    # of which it takes only one.
+    flagAliases: dict[str, tuple[str, ...]]
+    underscoreFlags: bool
+    repeatedFlags: Literal["lastWins", "refused"]
+    exclusiveFlags: tuple[tuple[str, ...], ...]
     apiKeyEnv: str
     healthPath: str
     metricsPath: str

@@ -377,7 +377,12 @@ def reconcile(
 
     ``generations`` remembers, per child ("Kind/name"), the ``metadata.generation`` our last
     apply produced (the handlers keep it in the object's memo): a live generation past
-    it means someone else edited the child, which is then re-applied.
+    it means someone else edited the child, which is then re-applied. A child this
+    process has not applied yet (the first reconcile after a start) is applied once,
+    quietly, whatever its annotations say: an edit made while no operator watched left
+    the hash annotation as it was, and only the apply itself compares the live fields with
+    ours. When that apply changes the object's generation, the edit is reverted and a
+    ``DriftReverted`` Warning says which child.
 
     ``card`` reads Hub cards (licence detection, gating); ``access`` checks a referenced
     token against a gated repository, and is called only when a serving Deployment is
@@ -401,12 +406,27 @@ def reconcile(
     generation = meta.get("generation")
     raw_spec = body.get("spec") or {}
     previous = body.get("status") or {}
+    unservable = name_failure(name)
+    if unservable is not None:
+        # No Service could be named after it: create no child at all, rather than the
+        # half of an endpoint that the API server would accept before refusing the rest.
+        return _unservable_name(
+            unservable,
+            name=name,
+            namespace=namespace,
+            raw_spec=raw_spec,
+            previous=previous,
+            generation=generation,
+            lookup=lookup,
+            now=now,
+        )
     available = settings.pools or pools.discover(gpu_nodes)
     primary_name = f"{name}-primary"
 
     events: list[Event] = []
     written: list[str] = []  # applied because they changed
     refreshed: list[str] = []  # applied unchanged: the periodic re-apply of unwatched kinds
+    drifted: list[str] = []  # refreshed after a start, and found edited (DriftReverted)
     plan: api.Plan | None = None
     failure: status.PlanningFailure | None = None
     gate: Gate | None = None
@@ -578,6 +598,9 @@ def reconcile(
                     held_back = gate.hold
                 continue
             child = f"{kind}/{obj_name}"
+            # Read before the apply: the watch may deliver the apply's own result to the
+            # index while the apply's answer is still on its way here.
+            before = None if kind in UNWATCHED_KINDS else lookup(kind, namespace, obj_name)
             try:
                 result = client.apply(obj)
             except k8s.APIError as exc:
@@ -592,8 +615,10 @@ def reconcile(
                 unwatched[child] = (_live_hash(obj), clock())
                 continue  # the cluster does not serve the kind: reported, the rest applies
             applied_generation = (result.get("metadata") or {}).get("generation")
-            if isinstance(applied_generation, int):
-                generations[child] = applied_generation
+            # Services have no generation: 0 still records that this process applied it.
+            generations[child] = applied_generation if isinstance(applied_generation, int) else 0
+            if reasons[id(obj)] == "refresh" and _reverted(before, applied_generation):
+                drifted.append(child)
             if kind in UNWATCHED_KINDS:
                 unwatched[child] = (_live_hash(obj), clock())
             if reasons[id(obj)] == "change":
@@ -666,6 +691,15 @@ def reconcile(
             events.append(Event("Normal", "Planned", plan.reason))
         if written:
             events.append(Event("Normal", "Applied", ", ".join(written)))
+        if drifted:
+            events.append(
+                Event(
+                    "Warning",
+                    "DriftReverted",
+                    f"{', '.join(drifted)}: changed outside the operator while it was not "
+                    "running; the operator's fields were re-applied",
+                )
+            )
         if switched is not None:
             removed_children += _remove_stale_fallbacks(
                 previous,
@@ -716,6 +750,7 @@ def reconcile(
                     *(decision.checks if decision is not None else ()),
                     *_traffic_checks(wanted.spec, name, route_missing),
                     *(switched.checks if switched is not None else ()),
+                    *((switched.placement,) if switched and switched.placement else ()),
                 )
                 if gate is not None and wanted is not None
                 else ()
@@ -726,6 +761,7 @@ def reconcile(
                     *_autoscaling_removed(wanted.spec),
                     *(decision.removed if decision is not None else ()),
                     *(switched.removed if switched is not None else ()),
+                    *(() if wanted.spec.fallbacks else (conditions.FALLBACKS_PLANNED,)),
                     *(
                         ()
                         if wanted.spec.traffic and wanted.spec.traffic.gatewayRef
@@ -764,6 +800,50 @@ def reconcile(
         failure=failure.reason if failure is not None else None,
         refreshed=refreshed,
         consume_action=consume_action,
+    )
+
+
+def name_failure(name: str) -> status.PlanningFailure | None:
+    """``InvalidName`` when no child could be named after ``name`` (``api.name_problem``)."""
+    problem = api.name_problem(name)
+    return status.PlanningFailure("InvalidName", problem) if problem is not None else None
+
+
+def _unservable_name(
+    failure: status.PlanningFailure,
+    *,
+    name: str,
+    namespace: str,
+    raw_spec: Mapping[str, Any],
+    previous: Mapping[str, Any],
+    generation: int | None,
+    lookup: Lookup,
+    now: str,
+) -> Outcome:
+    """A LlamaDeployment whose name no child could have (``api.name_problem``): Planned
+    False with reason InvalidName, nothing applied, read or deleted. A Deployment an older
+    operator version left under this name is reported as it is, and goes with the
+    LlamaDeployment (owner references) once it is deleted."""
+    replicas = raw_spec.get("replicas", 1)
+    new_status = status.compute(
+        status.Observation(
+            generation=generation,
+            previous=previous,
+            plan=None,
+            failure=failure,
+            deployment=lookup("Deployment", namespace, f"{name}-{builders.PRIMARY}"),
+            desired_replicas=replicas if isinstance(replicas, int) else 1,
+            selector=builders.selector_string(name=name, variant=builders.PRIMARY),
+            not_yet_active=not_yet_active(raw_spec),
+            now=now,
+        )
+    )
+    return Outcome(
+        status_patch=status.diff(previous, new_status),
+        events=_condition_events(previous, new_status),
+        written=[],
+        phase=new_status["phase"],
+        failure=failure.reason,
     )
 
 
@@ -1034,7 +1114,9 @@ def _fallbacks(
             )
         except PlanningError as exc:
             reason = _fallback_fields(f"{exc.failure.reason}: {exc.failure.message}", index)
-            result.append(Backup(dataclasses.replace(base, servable=False, reason=reason)))
+            result.append(
+                Backup(dataclasses.replace(base, servable=False, reason=reason, planned=False))
+            )
             continue
         if fallback.license is None and accepted and planned.detection.id == primary.id:
             # The same licence the primary's acceptance covers: accepted for it too.
@@ -1724,10 +1806,16 @@ def gates(
     auth = security.auth(wanted.spec, settings, secret_present=present, namespace=namespace)
     if hold is None:
         hold = auth.hold
+    # spec.engineArgs that contradict the plan: a warning, or a hold for flags the
+    # operator owns or the engine refuses twice (engines.overrides).
+    engine_args = engines.check_engine_args(spec=wanted.spec, plan=wanted.plan)
+    if hold is None:
+        hold = engine_args.hold
     engine = (
         security.engine_profile_check(
             planner.resolve_engine(spec=wanted.spec, engine=wanted.plan.engine, settings=settings)
         ),
+        *((engine_args.check,) if engine_args.check is not None else ()),
         security.pod_security_check(wanted.plan),
     )
     checks = (
@@ -1741,7 +1829,8 @@ def gates(
             config_map=licensing.config_map_name(name),
         ),
         checks=checks,
-        removed=verdict.removed,
+        removed=verdict.removed
+        + (() if engine_args.check is not None else (conditions.ENGINE_ARGS,)),
         auth=auth,
     )
 
@@ -1798,6 +1887,12 @@ def _write_reason(
         or _edited_by_others(live, f"{kind}/{obj_name}", generations)
     ):
         return "change"
+    if f"{kind}/{obj_name}" not in generations:
+        # Not applied by this process (a restart): its hash annotation says what we last
+        # applied, not what is live now, because an edit made while no operator ran leaves
+        # annotations alone. Apply once: server-side apply of the same content changes
+        # nothing, and restores our fields where they were edited.
+        return "refresh"
     return None
 
 
@@ -1830,12 +1925,25 @@ def _edited_by_others(
     live: Mapping[str, Any], child: str, generations: MutableMapping[str, int]
 ) -> bool:
     live_generation = (live.get("metadata") or {}).get("generation")
-    if not isinstance(live_generation, int):
-        return False  # kinds without a generation (Services): the hash alone decides
-    ours = generations.setdefault(child, live_generation)  # first sight: take it as ours
+    ours = generations.get(child)
+    if not isinstance(live_generation, int) or ours is None:
+        # Kinds without a generation (Services): the hash alone decides. Not applied by
+        # this process yet: unknown, and _write_reason applies it once to find out.
+        return False
     # Only a newer generation is an edit: an older one is a watch that has not caught
     # up with our own apply yet.
     return live_generation > ours
+
+
+def _reverted(before: Mapping[str, Any] | None, applied_generation: object) -> bool:
+    """Whether an apply of unchanged content moved the generation: the live spec had
+    been edited, and the apply put our fields back."""
+    live_generation = ((before or {}).get("metadata") or {}).get("generation")
+    return (
+        isinstance(live_generation, int)
+        and isinstance(applied_generation, int)
+        and applied_generation > live_generation
+    )
 
 
 def _live_hash(obj: Mapping[str, Any]) -> str | None:
@@ -1847,6 +1955,7 @@ def _live_hash(obj: Mapping[str, Any]) -> str | None:
 # Condition types whose move to this status is a Warning Event (once, not every tick).
 _WARN_WHEN = {
     conditions.PLANNED: "False",
+    conditions.RECONCILED: "False",
     conditions.NOT_YET_ACTIVE: "True",
     conditions.LICENSE_ACCEPTED: "False",
     conditions.MODEL_ACCESSIBLE: "False",
@@ -1855,14 +1964,19 @@ _WARN_WHEN = {
     conditions.AUTHENTICATED: "False",
     conditions.ENGINE_PROFILE: "False",
     conditions.POD_SECURITY: "False",
+    conditions.ENGINE_ARGS: "False",
+    conditions.FALLBACKS_PLANNED: "False",
 }
 # Reasons of a condition above that are a choice, not a fault: no Warning for them.
 _CHOSEN = {"AuthOptional"}
 # ...and those whose recovery from a warning is worth a Normal Event.
 _RECOVERED_WHEN = {
+    conditions.RECONCILED: "True",
     conditions.LICENSE_ACCEPTED: "True",
     conditions.MODEL_ACCESSIBLE: "True",
     conditions.AUTHENTICATED: "True",
+    conditions.ENGINE_ARGS: "True",
+    conditions.FALLBACKS_PLANNED: "True",
 }
 
 
@@ -1889,6 +2003,109 @@ def _condition_events(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[Ev
         ):
             result.append(Event("Normal", after["reason"], after["message"]))
     return result
+
+
+# A reconcile that raised ------------------------------------------------------------
+#
+# Kopf retries it (a transient error heals: an API server restarting, a webhook briefly
+# down, a conflict), after ``retry_delay``; meanwhile ``Reconciled`` is False with the
+# error, and a Warning Event says so once per distinct error (again after
+# REPEAT_WARNING_SECONDS while it lasts: Events expire after an hour by default).
+
+REPEAT_WARNING_SECONDS = 1800.0
+# Retries wait the resync interval, doubling with each failure in a row, up to this many
+# intervals (5 minutes at the default 15 s).
+MAX_RETRY_INTERVALS = 20
+ERROR_MESSAGE_LIMIT = 400
+API_ERROR = "APIError"
+UNEXPECTED_ERROR = "UnexpectedError"
+
+
+@dataclasses.dataclass(frozen=True)
+class Failed:
+    """What to report of a reconcile that raised, and when to try again."""
+
+    status_patch: dict[str, Any]
+    events: list[Event]
+    message: str  # the condition's message: what the log line says too
+    log_traceback: bool  # an unexpected error seen for the first time (or again, later)
+    retry_in: float
+
+
+def describe_error(error: BaseException) -> tuple[str, str]:
+    """The ``Reconciled`` condition's reason and message for ``error``.
+
+    An API error names the request it answered (the child and what was done to it) and
+    what the API server said; anything else, its type and the first line of its text. No
+    request body is ever included, and the objects the operator sends carry no secret
+    (Secrets are referenced by name), so neither does the API server's answer about them.
+    """
+    if isinstance(error, k8s.APIError):
+        where = f"{error.request}: " if error.request else ""
+        text = f"{where}the API server answered {error.status} {error.reason}: {error.message}"
+        return API_ERROR, _short(text)
+    lines = str(error).strip().splitlines()
+    text = f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
+    return UNEXPECTED_ERROR, _short(f"{text} (the operator's log has the traceback)")
+
+
+def _short(text: str) -> str:
+    text = " ".join(text.split())
+    if len(text) <= ERROR_MESSAGE_LIMIT:
+        return text
+    return text[: ERROR_MESSAGE_LIMIT - 3].rstrip() + "..."
+
+
+def retry_delay(attempt: int, interval: float) -> float:
+    """Seconds before retry ``attempt`` (0: the first) of a reconcile that raised."""
+    return float(interval * min(2 ** min(attempt, 16), MAX_RETRY_INTERVALS))
+
+
+def failed(
+    *,
+    body: Mapping[str, Any],
+    error: BaseException,
+    now: str,
+    instant: float,
+    reported: MutableMapping[str, float],
+    attempt: int,
+    interval: float,
+) -> Failed:
+    """What a reconcile that raised ``error`` leaves: ``Reconciled`` False with the error,
+    and a Warning Event, rate-limited.
+
+    The Warning is posted when the condition turns False or its error changes, and again
+    when the same error has lasted REPEAT_WARNING_SECONDS; never once per retry.
+    ``reported`` (the object's memo, cleared by a reconcile that succeeds) remembers when
+    this process last posted the current error, so two retries that both read a status
+    from before the first one's write (a change handler and the timer) post it once.
+    """
+    meta = body.get("metadata") or {}
+    previous = body.get("status") or {}
+    reason, message = describe_error(error)
+    before = conditions.find(previous.get("conditions") or [], conditions.RECONCILED)
+    changed = (
+        before is None
+        or before.get("status") != "False"
+        or before.get("reason") != reason
+        or before.get("message") != message
+    )
+    key = f"{reason}: {message}"
+    last = reported.get(key)
+    post = changed if last is None else instant - last >= REPEAT_WARNING_SECONDS
+    if last is None or post:
+        reported.clear()
+        reported[key] = instant
+    new_status = status.failed(
+        previous, reason=reason, message=message, generation=meta.get("generation"), now=now
+    )
+    return Failed(
+        status_patch=status.diff(previous, new_status),
+        events=[Event("Warning", reason, message)] if post else [],
+        message=f"{reason}: {message}",
+        log_traceback=reason == UNEXPECTED_ERROR and (last is None or post),
+        retry_in=retry_delay(attempt, interval),
+    )
 
 
 def token_fetcher(client: k8s.Client) -> HubFetch:

@@ -27,8 +27,29 @@ from llama_operator import api, conditions, licensing
 
 @dataclasses.dataclass(frozen=True)
 class PlanningFailure:
-    reason: str  # InvalidSpec | ModelFactsUnavailable | NoFeasiblePlan | NoGPUPools
+    reason: str  # InvalidSpec, InvalidName, ModelFactsUnavailable, or a planner.PlanError reason
     message: str
+
+
+RECONCILE_SUCCEEDED = "Succeeded"
+
+
+def failed(
+    previous: Mapping[str, Any], *, reason: str, message: str, generation: int | None, now: str
+) -> dict[str, Any]:
+    """The status after a reconcile that raised: ``Reconciled`` False with the error, and
+    nothing else changed (what the reconcile decided before it failed is not known to be
+    in place, so phase, plan and the other conditions stay as they were)."""
+    conds = conditions.set_condition(
+        previous.get("conditions") or [],
+        type_=conditions.RECONCILED,
+        status="False",
+        reason=reason,
+        message=message,
+        generation=generation,
+        now=now,
+    )
+    return {**previous, "conditions": conds}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -218,6 +239,18 @@ def compute(observation: Observation) -> dict[str, Any]:
         )
     for type_ in observation.removed:
         conds = conditions.remove(conds, type_)
+
+    # compute() is only ever called by a reconcile that ran to its end (one that raised
+    # writes ``failed`` instead).
+    conds = conditions.set_condition(
+        conds,
+        type_=conditions.RECONCILED,
+        status="True",
+        reason=RECONCILE_SUCCEEDED,
+        message="the last reconcile completed without error",
+        generation=gen,
+        now=now,
+    )
 
     if observation.not_yet_active:
         fields = ", ".join(f"spec.{name}" for name in observation.not_yet_active)

@@ -91,6 +91,16 @@ def of_kind(objects: Sequence[dict[str, Any]], kind: str) -> list[dict[str, Any]
     return [obj for obj in objects if obj["kind"] == kind]
 
 
+def is_hook(obj: dict[str, Any]) -> bool:
+    return "helm.sh/hook" in (obj["metadata"].get("annotations") or {})
+
+
+def release_objects(objects: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The objects of the release itself: without hooks (the uninstall hook's own
+    ServiceAccount, RBAC and Job), which Helm creates only at their hook's event."""
+    return [obj for obj in objects if not is_hook(obj)]
+
+
 def workload(objects: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """The operator's Deployment (standalone) or StatefulSet (peering)."""
     [found] = [obj for obj in objects if obj["kind"] in ("Deployment", "StatefulSet")]

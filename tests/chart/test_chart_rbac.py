@@ -213,7 +213,7 @@ def test_run_against_a_cluster_lists_the_charts_cluster_role() -> None:
 
 
 def test_namespaced_mode() -> None:
-    objects = chartkit.render(chartkit.VALUE_SETS["namespaced"])
+    objects = chartkit.release_objects(chartkit.render(chartkit.VALUE_SETS["namespaced"]))
     cluster_role = chartkit.find(objects, "ClusterRole", "llama-operator")
     # Nodes are cluster-scoped, Kopf watches CRDs and follows the named namespaces.
     assert rules(cluster_role) == [*CLUSTER_RULES, NAMESPACES_RULE]
@@ -238,7 +238,7 @@ def test_namespaced_mode() -> None:
 
 
 def test_namespaced_mode_with_peering() -> None:
-    objects = chartkit.render(chartkit.VALUE_SETS["peering-namespaced"])
+    objects = chartkit.release_objects(chartkit.render(chartkit.VALUE_SETS["peering-namespaced"]))
     cluster_role = chartkit.find(objects, "ClusterRole", "llama-operator")
     assert rules(cluster_role) == [*CLUSTER_RULES, NAMESPACES_RULE]
     for role in chartkit.of_kind(objects, "Role"):
@@ -246,7 +246,7 @@ def test_namespaced_mode_with_peering() -> None:
 
 
 def test_cluster_role_binding() -> None:
-    binding = chartkit.find(chartkit.render(), "ClusterRoleBinding")
+    binding = chartkit.find(chartkit.release_objects(chartkit.render()), "ClusterRoleBinding")
     assert binding["roleRef"]["name"] == "llama-operator"
     assert binding["subjects"] == [
         {"kind": "ServiceAccount", "name": "llama-operator", "namespace": chartkit.NAMESPACE}

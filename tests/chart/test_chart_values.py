@@ -146,7 +146,7 @@ def test_service_account_name_required_when_not_created() -> None:
     stderr = chartkit.refused({"serviceAccount": {"create": False}})
     assert "serviceAccount.name is required" in stderr
     objects = chartkit.render({"serviceAccount": {"create": False, "name": "existing"}})
-    assert not chartkit.of_kind(objects, "ServiceAccount")
+    assert not chartkit.of_kind(chartkit.release_objects(objects), "ServiceAccount")
     pod = chartkit.workload(objects)["spec"]["template"]["spec"]
     assert pod["serviceAccountName"] == "existing"
 

@@ -26,7 +26,7 @@ import jsonpatch
 import kmock
 import pytest
 
-from llama_operator import api
+from llama_operator import api, metrics
 
 LLAMA = "llamaops.dev/v1alpha1/llamadeployments"
 DEPLOYMENTS = "apps/v1/deployments"
@@ -72,10 +72,25 @@ def secret(name: str, values: dict[str, str], namespace: str = "ai") -> dict[str
 
 
 class ApplyingEmulator(kmock.KubernetesEmulator):  # type: ignore[misc]
-    """kmock plus create-on-apply (server-side apply of a missing object creates it)."""
+    """kmock plus create-on-apply (server-side apply of a missing object creates it), and
+    applies a test tells it to refuse (``refuse``) as an admission webhook or a validation
+    error would."""
 
     _generated: int = 0
     _version: int = 1
+
+    def refuse(self, resource: str, name: str, *, status: int, reason: str, message: str) -> None:
+        """Answer every apply of ``resource`` ``name`` with this error until ``allow``."""
+        self._refused()[resource, name] = kmock.KubernetesError(
+            status=status, reason=reason, message=message
+        )
+
+    def allow(self, resource: str, name: str) -> None:
+        self._refused().pop((resource, name), None)
+
+    def _refused(self) -> dict[tuple[str, str], Exception]:
+        refused: dict[tuple[str, str], Exception] = self.__dict__.setdefault("_refusals", {})
+        return refused
 
     async def _render_error(self, exc: Exception) -> aiohttp.web.StreamResponse:
         # A JSON-patch "test" of a stale resourceVersion is 422 Invalid on a real API
@@ -133,6 +148,10 @@ class ApplyingEmulator(kmock.KubernetesEmulator):  # type: ignore[misc]
             and request.subresource is None
             and "apply-patch" in content_type
         ):
+            for (resource, name), refusal in self._refused().items():
+                # kmock's resource equals its "group/version/plural" string.
+                if request.resource == resource and request.name == name:
+                    raise refusal
             if request.resource not in self.resources:
                 # A kind the API server does not serve (a CRD that is not installed).
                 raise kmock.KubernetesError(
@@ -244,10 +263,20 @@ def gpu_node(name: str, product: str, gpus: int, memory_mib: int) -> dict[str, A
     }
 
 
+# How long ``eventually`` waits by default. What takes a second here can take ten on a
+# loaded 2-core CI machine running two suites at once; a longer wait costs nothing when the
+# state comes, and only a failing test waits it out.
+TIMEOUT = 60.0
+
+
 async def eventually(
-    check: Callable[[], Any], *, timeout: float = 15.0, message: str = "condition"
+    check: Callable[[], Any], *, timeout: float = TIMEOUT, message: str = "condition"
 ) -> Any:
-    """Poll ``check`` until it returns a truthy value (the operator works asynchronously)."""
+    """Poll ``check`` until it returns a truthy value (the operator works asynchronously).
+
+    Wait for the state a test asserts, not for an earlier sign of it: the operator applies
+    children, then patches status, then posts Events, each landing on its own, so status
+    read once a Deployment exists (or Events once status is) may not be there yet."""
     deadline = asyncio.get_running_loop().time() + timeout
     last_error: Exception | None = None
     while asyncio.get_running_loop().time() < deadline:
@@ -255,7 +284,7 @@ async def eventually(
             result = check()
             if result:
                 return result
-        except (KeyError, ValueError, AssertionError, TypeError) as exc:
+        except (LookupError, ValueError, AssertionError, TypeError) as exc:
             last_error = exc
         await asyncio.sleep(0.05)
     raise AssertionError(f"timed out waiting for {message}; last error: {last_error!r}")
@@ -334,6 +363,40 @@ def condition_of(
         if condition["type"] == type_:
             return dict(condition)
     raise KeyError(type_)
+
+
+async def wait_condition(
+    cluster: kmock.KubernetesEmulator, type_: str, name: str = "chat", **expected: Any
+) -> dict[str, Any]:
+    """The condition ``type_`` of ``name`` once every field in ``expected`` has its value
+    (``reason="APIKeyRequired"``): a condition may first appear with another reason, and a
+    status patch lands after the applies of its reconcile, so wait for what is asserted."""
+
+    def check() -> dict[str, Any]:
+        found = condition_of(cluster, type_, name)
+        assert all(found.get(key) == value for key, value in expected.items()), found
+        return found
+
+    return dict(await eventually(check, message=f"condition {type_} of {name} with {expected}"))
+
+
+def reconciles(outcome: str) -> float:
+    """The operator's reconciles so far with this outcome (``unchanged``: applied nothing),
+    from its metrics registry (the whole process: compare with an earlier reading)."""
+    value = metrics.REGISTRY.get_sample_value(
+        "llama_operator_reconciles_total", {"outcome": outcome}
+    )
+    return float(value or 0.0)
+
+
+async def settled() -> None:
+    """Until a reconcile (of any LlamaDeployment: for tests of one) that ends from now on
+    finds nothing to apply: the operator's own writes of the state so far are done, however
+    slow the machine (a fixed sleep is not enough on a loaded one)."""
+    before = reconciles("unchanged")
+    await eventually(
+        lambda: reconciles("unchanged") > before, message="a reconcile that applies nothing"
+    )
 
 
 def container_args(deployment: dict[str, Any]) -> list[str]:

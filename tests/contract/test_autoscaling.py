@@ -10,6 +10,7 @@ controller mirrors them) lists each pod's address and port.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -31,9 +32,12 @@ from kube import (
     patch,
     path,
     status_of,
+    wait_condition,
 )
+from prometheus_client import parser
 
 import podserver
+from llama_operator import metrics
 
 WINDOW = 3  # seconds: short, so scaling down is seen within a test
 
@@ -101,6 +105,22 @@ async def serving(cluster: ApplyingEmulator, pods: list[podserver.FakePod]) -> N
         await create(cluster, ENDPOINTSLICES, endpoint_slice(index, pod))
 
 
+def scaler_gauges(name: str = "chat") -> dict[str, float]:
+    """The built-in autoscaler's gauges of ``name`` on the operator's /metrics: set by each
+    evaluation once it has acted, gone once its daemon has exited."""
+    return {
+        sample.name: sample.value
+        for family in parser.text_string_to_metric_families(metrics.render().decode())
+        if family.name.startswith("llama_operator_autoscaler_")
+        for sample in family.samples
+        if sample.labels.get("name") == name
+    }
+
+
+def autoscaling_status(cluster: ApplyingEmulator) -> dict[str, Any]:
+    return dict(status_of(cluster).get("autoscaling") or {})
+
+
 class TestBuiltin:
     async def test_a_rising_queue_scales_up_and_an_empty_one_down_after_the_window(
         self, operator: ApplyingEmulator, pods: list[podserver.FakePod]
@@ -109,6 +129,8 @@ class TestBuiltin:
         await eventually(lambda: obj(operator, DEPLOYMENTS, "chat-primary"))
         await serving(operator, pods)
         await eventually(lambda: all(p.scrapes > 0 for p in pods), message="scrapes")
+        # An evaluation of the idle pods has acted (its gauges are set once it has).
+        await eventually(scaler_gauges, message="an evaluation")
         assert replicas_of(operator, LLAMA, "chat") == 1  # idle pods: no change
 
         for pod in pods:
@@ -125,20 +147,34 @@ class TestBuiltin:
 
         for pod in pods:
             pod.waiting = 0
-        # Within the window the replicas stay; only after it do they come down.
-        for _ in range(int(WINDOW * 10 * 0.6)):
+        # Within the window the replicas stay; only after it do they come down. The window
+        # starts with the first evaluation that recommended 1 (status says when, in the
+        # operator's clock), not when the test set the queues: under load that evaluation
+        # may have started earlier, or much later.
+        since = await eventually(
+            lambda: (r := autoscaling_status(operator)["recommendations"])[-1][1] == 1 and r[-1][0],
+            message="a recommendation of 1",
+        )
+        # (Less 10 ms: status rounds the time to the millisecond. No await between reading
+        # the clock and the replicas, so a scale-down stored in between cannot be missed.)
+        while time.time() < since + WINDOW - 0.01:
             assert replicas_of(operator, LLAMA, "chat") == 3
             await asyncio.sleep(0.1)
         await eventually(lambda: replicas_of(operator, LLAMA, "chat") == 1, message="down")
         await eventually(lambda: replicas_of(operator, DEPLOYMENTS, "chat-primary") == 1)
 
-        decisions = status_of(operator)["autoscaling"]["decisions"]
+        # The decision is written to status after the /scale patch: wait for it.
+        scaling = await eventually(
+            lambda: (a := autoscaling_status(operator))["decisions"][1:] and a,
+            message="two decisions",
+        )
+        decisions = scaling["decisions"]
         assert [(d["fromReplicas"], d["toReplicas"], d["reason"]) for d in decisions] == [
             (1, 3, "ScaleUp"),
             (3, 1, "ScaleDown"),
         ]
         assert f"highest over the last {WINDOW}s: 1" in decisions[-1]["message"]
-        assert status_of(operator)["autoscaling"]["recommendations"]
+        assert scaling["recommendations"]
 
     async def test_a_pod_that_cannot_be_scraped_never_lets_replicas_fall(
         self, operator: ApplyingEmulator, pods: list[podserver.FakePod]
@@ -149,11 +185,13 @@ class TestBuiltin:
         await eventually(lambda: obj(operator, DEPLOYMENTS, "chat-primary"))
         pods[1].status = 500  # one pod answers errors; the other is idle
         await serving(operator, pods)
+        # The window starts once the scaler evaluates both pods (not when they are listed).
+        await eventually(lambda: all(p.scrapes > 0 for p in pods), message="scrapes")
         await asyncio.sleep(WINDOW + 2.0)
         assert replicas_of(operator, LLAMA, "chat") == 3
         assert status_of(operator).get("autoscaling", {}).get("decisions", []) == []
         pods[1].status = 200  # scrapeable again: idle, so down after the window
-        await eventually(lambda: replicas_of(operator, LLAMA, "chat") == 1, timeout=20)
+        await eventually(lambda: replicas_of(operator, LLAMA, "chat") == 1)
 
     async def test_tgi_queue_metric(
         self, operator: ApplyingEmulator, monkeypatch: pytest.MonkeyPatch
@@ -172,12 +210,14 @@ class TestBuiltin:
         await eventually(lambda: obj(operator, DEPLOYMENTS, "chat-primary"))
         await serving(operator, pods)
         await eventually(lambda: all(p.scrapes > 0 for p in pods))
+        await eventually(scaler_gauges, message="the scaler evaluating")
         headers = {"Content-Type": "application/merge-patch+json"}
         async with operator.patch(
             path(LLAMA, "chat"), json={"spec": {"autoscaling": None}}, headers=headers
         ) as response:
             assert response.status < 300
-        await asyncio.sleep(1.5)  # the daemon notices and stops
+        # The daemon notices and stops: its gauges go when it has exited (after its last tick).
+        await eventually(lambda: not scaler_gauges(), message="the scaler stopped")
         seen = [p.scrapes for p in pods]
         # kubectl scale: a /scale patch, which the operator carries to the Deployment.
         async with operator.patch(
@@ -212,7 +252,7 @@ class TestExternalScalers:
                 == {"kind": "ScaledObject", "name": "chat"}
             )
         )
-        condition = await eventually(lambda: condition_of(operator, "Autoscaling"))
+        condition = await wait_condition(operator, "Autoscaling", reason="ScaledObject")
         assert (condition["status"], condition["reason"]) == ("True", "ScaledObject")
 
         await patch(operator, LLAMA, "chat", {"spec": {"autoscaling": {"engine": "hpa"}}})
@@ -237,15 +277,16 @@ class TestExternalScalers:
     async def test_a_cluster_without_keda_is_told_so(self, operator: ApplyingEmulator) -> None:
         del operator.resources[SCALEDOBJECTS]  # the API server does not serve the kind
         await create(operator, LLAMA, llama(spec=spec(engine="keda")))
-        condition = await eventually(lambda: condition_of(operator, "Autoscaling"))
+        condition = await wait_condition(operator, "Autoscaling", reason="ScalerNotInstalled")
         assert (condition["status"], condition["reason"]) == ("False", "ScalerNotInstalled")
         assert "install KEDA" in condition["message"]
-        assert exists(operator, DEPLOYMENTS, "chat-primary")  # everything else still serves
+        # Everything else still serves.
+        await eventually(lambda: exists(operator, DEPLOYMENTS, "chat-primary"))
 
     async def test_kv_cache_on_tgi_names_the_field(self, operator: ApplyingEmulator) -> None:
         await create(
             operator, LLAMA, llama(spec=spec("tgi", metric="kvCache", targetQueueLength=0.8))
         )
-        planned = await eventually(lambda: condition_of(operator, "Planned"))
+        planned = await wait_condition(operator, "Planned", reason="InvalidSpec")
         assert planned["reason"] == "InvalidSpec"
         assert planned["message"].startswith("spec.autoscaling.metric: TGI exposes no KV-cache")

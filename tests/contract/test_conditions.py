@@ -22,7 +22,9 @@ from kube import (
     llama,
     obj,
     patch,
+    settled,
     status_of,
+    wait_condition,
     writes,
 )
 
@@ -37,7 +39,7 @@ class TestUnplannable:
         self, operator: ApplyingEmulator
     ) -> None:
         await create(operator, LLAMA, llama(spec=HUGE))
-        planned = await eventually(lambda: condition_of(operator, "Planned"))
+        planned = await wait_condition(operator, "Planned", reason="NoFeasiblePlan")
         assert planned["status"] == "False"
         assert planned["reason"] == "NoFeasiblePlan"
         assert "spec.placement.tensorParallel" in planned["message"]
@@ -46,7 +48,10 @@ class TestUnplannable:
         await asyncio.sleep(1.0)  # several resyncs: still nothing may be created
         assert not exists(operator, DEPLOYMENTS, "chat-primary")
         assert not exists(operator, SERVICES, "chat")
-        warnings = [e for e in events(operator) if e["type"] == "Warning"]
+        # Events are posted after the status patch: wait for the Warning, then see it alone.
+        warnings = await eventually(
+            lambda: [e for e in events(operator) if e["type"] == "Warning"], message="a Warning"
+        )
         assert [e["reason"] for e in warnings] == ["NoFeasiblePlan"]  # once, not every tick
 
     async def test_spec_that_bypassed_the_schema_names_the_field(
@@ -57,7 +62,7 @@ class TestUnplannable:
             "placement": {"tensorParallel": 3},
         }
         await create(operator, LLAMA, llama(spec=spec))
-        planned = await eventually(lambda: condition_of(operator, "Planned"))
+        planned = await wait_condition(operator, "Planned", reason="InvalidSpec")
         assert planned["reason"] == "InvalidSpec"
         assert planned["message"].startswith("spec.placement.tensorParallel:")
         assert not exists(operator, DEPLOYMENTS, "chat-primary")
@@ -67,7 +72,7 @@ class TestUnplannable:
     ) -> None:
         spec = {"model": {"id": "example-org/not-in-any-cache"}}
         await create(operator, LLAMA, llama(spec=spec))
-        planned = await eventually(lambda: condition_of(operator, "Planned"))
+        planned = await wait_condition(operator, "Planned", reason="ModelFactsUnavailable")
         assert planned["reason"] == "ModelFactsUnavailable"
         assert "spec.model.parameters" in planned["message"]
         assert not exists(operator, DEPLOYMENTS, "chat-primary")
@@ -78,10 +83,12 @@ class TestBadEditKeepsServing:
         self, operator: ApplyingEmulator
     ) -> None:
         await create(operator, LLAMA, llama())
-        before = await eventually(lambda: obj(operator, DEPLOYMENTS, "chat-primary"))
+        await eventually(lambda: obj(operator, DEPLOYMENTS, "chat-primary"))
         good_plan = await eventually(lambda: status_of(operator).get("plan"))
-        await asyncio.sleep(0.5)
+        # Once the operator's own writes are done, the Deployment as it stands is the mark.
+        await settled()
         mark = len(list(operator))
+        before = obj(operator, DEPLOYMENTS, "chat-primary")
 
         await patch(operator, LLAMA, "chat", {"metadata": {"generation": 2}, "spec": HUGE})
         planned = await eventually(
@@ -97,7 +104,10 @@ class TestBadEditKeepsServing:
         ]
         assert touched == []
         assert obj(operator, DEPLOYMENTS, "chat-primary") == before
-        status = status_of(operator)
+        status = await eventually(
+            lambda: (s := status_of(operator)).get("phase") == "Degraded" and s,
+            message="phase Degraded",
+        )
         assert status["plan"] == good_plan
         assert status["phase"] == "Degraded"
 
@@ -117,11 +127,12 @@ class TestReadiness:
             {"status": {"replicas": 1, "readyReplicas": 1, "updatedReplicas": 1}},
             subresource="status",
         )
-        await eventually(lambda: status_of(operator).get("phase") == "Ready", message="Ready")
-        status = status_of(operator)
+        status = await eventually(
+            lambda: (s := status_of(operator)).get("phase") == "Ready" and s, message="Ready"
+        )
         assert status["readyReplicas"] == status["replicas"] == 1
-        assert condition_of(operator, "Ready")["status"] == "True"
-        assert condition_of(operator, "Available")["status"] == "True"
+        await wait_condition(operator, "Ready", status="True")
+        await wait_condition(operator, "Available", status="True")
 
 
 DISCOVERY_CONFIG = "images: {vllm: 'vllm/vllm-openai:v0.11.0'}\n"  # no pools: discover
@@ -147,7 +158,7 @@ class TestDiscovery:
     @pytest.mark.operator_config(DISCOVERY_CONFIG)
     async def test_no_pools_anywhere_is_a_clear_condition(self, operator: ApplyingEmulator) -> None:
         await create(operator, LLAMA, llama())
-        planned = await eventually(lambda: condition_of(operator, "Planned"))
+        planned = await wait_condition(operator, "Planned", reason="NoGPUPools")
         assert planned["reason"] == "NoGPUPools"
         assert not exists(operator, DEPLOYMENTS, "chat-primary")
 
@@ -160,7 +171,7 @@ class TestHubFacts:
         await create(operator, LLAMA, llama(spec={"model": {"id": "example-org/tiny-llama"}}))
         plan = await eventually(lambda: status_of(operator).get("plan"))
         assert "8.03B" in plan["reason"]
-        deployment = obj(operator, DEPLOYMENTS, "chat-primary")
+        deployment = await eventually(lambda: obj(operator, DEPLOYMENTS, "chat-primary"))
         assert "example-org/tiny-llama" in container_args(deployment)
 
 
@@ -180,9 +191,9 @@ class TestEveryFieldIsActive:
         }
         await create(operator, LLAMA, llama(spec=spec))
         await eventually(lambda: exists(operator, DEPLOYMENTS, "chat-fallback-0"))
-        assert exists(operator, DEPLOYMENTS, "chat-primary")
-        await eventually(lambda: status_of(operator).get("activeModel"))
-        assert "NotYetActive" not in {c["type"] for c in status_of(operator)["conditions"]}
+        await eventually(lambda: exists(operator, DEPLOYMENTS, "chat-primary"))
+        status = await eventually(lambda: (s := status_of(operator)).get("activeModel") and s)
+        assert "NotYetActive" not in {c["type"] for c in status["conditions"]}
         assert not any(e["reason"] == "FieldsNotActive" for e in events(operator))
 
 

@@ -30,6 +30,7 @@ from kube import (
     PODS,
     POOLS_YAML,
     SERVICES,
+    TIMEOUT,
     ApplyingEmulator,
     condition_of,
     container_args,
@@ -42,8 +43,11 @@ from kube import (
     patch,
     report_ready,
     status_of,
+    wait_condition,
     writes,
 )
+
+from llama_operator import metrics
 
 PRIMARY_MODEL = "meta-llama/Llama-3.1-8B-Instruct"
 SMALL = "meta-llama/Llama-3.2-1B-Instruct"
@@ -189,6 +193,13 @@ def with_reason(cluster: ApplyingEmulator, reason: str) -> list[dict[str, Any]]:
     return [e for e in events(cluster) if e["reason"] == reason]
 
 
+def failovers(event: str) -> float:
+    """The operator's failover count of ``event`` so far (``fallback_started``), counted when
+    its reconcile ends, before its Events are posted (the whole process: take a difference)."""
+    value = metrics.REGISTRY.get_sample_value("llama_operator_failovers_total", {"event": event})
+    return float(value or 0.0)
+
+
 def pod_spec(deployment: dict[str, Any]) -> dict[str, Any]:
     return dict(deployment["spec"]["template"]["spec"])
 
@@ -260,7 +271,14 @@ class TestPoolFallback:
         await eventually(
             lambda: status_of(operator)["plan"]["pool"] == second, message="re-planned"
         )
-        after = obj(operator, DEPLOYMENTS, "chat-primary")
+        after = await eventually(
+            lambda: (
+                pod_spec(d := obj(operator, DEPLOYMENTS, "chat-primary"))["nodeSelector"]
+                == POOLS[second]["nodeSelector"]
+                and d
+            ),
+            message=f"the primary on {second}",
+        )
         pod = pod_spec(after)
         assert pod["nodeSelector"] == POOLS[second]["nodeSelector"]
         assert pod["tolerations"] == POOLS[second]["tolerations"]
@@ -365,9 +383,7 @@ class TestEveryPoolExcluded:
         self, operator: ApplyingEmulator
     ) -> None:
         await exhaust_pools(operator)
-        planned = await eventually(
-            lambda: (c := condition_of(operator, "Planned"))["status"] == "False" and c
-        )
+        planned = await wait_condition(operator, "Planned", status="False", reason="NoFeasiblePlan")
         assert planned["reason"] == "NoFeasiblePlan"
         assert "every GPU pool the spec allows was excluded" in planned["message"]
         assert "pool l4 excluded since" in planned["message"]
@@ -493,8 +509,8 @@ class TestFailover:
         ):
             assert "llamaops.dev/deployment" not in labels
             assert {k: labels[k] for k in ON_FALLBACK} == ON_FALLBACK
-        assert exists(operator, SERVICES, "chat-fallback-0")
-        assert exists(operator, CONFIGMAPS, "chat-fallback-0-license")
+        await eventually(lambda: exists(operator, SERVICES, "chat-fallback-0"))
+        await eventually(lambda: exists(operator, CONFIGMAPS, "chat-fallback-0-license"))
         await report_ready(operator, "chat-fallback-0", 1)
         await eventually(
             lambda: status_of(operator)["failover"]["fallbacks"][0]["readyReplicas"] == 1
@@ -529,7 +545,10 @@ class TestFailover:
         await report_ready(operator, "chat-primary", 1)
         ready_at = asyncio.get_running_loop().time()
         while entry_selector(operator) == ON_FALLBACK:
-            assert asyncio.get_running_loop().time() - ready_at < hold_down + 3, "no fail-back"
+            # (Not before the hold-down is what is asserted; how long after, a loaded
+            # machine decides.)
+            elapsed = asyncio.get_running_loop().time() - ready_at
+            assert elapsed < hold_down + TIMEOUT, "no fail-back"
             await asyncio.sleep(0.05)
         back_after = asyncio.get_running_loop().time() - ready_at
         # The operator stamps primaryHealthySince in whole seconds (and from the start of
@@ -542,19 +561,32 @@ class TestFailover:
         assert f"spec.failover.holdDown ({hold_down:g}s)" in failed_back["message"]
         await eventually(lambda: status_of(operator)["activeModel"] == PRIMARY_MODEL)
         await eventually(lambda: status_of(operator)["phase"] == "Ready")
-        serving = condition_of(operator, "FallbackActive")
+        serving = await wait_condition(operator, "FallbackActive", reason="PrimaryServing")
         assert (serving["status"], serving["reason"]) == ("False", "PrimaryServing")
         assert obj(operator, DEPLOYMENTS, "chat-fallback-0")["spec"]["replicas"] == 1  # warm
 
     async def test_a_cold_fallback_starts_and_takes_traffic_only_once_ready(
         self, operator: ApplyingEmulator
     ) -> None:
+        started_before = failovers("fallback_started")
         await primary_serving(operator, failover_spec(replicas=0, hold_down="1s"))
-        cold = await eventually(lambda: obj(operator, DEPLOYMENTS, "chat-fallback-0"))
-        assert cold["spec"]["replicas"] == 0
-
         # (A new primary has no ready replica either: the cold fallback may have been
-        # started during its first start, and stopped once it was Ready. Count from here.)
+        # started during its first start, and stopped once it was Ready. Count from here,
+        # once every StartingFallback the operator has emitted so far has been posted.)
+        cold = await eventually(
+            lambda: (
+                (d := obj(operator, DEPLOYMENTS, "chat-fallback-0"))["spec"]["replicas"] == 0 and d
+            ),
+            message="the cold fallback at zero",
+        )
+        assert cold["spec"]["replicas"] == 0
+        await eventually(
+            lambda: (
+                len(with_reason(operator, "StartingFallback"))
+                == failovers("fallback_started") - started_before
+            ),
+            message="every StartingFallback posted",
+        )
         seen = len(with_reason(operator, "StartingFallback"))
         await report_unready(operator, "chat-primary")
         await eventually(
@@ -604,7 +636,7 @@ class TestFailover:
         assert "spec.fallbacks[0].license.accept" in row["reason"]
         assert "Llama 3.2 Community License" in row["reason"]
         # The primary has no ready replica, and the only fallback may not serve: reported.
-        waiting = await eventually(lambda: condition_of(operator, "FallbackActive"))
+        waiting = await wait_condition(operator, "FallbackActive", reason="NoFallbackReady")
         assert (waiting["status"], waiting["reason"]) == ("False", "NoFallbackReady")
         assert "no fallback may serve (fallback-0:" in waiting["message"]
         await asyncio.sleep(1.0)  # two resyncs: still no pods, no Service, traffic unmoved

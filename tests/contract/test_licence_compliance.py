@@ -33,7 +33,9 @@ from kube import (
     obj,
     patch,
     secret,
+    settled,
     status_of,
+    wait_condition,
 )
 
 import hubserver
@@ -82,7 +84,7 @@ class TestAcceptance:
         self, operator: ApplyingEmulator
     ) -> None:
         await create(operator, LLAMA, llama(spec={"model": {"id": LLAMA_31}, "replicas": 1}))
-        accepted = await eventually(lambda: condition_of(operator, "LicenseAccepted"))
+        accepted = await wait_condition(operator, "LicenseAccepted", reason="NotAccepted")
         assert (accepted["status"], accepted["reason"]) == ("False", "NotAccepted")
         assert AUP_31 in accepted["message"]
         assert "spec.license.accept: true" in accepted["message"]
@@ -114,7 +116,7 @@ class TestAcceptance:
         assert annotations["llamaops.dev/license"] == "llama3.1"
         assert annotations["llamaops.dev/aup-url"] == AUP_31
         await eventually(lambda: condition_of(operator, "LicenseAccepted")["status"] == "True")
-        assert status_of(operator)["license"]["accepted"] is True
+        await eventually(lambda: status_of(operator)["license"]["accepted"] is True)
 
     async def test_configmap_carries_the_exact_notice_and_services_are_annotated(
         self, operator: ApplyingEmulator
@@ -142,6 +144,7 @@ class TestAcceptance:
         await create(operator, LLAMA, llama())
         before = await eventually(lambda: obj(operator, DEPLOYMENTS, "chat-primary"))
         await eventually(lambda: status_of(operator).get("license", {}).get("accepted"))
+        await settled()  # the operator's own writes so far are done: count from here
         since = len(list(operator))
         await patch(operator, LLAMA, "chat", {"spec": {"license": {"accept": False}}})
         revoked = await eventually(
@@ -176,7 +179,7 @@ class TestGatedAccess:
         fake_hub.valid_tokens.add(TOKEN)  # a real token, not (yet) granted the gated repo
         await token_secret(operator)
         await create(operator, LLAMA, llama(spec=gated_spec()))
-        accessible = await eventually(lambda: condition_of(operator, "ModelAccessible"))
+        accessible = await wait_condition(operator, "ModelAccessible", reason="NotGranted")
         assert (accessible["status"], accessible["reason"]) == ("False", "NotGranted")
         assert f"{fake_hub.url}/{LLAMA_31}" in accessible["message"]
         await eventually(lambda: any(e["reason"] == "NotGranted" for e in events(operator)))
@@ -185,7 +188,7 @@ class TestGatedAccess:
         assert status_of(operator)["phase"] == "Pending"
 
         fake_hub.grant(LLAMA_31, TOKEN)  # access granted on the Hub, nothing edited here
-        await eventually(lambda: exists(operator, DEPLOYMENTS, "chat-primary"), timeout=15)
+        await eventually(lambda: exists(operator, DEPLOYMENTS, "chat-primary"))
         await eventually(lambda: condition_of(operator, "ModelAccessible")["reason"] == "Granted")
         checks = [r for r in fake_hub.seen() if r.path.endswith("/auth-check")]
         assert len(checks) >= 2
@@ -196,7 +199,7 @@ class TestGatedAccess:
     ) -> None:
         await token_secret(operator)  # the fixture Hub does not know this token
         await create(operator, LLAMA, llama(spec=gated_spec()))
-        accessible = await eventually(lambda: condition_of(operator, "ModelAccessible"))
+        accessible = await wait_condition(operator, "ModelAccessible", reason="BadToken")
         assert (accessible["status"], accessible["reason"]) == ("False", "BadToken")
         assert "spec.model.tokenSecretRef" in accessible["message"]
         await asyncio.sleep(0.5)
@@ -206,7 +209,7 @@ class TestGatedAccess:
         self, operator: ApplyingEmulator, fake_hub: hubserver.HubFixture
     ) -> None:
         await create(operator, LLAMA, llama())  # accepted, but no tokenSecretRef
-        accessible = await eventually(lambda: condition_of(operator, "ModelAccessible"))
+        accessible = await wait_condition(operator, "ModelAccessible", reason="TokenRequired")
         assert (accessible["status"], accessible["reason"]) == ("False", "TokenRequired")
         assert "spec.model.tokenSecretRef" in accessible["message"]
         assert not exists(operator, DEPLOYMENTS, "chat-primary")
@@ -225,7 +228,7 @@ class TestGatedAccess:
             lambda: condition_of(operator, "ModelAccessible")["reason"] == "NotGranted"
         )
         fake_hub.grant(LLAMA_31, TOKEN)
-        await eventually(lambda: exists(operator, DEPLOYMENTS, "chat-primary"), timeout=15)
+        await eventually(lambda: exists(operator, DEPLOYMENTS, "chat-primary"))
         written = everything_written(operator)
         assert TOKEN not in written.replace(base64.b64encode(TOKEN.encode()).decode(), "")
         assert base64.b64encode(TOKEN.encode()).decode() not in json.dumps(status_of(operator))
@@ -253,7 +256,7 @@ class TestDetectionFromTheHub:
         assert (found["id"], found["source"]) == ("llama3.1", "base-model")
         assert "meta-llama/Llama-3.1-8B" in found["detail"]
         assert "'mit'" in found["detail"]  # what its own card claims
-        accepted = await eventually(lambda: condition_of(operator, "LicenseAccepted"))
+        accepted = await wait_condition(operator, "LicenseAccepted", reason="NotAccepted")
         assert accepted["reason"] == "NotAccepted"
         await asyncio.sleep(0.5)
         assert not exists(operator, DEPLOYMENTS, "chat-primary")
@@ -279,7 +282,7 @@ class TestDetectionFromTheHub:
         fake_hub.grant("mistralai/Mistral-Large-Instruct-2407", TOKEN)
         await token_secret(operator)
         await create(operator, LLAMA, llama(spec=spec))
-        restricted = await eventually(lambda: condition_of(operator, "LicenseRestricted"))
+        restricted = await wait_condition(operator, "LicenseRestricted", reason="RestrictedLicense")
         assert (restricted["status"], restricted["reason"]) == ("True", "RestrictedLicense")
         assert "research use only" in restricted["message"]
         assert status_of(operator)["license"]["id"] == "mrl"

@@ -6,7 +6,17 @@ import asyncio
 import os
 import urllib.request
 
-from kube import DEPLOYMENTS, LLAMA, ApplyingEmulator, create, eventually, llama, obj, status_of
+from kube import (
+    DEPLOYMENTS,
+    LLAMA,
+    TIMEOUT,
+    ApplyingEmulator,
+    create,
+    eventually,
+    llama,
+    obj,
+    status_of,
+)
 from prometheus_client import parser
 
 
@@ -22,8 +32,10 @@ def scrape() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 
 
 async def scrape_when_up() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    """The endpoint starts with the operator's startup activity: wait for it."""
-    for _ in range(100):
+    """The endpoint starts with the operator's startup activity: wait for it (by the clock,
+    as long as any other wait: a loaded machine can take seconds to start the operator)."""
+    deadline = asyncio.get_running_loop().time() + TIMEOUT
+    while asyncio.get_running_loop().time() < deadline:
         try:
             return scrape()
         except OSError:  # connection refused: not listening yet

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from kube import (
@@ -14,12 +13,15 @@ from kube import (
     condition_of,
     container_args,
     create,
+    events,
     eventually,
     exists,
     llama,
     obj,
     patch,
+    settled,
     status_of,
+    wait_condition,
     writes,
 )
 
@@ -54,7 +56,7 @@ class TestCreate:
         assert plan["engine"] == "vllm"
         assert plan["gpusPerReplica"] == plan["tensorParallel"] >= 1
         assert plan["reason"]
-        planned = condition_of(operator, "Planned")
+        planned = await wait_condition(operator, "Planned", status="True")
         assert planned["status"] == "True"
         assert planned["observedGeneration"] == 1
         status = status_of(operator)
@@ -67,14 +69,23 @@ class TestCreate:
         await create(operator, LLAMA, llama())
         await eventually(lambda: exists(operator, SERVICES, "chat-primary"))
         await eventually(lambda: exists(operator, NETWORKPOLICIES, "chat"))
-        applies = [r for r in operator if "apply-patch" in r.headers.get("Content-Type", "")]
-        assert {r.url.path for r in applies} == {
+        wanted = {
             "/api/v1/namespaces/ai/configmaps/chat-license",
             "/apis/apps/v1/namespaces/ai/deployments/chat-primary",
             "/api/v1/namespaces/ai/services/chat",
             "/api/v1/namespaces/ai/services/chat-primary",
             "/apis/networking.k8s.io/v1/namespaces/ai/networkpolicies/chat",
         }
+
+        def applied() -> list[Any]:
+            found = [
+                r for r in list(operator) if "apply-patch" in r.headers.get("Content-Type", "")
+            ]
+            return found if wanted <= {r.url.path for r in found} else []
+
+        # Every child applied (in whatever order), then: those, and nothing else.
+        applies = await eventually(applied, message="an apply of every child")
+        assert {r.url.path for r in applies} == wanted
         assert {r.params["fieldManager"] for r in applies} == {"llama-operator"}
         assert {r.params["force"] for r in applies} == {"true"}
 
@@ -86,8 +97,13 @@ class TestIdempotency:
         await create(operator, LLAMA, llama())
         await eventually(lambda: status_of(operator).get("plan"))
         await eventually(lambda: exists(operator, SERVICES, "chat-primary"))
-        # Let every watch event of our own writes settle before counting.
-        await asyncio.sleep(1.0)
+        # Let our own writes settle before counting: the first reconcile's Events posted
+        # (after its status patch), then a reconcile that applies nothing.
+        await eventually(
+            lambda: {"Planned", "Applied"} <= {e["reason"] for e in events(operator)},
+            message="the first reconcile's Events",
+        )
+        await settled()
         before = len(list(operator))
         ticks = 0
         original = handlers._reconcile
@@ -142,7 +158,7 @@ class TestDrift:
         await create(operator, LLAMA, llama())
         ours = await eventually(lambda: obj(operator, DEPLOYMENTS, "chat-primary"))
         await eventually(lambda: status_of(operator).get("plan"))
-        await asyncio.sleep(1.0)
+        await settled()  # the edit comes after the operator's own writes, as drift does
         template = ours["spec"]["template"]
         edited = {**template["spec"]["containers"][0], "args": ["--evil"]}
         await patch(

@@ -37,6 +37,7 @@ from kube import (
     obj,
     secret,
     status_of,
+    wait_condition,
 )
 
 from labelselector import matches
@@ -55,9 +56,7 @@ class TestAPIKeyRequired:
         self, operator: ApplyingEmulator
     ) -> None:
         await create(operator, LLAMA, llama(spec=NO_KEY))
-        found = await eventually(
-            lambda: condition_of(operator, "Authenticated"), message="Authenticated"
-        )
+        found = await wait_condition(operator, "Authenticated", reason="APIKeyRequired")
         assert (found["status"], found["reason"]) == ("False", "APIKeyRequired")
         assert found["message"].startswith("spec.auth.apiKeySecretRef is required")
         assert "kubectl create secret generic" in found["message"]
@@ -67,7 +66,10 @@ class TestAPIKeyRequired:
         assert exists(operator, SERVICES, "chat")
         assert exists(operator, NETWORKPOLICIES, "chat")
         assert status_of(operator)["phase"] == "Pending"
-        warnings = [e for e in events(operator) if e["type"] == "Warning"]
+        # Events are posted after the status patch: wait for the Warning, then see it alone.
+        warnings = await eventually(
+            lambda: [e for e in events(operator) if e["type"] == "Warning"], message="a Warning"
+        )
         assert [e["reason"] for e in warnings] == ["APIKeyRequired"]
 
     async def test_a_missing_secret_holds_until_it_is_created(
@@ -121,7 +123,7 @@ class TestWithAKey:
         }
         assert not any(arg.startswith("--api-key") for arg in engine["args"])
         assert PLANTED_API_KEY not in json.dumps(deployment)
-        found = await eventually(lambda: condition_of(operator, "Authenticated"))
+        found = await wait_condition(operator, "Authenticated", reason="APIKey")
         assert (found["status"], found["reason"]) == ("True", "APIKey")
         # The probes need no key: they use the engine's open /health.
         assert engine["readinessProbe"]["httpGet"]["path"] == "/health"
@@ -221,10 +223,10 @@ class TestEngineReleaseAndPodSecurity:
 
     async def test_vllm_is_verified_and_restricted(self, operator: ApplyingEmulator) -> None:
         await create(operator, LLAMA, llama())
-        profile = await eventually(lambda: condition_of(operator, "EngineProfile"))
+        profile = await wait_condition(operator, "EngineProfile", reason="Verified")
         assert (profile["status"], profile["reason"]) == ("True", "Verified")
         assert profile["message"].startswith("vLLM 0.34.0 (from the image tag)")
-        security = await eventually(lambda: condition_of(operator, "PodSecurity"))
+        security = await wait_condition(operator, "PodSecurity", reason="Restricted")
         assert (security["status"], security["reason"]) == ("True", "Restricted")
         assert status_of(operator)["plan"]["engineVersion"] == "0.34.0"
 

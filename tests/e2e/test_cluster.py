@@ -163,3 +163,128 @@ async def test_llama_deployment_lifecycle(
         return False
 
     assert await wait_for(deployment_gone, timeout=120)  # garbage-collected via ownerReferences
+
+
+@pytest.mark.parametrize("name", ["a.b.c", "x" * (api.MAX_NAME_LENGTH + 1)])
+def test_a_name_no_service_could_have_is_refused_by_cel(
+    api_client: kclient.ApiClient, namespace: str, name: str
+) -> None:
+    """Only a real API server evaluates the CRD's root rule on metadata.name (kmock does
+    not): ``a.b.c`` is a valid object name, and 53 characters are within 253, so only the
+    CEL rule refuses them (issue 15, item 3). A name at the limit is admitted."""
+    custom = kclient.CustomObjectsApi(api_client)
+
+    def body(of: str) -> dict[str, Any]:
+        return {
+            "apiVersion": api.API_VERSION,
+            "kind": api.KIND,
+            "metadata": {"name": of, "namespace": namespace},
+            "spec": {"model": {"id": "meta-llama/Llama-3.2-1B-Instruct"}},
+        }
+
+    with pytest.raises(kclient.ApiException) as refused:
+        custom.create_namespaced_custom_object(
+            api.GROUP, api.VERSION, namespace, api.PLURAL, body(name)
+        )
+    assert refused.value.status == 422
+    assert "metadata.name must be a DNS-1035 label" in str(refused.value.body)
+    assert f"at most {api.MAX_NAME_LENGTH} characters" in str(refused.value.body)
+
+    longest = "x" * api.MAX_NAME_LENGTH
+    custom.create_namespaced_custom_object(
+        api.GROUP, api.VERSION, namespace, api.PLURAL, body(longest)
+    )
+    # An update of the admitted object passes the create-only rule (optionalOldSelf).
+    custom.patch_namespaced_custom_object(
+        api.GROUP, api.VERSION, namespace, api.PLURAL, longest, {"spec": {"replicas": 0}}
+    )
+    custom.delete_namespaced_custom_object(api.GROUP, api.VERSION, namespace, api.PLURAL, longest)
+
+
+@contextlib.asynccontextmanager
+async def operator_running(namespace: str) -> AsyncIterator[None]:
+    """The operator from start to stop, inside a test (the ``operator`` fixture's body)."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(
+        kopf.operator(namespaces=[namespace], standalone=True, stop_flag=stop)
+    )
+    try:
+        yield
+    finally:
+        stop.set()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait_for(task, timeout=30)
+
+
+async def test_an_edit_made_while_the_operator_was_down_is_reverted_by_a_real_apply(
+    api_client: kclient.ApiClient,
+    namespace: str,
+    tmp_path: pathlib.Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Issue 15, item 2, where only a real API server shows it: server-side apply with
+    force puts back the image and the (atomic) args list another manager changed, and
+    leaves the generation alone when nothing was changed."""
+    from llama_operator import handlers as _handlers  # noqa: F401, PLC0415 - registers them
+
+    config_file = tmp_path / "config.yaml"
+    config_file.write_text(POOLS)
+    monkeypatch.setenv("LLAMA_OPERATOR_CONFIG", str(config_file))
+    custom = kclient.CustomObjectsApi(api_client)
+    apps = kclient.AppsV1Api(api_client)
+    core = kclient.CoreV1Api(api_client)
+    body = {
+        "apiVersion": api.API_VERSION,
+        "kind": api.KIND,
+        "metadata": {"name": "drift", "namespace": namespace},
+        "spec": {
+            "model": {"id": "meta-llama/Llama-3.2-1B-Instruct"},
+            "license": {"accept": True},
+            "auth": {"mode": "optional"},
+        },
+    }
+    async with operator_running(namespace):
+        custom.create_namespaced_custom_object(api.GROUP, api.VERSION, namespace, api.PLURAL, body)
+        good = await wait_for(lambda: apps.read_namespaced_deployment("drift-primary", namespace))
+    container = good.spec.template.spec.containers[0]
+    edited = {
+        "spec": {
+            "template": {
+                "spec": {
+                    "containers": [
+                        {
+                            "name": container.name,
+                            "image": "evil/image:latest",
+                            "args": [*container.args, "--trust-remote-code"],
+                        }
+                    ]
+                }
+            }
+        }
+    }
+    apps.patch_namespaced_deployment("drift-primary", namespace, edited)  # strategic merge
+    assert (
+        apps.read_namespaced_deployment("drift-primary", namespace)
+        .spec.template.spec.containers[0]
+        .image
+        == "evil/image:latest"
+    )
+
+    async with operator_running(namespace):
+
+        def restored() -> Any:
+            live = apps.read_namespaced_deployment("drift-primary", namespace)
+            first = live.spec.template.spec.containers[0]
+            return first.image == container.image and first.args == container.args and live
+
+        await wait_for(restored)
+
+        def drift_event() -> list[Any]:
+            listed = core.list_namespaced_event(
+                namespace, field_selector="involvedObject.name=drift"
+            )
+            return [e for e in listed.items if e.reason == "DriftReverted"]
+
+        (event,) = await wait_for(drift_event)
+    assert event.type == "Warning"
+    assert "Deployment/drift-primary" in event.message

@@ -30,7 +30,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 import podserver
-from llama_operator import profiles
+from llama_operator import api, profiles
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 ENGINES = ROOT / ".cache" / "engines"
@@ -268,6 +268,67 @@ def test_secret_flags_are_flags_of_vllm_serve(version: str) -> None:
         flags.why_not(flag) for flag in profile_of(version).secretFlags if not flags.source(flag)
     ]
     assert not wrong, f"vLLM {version}: secretFlags: " + "; ".join(wrong)
+
+
+def option_groups(module: ast.Module) -> list[frozenset[str]]:
+    """The option strings of each ``add_argument(...)`` call that spells them out."""
+    groups = []
+    for node in ast.walk(module):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "add_argument"
+        ):
+            options = frozenset(
+                argument.value
+                for argument in node.args
+                if isinstance(argument, ast.Constant)
+                and isinstance(argument.value, str)
+                and argument.value.startswith("-")
+            )
+            if options:
+                groups.append(options)
+    return groups
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_flag_aliases_are_other_names_of_the_planned_flag(version: str) -> None:
+    # engines.yaml flagAliases: `add_argument("--tensor-parallel-size", "-tp", ...)` and
+    # `add_argument("--quantization", "-q", ...)`; --model is EngineArgs.model.
+    profile = profile_of(version)
+    groups = option_groups(parse(version, ARG_UTILS))
+    wrong = []
+    for setting, aliases in profile.flagAliases.items():
+        for alias in aliases:
+            if setting == "model":
+                if serve_flags(version).source(alias) is None:
+                    wrong.append(f"{alias}: {serve_flags(version).why_not(alias)}")
+            elif not any({alias, profile.flags[setting]} <= group for group in groups):
+                wrong.append(f"{alias} is not registered with {profile.flags[setting]}")
+    assert not wrong, f"vLLM {version}: flagAliases: " + "; ".join(wrong)
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_every_prefix_argparse_expands_to_a_secret_flag_is_refused(version: str) -> None:
+    """argparse (allow_abbrev, left on by vLLM) takes a prefix only one flag starts with
+    as that flag, and FlexibleArgumentParser reads "_" as "-": api.SECRET_FLAG_PATTERN
+    must refuse every such spelling of a secret flag, and no other flag of `vllm serve`."""
+    flags = serve_flags(version)
+    known = set(flags.frontend) | set(flags.registered)
+    secret = set(profile_of(version).secretFlags)
+    missed = []
+    for flag in sorted(secret):
+        for end in range(3, len(flag) + 1):
+            prefix = flag[:end]
+            if [other for other in known if other.startswith(prefix)] != [flag]:
+                continue  # ambiguous (or no flag): argparse refuses it itself
+            for spelled in (prefix, "--" + prefix[2:].replace("-", "_")):
+                for argument in (spelled, f"{spelled}=x"):
+                    if not re.match(api.SECRET_FLAG_PATTERN, argument):
+                        missed.append(argument)
+    assert not missed, f"vLLM {version}: argparse reads these as a secret flag: {missed}"
+    refused = [f for f in sorted(known - secret) if re.match(api.SECRET_FLAG_PATTERN, f)]
+    assert not refused, f"vLLM {version}: flags refused though they carry no secret: {refused}"
 
 
 # --- environment -------------------------------------------------------------------------

@@ -171,6 +171,8 @@ def st_(phase: str | None, *conditions: dict[str, Any], **extra: Any) -> dict[st
     return value
 
 
+REFUSED = "apply Service/chat-primary: the API server answered 422 Invalid: denied by a webhook"
+INVALID_NAME = "metadata.name 'a.b.c' is not a DNS-1035 label"
 PENDING_MSG = "waiting for serving pods to be created and scheduled"
 PROGRESSING_MSG = "0/1 replicas ready; the first start downloads the model and can take a long time"
 LAST_GOOD = (
@@ -630,6 +632,79 @@ CASES: list[tuple[str, dict[str, Any], str, str]] = [
         "NotAccepted: set spec.license.accept: true",
     ),
     (
+        "Reconciled=False: an apply the API server refused, while the last template serves",
+        llama(
+            st_(
+                "Ready",
+                PLANNED,
+                cond("Reconciled", "False", "APIError", REFUSED),
+                AVAILABLE,
+                READY,
+            )
+        ),
+        "Degraded",
+        f"APIError: {REFUSED}",
+    ),
+    (
+        "a failed reconcile goes before an older Planned=False",
+        llama(
+            st_(
+                "Failed",
+                cond("Planned", "False", "InvalidName", INVALID_NAME),
+                cond("Reconciled", "False", "APIError", REFUSED),
+                plan=None,
+            )
+        ),
+        "Degraded",
+        f"APIError: {REFUSED}",
+    ),
+    (
+        "the first reconcile of a new object failed: only Reconciled in status",
+        llama({"conditions": [cond("Reconciled", "False", "UnexpectedError", "KeyError: 'x'")]}),
+        "Degraded",
+        "UnexpectedError: KeyError: 'x'",
+    ),
+    (
+        "a new generation failed: status.observedGeneration is still the last good one",
+        llama(
+            st_(
+                "Ready",
+                PLANNED,
+                cond("Reconciled", "False", "APIError", REFUSED, gen=2),
+                AVAILABLE,
+                READY,
+            ),
+            generation=2,
+        ),
+        "Degraded",
+        f"APIError: {REFUSED}",
+    ),
+    (
+        "a failure of an older generation waits for the new one to be reconciled",
+        llama(
+            st_(
+                "Ready", PLANNED, cond("Reconciled", "False", "APIError", REFUSED), AVAILABLE, READY
+            ),
+            generation=2,
+        ),
+        "Progressing",
+        "Waiting for the operator to reconcile generation 2 (status is for generation 1)",
+    ),
+    (
+        "Reconciled=True changes nothing",
+        llama(
+            st_(
+                "Ready",
+                PLANNED,
+                cond("Reconciled", "True", "Succeeded", "the last reconcile completed"),
+                AVAILABLE,
+                READY,
+            )
+        ),
+        "Healthy",
+        f"1/1 ready on {SUMMARY}",
+    ),
+    (
         "an unplannable spec goes before a rollback",
         llama(
             st_(
@@ -784,6 +859,13 @@ def test_verdicts_on_statuses_the_operator_computes(
     assert verdict["status"] == expected
     assert verdict["status"] == PHASE_HEALTH[obj["status"]["phase"]]
     assert fragment in verdict["message"]
+
+
+def test_a_failed_reconcile_of_a_computed_status_is_degraded() -> None:
+    good = status.compute(observe(deployment=deployment(ready=1)))
+    assert run(llama(good))["status"] == "Healthy"
+    failed = status.failed(good, reason="APIError", message=REFUSED, generation=1, now=NOW)
+    assert run(llama(failed)) == {"status": "Degraded", "message": f"APIError: {REFUSED}"}
 
 
 def test_a_computed_status_for_an_older_generation_is_progressing() -> None:

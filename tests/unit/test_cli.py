@@ -94,6 +94,22 @@ class TestPlan:
         assert "ERROR NoFeasiblePlan: spec.placement.tensorParallel:" in out
         assert "Would fit" in out
 
+    @pytest.mark.parametrize("command", ["plan", "render"])
+    def test_a_name_no_service_could_have_exits_1_rendering_nothing(
+        self, capsys: pytest.CaptureFixture[str], tmp_path: pathlib.Path, command: str
+    ) -> None:
+        doc = {
+            "apiVersion": "llamaops.dev/v1alpha1",
+            "kind": "LlamaDeployment",
+            "metadata": {"name": "chat.v2"},
+            "spec": {"model": {"id": "meta-llama/Llama-3.1-8B-Instruct"}},
+        }
+        code, out, err = run(capsys, command, "-f", write(tmp_path, "named.yaml", doc))
+        assert code == 1
+        assert "metadata.name 'chat.v2' is not a DNS-1035 label" in out + err
+        if command == "render":
+            assert [d for d in yaml.safe_load_all(out) if d] == []
+
     def test_pools_file_replaces_the_bundled_catalogue(
         self, capsys: pytest.CaptureFixture[str], tmp_path: pathlib.Path
     ) -> None:

@@ -124,28 +124,64 @@ def without_nulls(value: Any) -> Any:
 
 
 _CEL = celpy.Environment()
-_PROGRAMS: dict[str, Any] = {}
+_PROGRAMS: dict[tuple[str, bool], Any] = {}
 
 
-def evaluate(rule: str, self_value: Any) -> bool:
-    if rule not in _PROGRAMS:
-        _PROGRAMS[rule] = _CEL.program(_CEL.compile(rule))
-    result = _PROGRAMS[rule].evaluate(
-        {"self": celpy.adapter.json_to_cel(without_nulls(self_value))}
-    )
+def evaluate(rule: str, self_value: Any, *, old_value: Any = None) -> bool:
+    """``rule`` on ``self_value``. Rules with ``optionalOldSelf`` (the root's) see
+    ``oldSelf`` as an optional: ``oldSelf.hasValue()`` is true on an update (``old_value``
+    given) and false on create, as the API server evaluates them."""
+    updating = old_value is not None
+    if (rule, updating) not in _PROGRAMS:
+        has_value = celpy.celtypes.BoolType(updating)
+        _PROGRAMS[rule, updating] = _CEL.program(
+            _CEL.compile(rule), functions={"hasValue": lambda _: has_value}
+        )
+    activation = {"self": celpy.adapter.json_to_cel(without_nulls(self_value))}
+    if "oldSelf" in rule:
+        activation["oldSelf"] = celpy.adapter.json_to_cel(without_nulls(old_value or {}))
+    result = _PROGRAMS[rule, updating].evaluate(activation)
     # Our rules must be total: an evaluation error is a bug in the rule, not a rejection.
     assert not isinstance(result, celpy.evaluation.CELEvalError), f"{rule!r} failed: {result}"
     return bool(result)
 
 
-def cel_failures(value: Any, node: dict[str, Any]) -> list[str]:
-    """Messages of the rules that reject ``value``, walking the schema like the server."""
+def as_declared(value: Any, node: dict[str, Any]) -> Any:
+    """``value`` as CEL sees it on the API server: a field declared ``type: number`` is a
+    double even when the JSON holds an integer (4, not 4.0), so ``self.target <= 1.0``
+    compares two doubles (Kubernetes' CEL type mapping, "number" -> double:
+    https://kubernetes.io/docs/reference/using-api/cel/#type-system-integration).
+    cel-python would otherwise type JSON 4 as an int and find no int/double overload."""
+    if node.get("type") == "number" and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, dict):
+        properties = node.get("properties", {})
+        extra = node.get("additionalProperties")
+        return {
+            key: as_declared(
+                item, properties.get(key) or (extra if isinstance(extra, dict) else {})
+            )
+            for key, item in value.items()
+        }
+    if isinstance(value, list) and isinstance(node.get("items"), dict):
+        return [as_declared(item, node["items"]) for item in value]
+    return value
+
+
+def cel_failures(value: Any, node: dict[str, Any], old: Any = None) -> list[str]:
+    """Messages of the rules that reject ``value``, walking the schema like the server.
+    ``old``: the stored object, on an update (the root's create-only rules then pass)."""
     if value is None:
         return []  # rules only ever see non-null values
+    typed = as_declared(value, node)
     failures = [
         entry["message"]
         for entry in node.get("x-kubernetes-validations", [])
-        if not evaluate(entry["rule"], value)
+        if not evaluate(
+            entry["rule"],
+            typed,
+            old_value=as_declared(old, node) if node is OPENAPI and old is not None else None,
+        )
     ]
     if isinstance(value, dict):
         for name, prop in node.get("properties", {}).items():
@@ -157,23 +193,24 @@ def cel_failures(value: Any, node: dict[str, Any]) -> list[str]:
     return failures
 
 
-def wrap(spec: dict[str, Any]) -> dict[str, Any]:
+def wrap(spec: dict[str, Any], name: str = "sample") -> dict[str, Any]:
     return {
         "apiVersion": api.API_VERSION,
         "kind": api.KIND,
-        "metadata": {"name": "sample", "namespace": "ai"},
+        "metadata": {"name": name, "namespace": "ai"},
         "spec": copy.deepcopy(spec),
     }
 
 
-def api_server_errors(obj: dict[str, Any]) -> list[str]:
-    """What the API server would refuse in ``obj``: schema errors first, then CEL."""
+def api_server_errors(obj: dict[str, Any], *, old: dict[str, Any] | None = None) -> list[str]:
+    """What the API server would refuse in ``obj`` (created, or updated from ``old``):
+    schema errors first, then CEL, from the root's rules down."""
     obj = copy.deepcopy(obj)
     apply_defaults(obj, OPENAPI)
     schema_errors = [error.message for error in OPENAPI_VALIDATOR.iter_errors(obj)]
     if schema_errors:
         return schema_errors
-    return cel_failures(obj["spec"], SPEC_SCHEMA)
+    return cel_failures(obj, OPENAPI, old)
 
 
 def operator_error(spec: dict[str, Any]) -> str | None:
@@ -416,9 +453,15 @@ def test_rules_are_attached_where_cel_rules_says() -> None:
         if "x-kubernetes-validations" in node
     }
     assert attached == api.CEL_RULES
+    # The root's rules (metadata.name) apply on create only: optionalOldSelf.
+    assert OPENAPI["x-kubernetes-validations"] == [
+        {"rule": rule, "message": message, "optionalOldSelf": True}
+        for rule, message in api.ROOT_CEL_RULES
+    ]
     for node in all_dicts(OPENAPI):
         for entry in node.get("x-kubernetes-validations", []):
-            assert entry.keys() == {"rule", "message"}
+            expected = {"rule", "message"} | ({"optionalOldSelf"} if node is OPENAPI else set())
+            assert entry.keys() == expected
             assert "\n" not in entry["message"]
 
 

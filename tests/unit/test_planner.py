@@ -377,6 +377,71 @@ def test_pins_are_honoured_or_refused_naming_what_fits(request: planner.Request)
         assert "Would fit" in message
 
 
+# Independent of the planner's tables: the lowest compute capability each pinned
+# quantization runs on, where some GPU in gpus.KNOWN falls below it (fp8 W8A8 needs Ada
+# or Hopper; the others run on every known product, the T4 at 7.5 included).
+CAPABILITY_FLOOR = {"fp8": FP8_MIN_CAPABILITY}
+REFUSAL_REASONS = {
+    "NoGPUPools",
+    "UnknownPool",
+    "QuantizationUnsupported",
+    "GPUCapabilityTooLow",
+    "HeadsNotDivisible",
+    "TooFewGPUsPerNode",
+    "ContextTooLong",
+    "NoFeasiblePlan",
+    "InvalidSpec",
+}
+
+
+def honours_every_pin(request: planner.Request, pool: pools.Pool) -> bool:
+    """Whether some candidate on ``pool`` keeps every pin, memory aside."""
+    model, tp = request.model, request.tensor_parallel
+    asked = request.checkpoint if request.checkpoint != "none" else request.quantization
+    if request.checkpoint == "none" and asked in ("awq", "gptq"):
+        return False  # a checkpoint format without the checkpoint
+    if asked != "auto" and pool.capability < CAPABILITY_FLOOR.get(asked, 0.0):
+        return False
+    if tp is not None and (
+        tp > pool.gpusPerNode or model.attention_heads % tp or model.kv_heads % tp
+    ):
+        return False
+    return request.max_model_len is None or request.max_model_len <= model.max_context
+
+
+@SETTINGS
+@hypothesis.given(requests())
+def test_memory_is_blamed_exactly_when_a_pool_honours_every_pin(
+    request: planner.Request,
+) -> None:
+    outcome = attempt(planner.plan, request)
+    if isinstance(outcome, api.Plan):
+        return
+    assert outcome.reason in REFUSAL_REASONS
+    if outcome.reason == "QuantizationUnsupported":
+        return
+    hypothesis.event(f"refused: {outcome.reason}")
+    honoured = [pool for pool in request.pools if honours_every_pin(request, pool)]
+    assert (outcome.reason == "NoFeasiblePlan") == bool(honoured), str(outcome)
+    tp, model = request.tensor_parallel, request.model
+    match outcome.reason:
+        case "HeadsNotDivisible":
+            assert tp is not None
+            assert model.attention_heads % tp or model.kv_heads % tp
+            assert f"{model.attention_heads} attention heads" in str(outcome)
+        case "TooFewGPUsPerNode":
+            assert tp is not None
+            assert any(pool.gpusPerNode < tp for pool in request.pools)
+        case "ContextTooLong":
+            assert request.max_model_len is not None
+            assert request.max_model_len > model.max_context
+        case "GPUCapabilityTooLow":
+            assert request.quantization == "fp8"
+            assert any(pool.capability < FP8_MIN_CAPABILITY for pool in request.pools)
+        case "NoFeasiblePlan":
+            assert "GiB" in str(outcome)
+
+
 @SETTINGS
 @hypothesis.given(requests(pins=False))
 def test_auto_max_model_len_is_healthy_and_within_the_model(request: planner.Request) -> None:

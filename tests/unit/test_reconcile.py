@@ -64,6 +64,16 @@ def remembered(live: dict[tuple[str, str], dict[str, Any]] | None) -> dict[str, 
     }
 
 
+def applied_by_us(live: dict[tuple[str, str], dict[str, Any]] | None) -> dict[str, int]:
+    """The generations this process recorded for the watched children in ``live``: what
+    it remembers after applying them itself (so not a restart's first sight)."""
+    return {
+        f"{kind}/{name}": int((obj.get("metadata") or {}).get("generation") or 0)
+        for (kind, name), obj in (live or {}).items()
+        if kind not in reconcile.UNWATCHED_KINDS
+    }
+
+
 def run(
     b: dict[str, Any],
     *,
@@ -74,6 +84,7 @@ def run(
     card: reconcile.CardFetch | None = None,
     access: reconcile.AccessCheck | None = None,
     unwatched: dict[str, Any] | None = None,
+    generations: dict[str, int] | None = None,
     clock: float = NOW,
 ) -> tuple[reconcile.Outcome, RecordingClient]:
     client = client or RecordingClient()
@@ -88,6 +99,7 @@ def run(
         card=card,
         access=access,
         unwatched=remembered(live) if unwatched is None else unwatched,
+        generations=applied_by_us(live) if generations is None else generations,
         clock=lambda: clock,
     )
     return outcome, client
@@ -136,7 +148,7 @@ class TestReconcile:
         assert (planned["type"], planned["status"], planned["reason"]) == (
             "Planned",
             "False",
-            "NoGPUPools",
+            "UnknownPool",
         )
         assert [e.type for e in outcome.events] == ["Warning"]
 
@@ -246,6 +258,28 @@ class TestPlanStickiness:
         assert outcome.status_patch["plan"]["pool"] != "l4"
 
 
+class Server(RecordingClient):
+    """Answers an apply as an API server holding ``live`` would: the same generation when
+    nothing changes, one more for the objects named in ``edited`` (their live spec had
+    been edited, and the apply put it back)."""
+
+    def __init__(
+        self, live: dict[tuple[str, str], dict[str, Any]], edited: frozenset[str] = frozenset()
+    ) -> None:
+        super().__init__()
+        self.live = live
+        self.edited = edited
+
+    def apply(self, obj: Mapping[str, Any]) -> dict[str, Any]:
+        result = super().apply(obj)
+        before = self.live.get((obj["kind"], obj["metadata"]["name"]))
+        generation = ((before or {}).get("metadata") or {}).get("generation")
+        if isinstance(generation, int):
+            bump = obj["metadata"]["name"] in self.edited
+            result["metadata"] = {**obj["metadata"], "generation": generation + bump}
+        return result
+
+
 class TestDrift:
     def live_after_first_apply(self, generation: int) -> dict[tuple[str, str], dict[str, Any]]:
         _, client = run(body(SPEC))
@@ -274,19 +308,47 @@ class TestDrift:
         return client
 
     def test_a_deployment_edited_by_someone_else_is_reapplied(self) -> None:
-        generations = {"Deployment/chat-primary": 3}
-        client = self.reconcile_with(self.live_after_first_apply(5), generations)
+        live = self.live_after_first_apply(5)
+        generations = {**applied_by_us(live), "Deployment/chat-primary": 3}
+        client = self.reconcile_with(live, generations)
         assert [o["metadata"]["name"] for o in client.applied] == ["chat-primary"]
 
     def test_a_lagging_watch_is_not_mistaken_for_an_edit(self) -> None:
-        client = self.reconcile_with(self.live_after_first_apply(2), {"Deployment/chat-primary": 3})
+        live = self.live_after_first_apply(2)
+        client = self.reconcile_with(live, {**applied_by_us(live), "Deployment/chat-primary": 3})
         assert client.applied == []
 
-    def test_first_sight_takes_the_live_generation_as_ours(self) -> None:
+    def test_after_a_restart_each_watched_child_is_applied_once_quietly(self) -> None:
+        # Issue 15: an edit made while no operator ran left the hash annotation as it was;
+        # the first reconcile of a new process cannot tell from memory, so it applies. The
+        # apply (RecordingClient returns what it was given: generation 7) changed nothing.
+        live = self.live_after_first_apply(7)
         generations: dict[str, int] = {}
-        client = self.reconcile_with(self.live_after_first_apply(7), generations)
-        assert client.applied == []
-        assert generations == {"Deployment/chat-primary": 7}
+        outcome, client = run(body(SPEC), live=live, generations=generations, client=Server(live))
+        assert sorted((o["kind"], o["metadata"]["name"]) for o in client.applied) == [
+            ("Deployment", "chat-primary"),
+            ("Service", "chat"),
+            ("Service", "chat-primary"),
+        ]
+        assert generations == {
+            "Deployment/chat-primary": 7,
+            "Service/chat": 0,
+            "Service/chat-primary": 0,
+        }
+        assert outcome.written == []  # a refresh, not a change
+        assert [e.reason for e in outcome.events if e.type == "Warning"] == []
+        # ... and once recorded, the next reconcile applies nothing.
+        _, again = run(body(SPEC), live=live, generations=generations)
+        assert again.applied == []
+
+    def test_an_edit_made_while_the_operator_was_down_is_reverted_and_reported(self) -> None:
+        live = self.live_after_first_apply(4)
+        # The server's answer to our apply: the spec it holds changed back, generation 5.
+        client = Server(live, edited=frozenset({"chat-primary"}))
+        outcome, _ = run(body(SPEC), live=live, generations={}, client=client)
+        (drift,) = [e for e in outcome.events if e.reason == "DriftReverted"]
+        assert drift.type == "Warning"
+        assert drift.message.startswith("Deployment/chat-primary: changed outside the operator")
 
 
 def cards(table: dict[str, hub.Card], calls: list[str] | None = None) -> reconcile.CardFetch:

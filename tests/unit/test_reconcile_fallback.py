@@ -6,7 +6,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from test_reconcile import SETTINGS, body
+from test_reconcile import SETTINGS, applied_by_us, body
 from test_reconcile_rollout import Client, merged, ready
 
 from llama_operator import builders, reconcile
@@ -49,6 +49,8 @@ def run(
         fetch=None,
         now=now,
         queue=queue,
+        # The children in ``live`` were applied by this process (a restart is tested apart).
+        generations=applied_by_us(live),
     )
     for obj in client.applied:
         key = (obj["kind"], obj["metadata"]["name"])

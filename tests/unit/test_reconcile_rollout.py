@@ -10,7 +10,7 @@ import copy
 from collections.abc import Mapping
 from typing import Any
 
-from test_reconcile import SETTINGS, RecordingClient, body
+from test_reconcile import SETTINGS, RecordingClient, applied_by_us, body
 
 from llama_operator import analysis, api, builders, k8s, reconcile
 
@@ -101,6 +101,8 @@ def run(
         now=now,
         measure=measure,
         handled={},
+        # The children in ``live`` were applied by this process (a restart is tested apart).
+        generations=applied_by_us(live),
     )
     return outcome, client
 

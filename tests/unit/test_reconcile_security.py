@@ -10,7 +10,7 @@ import copy
 import json
 from typing import Any
 
-from test_reconcile import body, remembered, settle
+from test_reconcile import applied_by_us, body, remembered, settle
 from test_reconcile_rollout import Client
 
 from llama_operator import config, reconcile
@@ -51,6 +51,7 @@ def run(
         fetch=None,
         now="2026-01-01T00:00:00Z",
         unwatched=remembered(live),
+        generations=applied_by_us(live),
         clock=lambda: 1000.0,
         api_key=key_check,
     )

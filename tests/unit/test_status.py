@@ -99,7 +99,44 @@ class TestConditions:
         result = status.compute(observe(not_yet_active=["traffic"]))
         again = status.compute(observe(previous=result, not_yet_active=["traffic"]))
         types = [c["type"] for c in again["conditions"]]
-        assert types == ["Planned", "Available", "Ready", "NotYetActive"]
+        assert types == ["Planned", "Reconciled", "Available", "Ready", "NotYetActive"]
+
+    def test_a_completed_reconcile_is_reconciled(self) -> None:
+        result = status.compute(observe())
+        done = condition(result, "Reconciled")
+        assert (done["status"], done["reason"]) == ("True", "Succeeded")
+        assert done["message"] == "the last reconcile completed without error"
+
+
+class TestFailed:
+    """status.failed: the status after a reconcile that raised."""
+
+    def test_only_the_reconciled_condition_changes(self) -> None:
+        before = status.compute(observe(deployment=deployment(ready=1)))
+        after = status.failed(
+            before, reason="APIError", message="apply Service/chat: 422", generation=3, now=T1
+        )
+        patch = status.diff(before, after)
+        assert patch.keys() == {"conditions"}
+        done = condition(after, "Reconciled")
+        assert (done["status"], done["reason"], done["message"]) == (
+            "False",
+            "APIError",
+            "apply Service/chat: 422",
+        )
+        assert done["observedGeneration"] == 3
+        assert done["lastTransitionTime"] == T1
+        others = [c for c in after["conditions"] if c["type"] != "Reconciled"]
+        assert others == [c for c in before["conditions"] if c["type"] != "Reconciled"]
+
+    def test_on_an_object_without_status_it_is_the_only_condition(self) -> None:
+        after = status.failed({}, reason="UnexpectedError", message="x", generation=1, now=T1)
+        assert [c["type"] for c in after["conditions"]] == ["Reconciled"]
+
+    def test_the_same_error_again_writes_nothing(self) -> None:
+        first = status.failed({}, reason="APIError", message="x", generation=1, now=T1)
+        again = status.failed(first, reason="APIError", message="x", generation=1, now="later")
+        assert status.diff(first, again) == {}
 
 
 class TestDiff:

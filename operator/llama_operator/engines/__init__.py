@@ -19,7 +19,7 @@ import math
 from typing import Any, assert_never
 
 from llama_operator import api, config, licensing, pools, profiles
-from llama_operator.engines import tgi, vllm
+from llama_operator.engines import overrides, tgi, vllm
 from llama_operator.engines.input_limits import Limits as Limits
 from llama_operator.engines.input_limits import check_limits as check_limits
 from llama_operator.engines.input_limits import limits as limits
@@ -81,6 +81,22 @@ def args(*, spec: api.LlamaDeploymentSpec, plan: api.Plan) -> list[str]:
             return tgi.args(spec=spec, plan=plan, profile=facts, host=HOST, port=PORT)
         case _:
             assert_never(plan.engine)
+
+
+def check_engine_args(*, spec: api.LlamaDeploymentSpec, plan: api.Plan) -> overrides.Verdict:
+    """spec.engineArgs against the flags rendered for ``plan``: the ``EngineArgs``
+    condition, and why serving must wait (``engines.overrides``)."""
+    if not spec.engineArgs:
+        return overrides.Verdict(None, None)
+    rendered = args(spec=spec, plan=plan)
+    return overrides.verdict(
+        arguments=spec.engineArgs,
+        baseline=args(spec=spec.model_copy(update={"engineArgs": []}), plan=plan),
+        rendered=rendered[: len(rendered) - len(spec.engineArgs)],
+        profile=profile(plan=plan),
+        # 16-bit and pre-quantized weights get no quantization flag, yet are planned.
+        unrendered={"quantization": f"{plan.quantization}, with no flag"},
+    )
 
 
 def container(

@@ -142,3 +142,16 @@ ClusterRole, also in namespaced mode.
   verbs: [list, watch, patch]
 {{- end }}
 {{- end }}
+
+{{/*
+"llama-operator.rules.releaseFinalizers": the uninstall hook's (templates/uninstall.yaml),
+`llama-operator release-finalizers`: nothing but the finalizer of the LlamaDeployments.
+*/}}
+{{- define "llama-operator.rules.releaseFinalizers" -}}
+# Application (uninstall hook): list the LlamaDeployments, read one again when its
+# finalizers changed meanwhile, and JSON-patch llamaops.dev/finalizer out of
+# metadata.finalizers. No delete: the hook removes nothing else.
+- apiGroups: [llamaops.dev]
+  resources: [llamadeployments]
+  verbs: [list, get, patch]
+{{- end }}
