@@ -9,6 +9,8 @@ HTTP from Kopf's thread pool.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import gc
 import io
 import logging
@@ -17,7 +19,7 @@ import pathlib
 import socket
 import sys
 import warnings
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import aiohttp.web_protocol
@@ -91,6 +93,22 @@ async def operator(
     cluster: ApplyingEmulator, request: pytest.FixtureRequest
 ) -> AsyncIterator[ApplyingEmulator]:
     """The real operator, running until the test ends."""
+    async with running_operator(request):
+        yield cluster
+
+
+@pytest.fixture
+def start_operator(
+    cluster: ApplyingEmulator, request: pytest.FixtureRequest
+) -> Callable[[], contextlib.AbstractAsyncContextManager[None]]:
+    """For a test that stops and starts the operator itself (a restart): each
+    ``async with start_operator():`` is one operator process, from start to a clean stop."""
+    return functools.partial(running_operator, request)
+
+
+@contextlib.asynccontextmanager
+async def running_operator(request: pytest.FixtureRequest) -> AsyncIterator[None]:
+    """The real operator from start to a bounded stop (a hang fails with every stack)."""
     stop = asyncio.Event()
     # What kopf.operator does, but with the tasks Kopf must leave alone in our hands: once its
     # own tasks are stopped, Kopf waits 5 s for every task created since it started, then
@@ -104,7 +122,7 @@ async def operator(
 
     task = asyncio.create_task(run(), name="kopf operator")
     try:
-        yield cluster
+        yield
     finally:
         current = asyncio.current_task()
         if current is not None:

@@ -107,7 +107,6 @@ class TestReconcileErrors:
         # Kopf retries: several refused applies, and still one Warning.
         await eventually(
             lambda: applies(operator, SERVICES, "chat-primary") >= 4,
-            timeout=20,
             message="four refused applies",
         )
         warnings = [e for e in events(operator) if e["type"] == "Warning"]
@@ -123,7 +122,6 @@ class TestReconcileErrors:
         operator.allow(SERVICES, "chat-primary")
         healed = await eventually(
             lambda: (c := condition_of(operator, "Reconciled"))["status"] == "True" and c,
-            timeout=20,
             message="Reconciled=True",
         )
         assert healed["reason"] == "Succeeded"

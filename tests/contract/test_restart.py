@@ -1,17 +1,15 @@
 """What happens while the operator is down: real Kopf, stopped and started again, on kmock.
 
-Each test runs the operator twice in one event loop (``running``), the second time as a
-new process would: a fresh Kopf memo per object, so nothing is remembered of the first
-run but what the API server holds.
+Each test runs the operator twice in one event loop (the ``start_operator`` fixture), the
+second time as a new process would: a fresh Kopf memo per object, so nothing is remembered
+of the first run but what the API server holds.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import Callable
 
-import kopf
 from kube import (
     DEPLOYMENTS,
     LLAMA,
@@ -29,20 +27,7 @@ from kube import (
 EVIL_IMAGE = "evil/image:latest"
 
 
-@contextlib.asynccontextmanager
-async def running() -> AsyncIterator[None]:
-    """The operator, from start to a clean stop (bounded: a hang fails the test)."""
-    stop = asyncio.Event()
-    task = asyncio.create_task(kopf.operator(clusterwide=True, standalone=True, stop_flag=stop))
-    try:
-        yield
-    finally:
-        stop.set()
-        done, _ = await asyncio.wait({task}, timeout=20)
-        if not done:
-            task.cancel()
-            done, _ = await asyncio.wait({task}, timeout=10)
-        assert done, "the operator did not stop within 30 s"
+Start = Callable[[], contextlib.AbstractAsyncContextManager[None]]
 
 
 def primary_container(cluster: ApplyingEmulator) -> dict[str, object]:
@@ -53,9 +38,9 @@ def primary_container(cluster: ApplyingEmulator) -> dict[str, object]:
 
 class TestDriftWhileDown:
     async def test_a_hand_edit_made_while_the_operator_was_down_is_reverted(
-        self, cluster: ApplyingEmulator
+        self, cluster: ApplyingEmulator, start_operator: Start
     ) -> None:
-        async with running():
+        async with start_operator():
             await create(cluster, LLAMA, llama())
             await eventually(
                 lambda: condition_of(cluster, "Planned")["status"] == "True", message="Planned"
@@ -83,7 +68,7 @@ class TestDriftWhileDown:
         edited_generation = obj(cluster, DEPLOYMENTS, "chat-primary")["metadata"]["generation"]
         assert edited_generation > generation
 
-        async with running():
+        async with start_operator():
             # Within one resync of the new process: our fields are back ...
             restored = await eventually(
                 lambda: (c := primary_container(cluster))["image"] == good["image"] and c,
@@ -98,8 +83,10 @@ class TestDriftWhileDown:
         assert drift["type"] == "Warning"
         assert "Deployment/chat-primary" in drift["message"]
 
-    async def test_a_restart_without_edits_changes_nothing(self, cluster: ApplyingEmulator) -> None:
-        async with running():
+    async def test_a_restart_without_edits_changes_nothing(
+        self, cluster: ApplyingEmulator, start_operator: Start
+    ) -> None:
+        async with start_operator():
             await create(cluster, LLAMA, llama())
             await eventually(
                 lambda: condition_of(cluster, "Planned")["status"] == "True", message="Planned"
@@ -107,7 +94,7 @@ class TestDriftWhileDown:
             await eventually(lambda: primary_container(cluster), message="Deployment")
         before = obj(cluster, DEPLOYMENTS, "chat-primary")
 
-        async with running():
+        async with start_operator():
             # The restart's first reconcile applies each child once; wait until it has
             # (its Planned condition is rewritten by the same reconcile only if it changed,
             # so wait on the apply itself: the resourceVersion moves in kmock).

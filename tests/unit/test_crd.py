@@ -149,8 +149,8 @@ def evaluate(rule: str, self_value: Any, *, old_value: Any = None) -> bool:
 def as_declared(value: Any, node: dict[str, Any]) -> Any:
     """``value`` as CEL sees it on the API server: a field declared ``type: number`` is a
     double even when the JSON holds an integer (4, not 4.0), so ``self.target <= 1.0``
-    compares two doubles (Kubernetes' CEL type mapping, "number" -> double:
-    https://kubernetes.io/docs/reference/using-api/cel/#type-system-integration).
+    compares two doubles (kubernetes/apiserver, pkg/cel/common/schemas.go,
+    ``SchemaDeclType``: ``case "number": return apiservercel.DoubleType``).
     cel-python would otherwise type JSON 4 as an int and find no int/double overload."""
     if node.get("type") == "number" and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
