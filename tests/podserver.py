@@ -14,11 +14,16 @@ scrape is answered: traffic does not wait for scrapes), ``error_rate`` of them f
 each taking ``latency`` seconds end to end and ``ttft`` to its first token. ``advance``
 does the same without a server; ``restart`` sets everything back to zero, as a restarted
 engine does. ``text`` renders the page without advancing.
+
+KV capacity (vLLM's ``vllm:cache_config_info``): ``num_gpu_blocks`` blocks of
+``VLLM_BLOCK_SIZE`` tokens, and from them ``kv_cache_size_tokens`` and
+``kv_cache_max_concurrency`` for a context of ``max_model_len``, as vLLM computes them.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import pathlib
 import string
 import threading
@@ -44,6 +49,24 @@ VLLM_TTFT_BOUNDS = (
     0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5,
     10.0, 20.0, 40.0, 80.0, 160.0, 640.0, 2560.0,
 )  # fmt: skip
+
+
+# vLLM 0.34.0's CacheConfig.DEFAULT_BLOCK_SIZE (vllm/config/cache.py).
+VLLM_BLOCK_SIZE = 64
+# A plausible default, not any plan's figure (a test that compares with a plan sets its
+# own): Llama 3.1 8B at 16-bit with a 7680-token context and about 3.79 GiB of KV cache,
+# at 128 KiB per token (32 layers x 8 KV heads x 128 x 2 x 2 bytes).
+DEFAULT_MAX_MODEL_LEN = 7680
+DEFAULT_GPU_BLOCKS = 485
+
+
+def vllm_kv_tokens(num_gpu_blocks: int, max_model_len: int) -> tuple[int, float]:
+    """(kv_cache_size_tokens, kv_cache_max_concurrency) of one full-attention KV-cache
+    group, as vLLM 0.34.0 computes them (get_max_concurrency_for_kv_cache_config and
+    get_kv_cache_capacity, vllm/v1/core/kv_cache_utils.py): the blocks divided by the
+    blocks one request of max_model_len takes, times max_model_len."""
+    concurrency = num_gpu_blocks / math.ceil(max_model_len / VLLM_BLOCK_SIZE)
+    return int(concurrency * max_model_len), concurrency
 
 
 def _tgi_duration_bounds() -> tuple[float, ...]:
@@ -182,6 +205,8 @@ class FakePod:
         self.waiting = waiting
         self.running = running
         self.kv_cache = 0.0
+        self.num_gpu_blocks = DEFAULT_GPU_BLOCKS
+        self.max_model_len = DEFAULT_MAX_MODEL_LEN
         self.status = 200
         self.delay = 0.0
         self.scrapes = 0
@@ -242,7 +267,11 @@ class FakePod:
 
     def text(self) -> str:
         number = self.shape.number
+        tokens, concurrency = vllm_kv_tokens(self.num_gpu_blocks, self.max_model_len)
         return self.template.substitute(
+            num_gpu_blocks=str(self.num_gpu_blocks),
+            kv_cache_size_tokens=str(tokens),
+            kv_cache_max_concurrency=str(concurrency),
             waiting=f"{float(self.waiting)!r}",
             running=f"{float(self.running)!r}",
             kv_cache=f"{float(self.kv_cache)!r}",

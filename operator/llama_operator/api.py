@@ -1045,6 +1045,80 @@ class LlamaDeploymentSpec(Model):
 NOT_YET_ACTIVE: tuple[str, ...] = ()
 
 
+class ObservedCapacity(Model):
+    """The KV cache the running engine reports, beside what the plan promised."""
+
+    kvCacheTokens: int | None = Field(
+        default=None,
+        description=(
+            "Tokens the KV cache holds per replica, as the engine reports it: the lowest of "
+            "the pods read. vLLM: the kv_cache_size_tokens label of vllm:cache_config_info "
+            '(its "GPU KV cache size: N tokens"), else num_gpu_blocks x block_size. '
+            "Absent: the pods were read but report no capacity."
+        ),
+    )
+    blockSize: int | None = Field(
+        default=None, description="Tokens per KV-cache block (vLLM block_size)."
+    )
+    gpuBlocks: int | None = Field(
+        default=None, description="KV-cache blocks of the lowest pod (vLLM num_gpu_blocks)."
+    )
+    pods: list[str] = Field(
+        default_factory=list,
+        description=(
+            "The ready pods of <name>-primary read, by name. Read again only when the set of "
+            "ready pods changes: an engine's capacity is fixed for its life."
+        ),
+    )
+    plannedKVCacheTokens: int | None = Field(
+        default=None, description="The plan's kvCacheTokens when this was observed."
+    )
+    ratio: float | None = Field(
+        default=None, description="kvCacheTokens / plannedKVCacheTokens (absent: no figure)."
+    )
+    correction: float | None = Field(
+        default=None,
+        description=(
+            "Observed / planned KV cache before any correction: recorded for the next plans "
+            "of this model, engine release and GPU product when the reading is below the "
+            "plan (KVCacheCapacity BelowPlan)."
+        ),
+    )
+    recordedIn: str | None = Field(
+        default=None,
+        description="Where the correction was recorded: <namespace>/<ConfigMap>, key <key>.",
+    )
+    engineVersion: str | None = Field(
+        default=None, description="The engine release the pods run (the plan's)."
+    )
+    observedAt: str = Field(description="When the pods were read (RFC 3339).")
+
+
+class PlanMemory(Model):
+    """One GPU of a plan, in GiB: the engine's budget and what fills it."""
+
+    gpuGiB: float = Field(description="Memory the engine sees on each GPU (CUDA total).")
+    budgetGiB: float = Field(description="gpuGiB x gpuMemoryUtilization: what the engine plans in.")
+    outsideBudgetGiB: float = Field(
+        description="CUDA context and other memory outside the budget (must fit beside it)."
+    )
+    weightsGiB: float = Field(description="This GPU's share of the weights.")
+    overheadGiB: float = Field(
+        description=(
+            "Activation peak, communication buffers and CUDA graphs charged to the budget."
+        )
+    )
+    kvCacheGiB: float = Field(
+        description="What is left for the KV cache: budget - weights - overhead."
+    )
+    neededKVCacheGiB: float = Field(
+        description="KV cache this GPU needs for concurrentSequences x maxModelLen tokens."
+    )
+    marginGiB: float = Field(
+        description="kvCacheGiB - neededKVCacheGiB: how much slack the plan leaves (>= 0)."
+    )
+
+
 class Plan(Model):
     """What the planner chose for one variant, and why."""
 
@@ -1071,6 +1145,41 @@ class Plan(Model):
     weightsGiB: float = Field(description="Weights, per replica.")
     estimatedGPUMemoryGiB: float = Field(description="Planned use of each GPU.")
     kvCacheGiB: float = Field(description="KV cache, per replica.")
+    checkpointGiB: float | None = Field(
+        default=None,
+        description=(
+            "Size of the checkpoint the engine downloads: the 16-bit weights when it "
+            "quantizes at load time (fp8, eetq, bitsandbytes). Sizes the model cache."
+        ),
+    )
+    kvCacheTokens: int | None = Field(
+        default=None,
+        description=(
+            "Tokens the KV cache holds, per replica: what the engine is expected to report "
+            'at start-up (vLLM: "GPU KV cache size: N tokens"). A lower bound: the '
+            "memory model errs on the side of promising less than the engine allocates."
+        ),
+    )
+    memory: PlanMemory | None = Field(
+        default=None,
+        description="Per-GPU memory arithmetic: the engine's budget and what fills it.",
+    )
+    kvCorrection: float | None = Field(
+        default=None,
+        description=(
+            "Observed/planned KV-cache ratio recorded from running pods of the same model, "
+            "engine release and GPU product, applied to this plan's KV cache (absent: none "
+            "recorded). See docs/concepts/planning.md, 'Learning from running pods'."
+        ),
+    )
+    observed: ObservedCapacity | None = Field(
+        default=None,
+        description=(
+            "The KV cache the primary's ready pods report, against kvCacheTokens (the "
+            "KVCacheCapacity condition). Absent until a ready pod was read, and for engines "
+            "that publish no capacity (TGI). See docs/concepts/observed-capacity.md."
+        ),
+    )
     costPerHour: float | None = Field(
         default=None, description="Cost per replica per hour, when the pool has a price."
     )

@@ -109,6 +109,10 @@ def checkpoint_gib(*, plan: api.Plan) -> float:
     """
     if plan.quantization in ("none", "awq", "gptq"):
         return plan.weightsGiB
+    if plan.checkpointGiB is not None:
+        return plan.checkpointGiB
+    # A plan made before checkpointGiB existed: scaling every weight by the 16-bit ratio
+    # over-counts the embeddings (already 16-bit), which errs on the large side.
     ratio = sizing.BYTES_PER_PARAMETER["none"] / sizing.BYTES_PER_PARAMETER[plan.quantization]
     return plan.weightsGiB * ratio
 

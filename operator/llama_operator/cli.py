@@ -14,7 +14,7 @@ import json
 import os
 import pathlib
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import yaml
@@ -24,6 +24,7 @@ import llama_operator
 from llama_operator import (
     api,
     builders,
+    capacity,
     catalog,
     conditions,
     config,
@@ -86,6 +87,14 @@ def _parser() -> argparse.ArgumentParser:
         )
         p.add_argument(
             "--config", help=f"operator config YAML (default: ${config.CONFIG_ENV} if set)"
+        )
+        p.add_argument(
+            "--corrections",
+            help=(
+                "KV-cache corrections learnt from running pods: the calibration ConfigMap "
+                "as `kubectl get configmap <release>-calibration -o yaml` prints it (or its "
+                "data), so offline plans match what the operator would plan"
+            ),
         )
 
     plan = sub.add_parser("plan", help="print the plan (and why) for each LlamaDeployment")
@@ -172,8 +181,23 @@ def _cli_card(repo_id: str, revision: str, _model: api.ModelSpec, _namespace: st
     return hub.card(repo_id=repo_id, revision=revision, token=lambda: os.environ.get("HF_TOKEN"))
 
 
+def _corrections(path: str | None) -> reconcile.CorrectionsRead | None:
+    """The corrections a --corrections file records (a ConfigMap, or its data)."""
+    if not path:
+        return None
+    loaded = yaml.safe_load(pathlib.Path(path).read_text(encoding="utf-8")) or {}
+    if not isinstance(loaded, dict):
+        raise ValueError(f"{path}: expected a ConfigMap or a mapping of its data")
+    data = loaded.get("data") if loaded.get("kind") == "ConfigMap" else loaded
+    found = capacity.records(data if isinstance(data, dict) else {})
+    return lambda: found
+
+
 def _desired(
-    doc: dict[str, Any], settings: config.OperatorConfig, catalogue: tuple[pools.Pool, ...]
+    doc: dict[str, Any],
+    settings: config.OperatorConfig,
+    catalogue: tuple[pools.Pool, ...],
+    corrections: reconcile.CorrectionsRead | None = None,
 ) -> reconcile.Desired:
     meta = doc.get("metadata") or {}
     failure = reconcile.name_failure(str(meta.get("name", "unnamed")))
@@ -188,6 +212,7 @@ def _desired(
         available=catalogue,
         fetch=_cli_fetch,
         card=_cli_card,
+        corrections=corrections,
     )
 
 
@@ -211,6 +236,7 @@ def _gate(
 
 def _cmd_plan(args: argparse.Namespace) -> int:
     settings, catalogue = _settings_and_pools(args)
+    corrections = _corrections(args.corrections)
     results: list[dict[str, Any]] = []
     failed = False
     for origin, doc in _documents(args.filename):
@@ -222,7 +248,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
             "model": (doc.get("spec") or {}).get("model", {}).get("id"),
         }
         try:
-            wanted = _desired(doc, settings, catalogue)
+            wanted = _desired(doc, settings, catalogue, corrections)
         except reconcile.PlanningError as exc:
             failed = True
             entry["error"] = {"reason": exc.failure.reason, "message": exc.failure.message}
@@ -484,12 +510,38 @@ def _plan_text(entry: dict[str, Any]) -> str:
         f"tensorParallel {p['tensorParallel']}, quantization {p['quantization']} ({p['dtype']}), "
         f"maxModelLen {p['maxModelLen']}{cost}\n"
         f"  memory per GPU ~{p['estimatedGPUMemoryGiB']} GiB, KV cache {p['kvCacheGiB']} GiB "
-        f"per replica ({p['maxConcurrentSequences']} full-length sequences)\n"
+        f"per replica ({p['maxConcurrentSequences']} full-length sequences"
+        f"{_tokens_text(p)})\n"
+        f"{_margin_text(p)}"
         f"  why: {p['reason']}\n"
         f"{_security_text(entry['security'])}"
         f"{_rollout_text(entry['rollout'])}"
         f"{_fallbacks_text(entry.get('fallbacks') or [])}"
         f"{found}"
+    )
+
+
+def _tokens_text(plan: Mapping[str, Any]) -> str:
+    tokens = plan.get("kvCacheTokens")
+    return f", {tokens} tokens" if tokens else ""
+
+
+def _margin_text(plan: Mapping[str, Any]) -> str:
+    """One GPU's budget and what fills it, so a tight plan shows before it is deployed."""
+    memory = plan.get("memory")
+    if not memory:
+        return ""
+    # Tight: the KV cache is a small share of the budget, so a few percent of error in
+    # the overhead or weights decides whether the engine starts.
+    share = memory["kvCacheGiB"] / memory["budgetGiB"] if memory["budgetGiB"] else 0.0
+    tight = f" (tight: KV cache is {share:.0%} of the budget)" if share < 0.1 else ""
+    return (
+        f"  per GPU: budget {memory['budgetGiB']} of {memory['gpuGiB']} GiB "
+        f"(gpuMemoryUtilization {plan['gpuMemoryUtilization']}) = weights "
+        f"{memory['weightsGiB']} + overhead {memory['overheadGiB']} + KV cache "
+        f"{memory['kvCacheGiB']}; the plan needs {memory['neededKVCacheGiB']} of KV cache: "
+        f"margin {memory['marginGiB']} GiB{tight}; outside the budget "
+        f"{memory['outsideBudgetGiB']} GiB (CUDA context)\n"
     )
 
 
@@ -543,6 +595,7 @@ def _license_block(lic: licenses.License) -> str:
 
 def _cmd_render(args: argparse.Namespace) -> int:
     settings, catalogue = _settings_and_pools(args)
+    corrections = _corrections(args.corrections)
     objects: list[dict[str, Any]] = []
     failed = False
     documents = list(_documents(args.filename))
@@ -552,12 +605,21 @@ def _cmd_render(args: argparse.Namespace) -> int:
     for origin, doc in documents:
         name = (doc.get("metadata") or {}).get("name")
         try:
-            wanted = _desired(doc, settings, catalogue)
+            wanted = _desired(doc, settings, catalogue, corrections)
         except reconcile.PlanningError as exc:
             failed = True
             print(f"error: {origin}: {name}: {exc.failure.message}", file=sys.stderr)
             continue
         namespace = str((doc.get("metadata") or {}).get("namespace", "default"))
+        plan = wanted.plan.model_dump(mode="json", exclude_none=True)
+        # On stderr, so stdout stays a YAML stream to pipe into kubectl apply.
+        print(
+            f"note: {origin}: {name}: {plan['gpusPerReplica']}x {plan['gpuProduct']} at "
+            f"{plan['quantization']}, KV cache {plan.get('kvCacheTokens', '?')} tokens per "
+            f"replica\n{_margin_text(plan)}",
+            file=sys.stderr,
+            end="",
+        )
         hold = _gate(wanted, str(name), settings, namespace).hold
         meta = doc.get("metadata") or {}
         children = reconcile.steady_children(

@@ -29,6 +29,9 @@ ROLLED_BACK = "RolledBack"
 TRAFFIC = "Traffic"
 FALLBACK_ACTIVE = "FallbackActive"
 FALLBACKS_PLANNED = "FallbacksPlanned"
+# Whether the KV cache the running engine reports is what the plan promised
+# (capacity.py, docs/concepts/observed-capacity.md).
+KV_CACHE_CAPACITY = "KVCacheCapacity"
 
 # Order in which types are listed in status (stable output, stable diffs).
 ORDER = (
@@ -42,6 +45,7 @@ ORDER = (
     POD_SECURITY,
     AVAILABLE,
     READY,
+    KV_CACHE_CAPACITY,
     ROLLOUT,
     ROLLED_BACK,
     FALLBACKS_PLANNED,

@@ -163,19 +163,38 @@ class Security(pydantic.BaseModel):
     networkPolicy: NetworkPolicy = Field(default_factory=NetworkPolicy)
 
 
+class Calibration(pydantic.BaseModel):
+    """Where corrections learnt from running pods are kept (docs/concepts/observed-capacity.md).
+
+    One ConfigMap in the operator's own namespace, one key per model, engine release and
+    GPU product: a user reads and resets it there. The chart fills in both fields.
+    """
+
+    model_config = pydantic.ConfigDict(frozen=True, extra="forbid")
+
+    # The operator's namespace. None (the operator runs outside a cluster, with no home
+    # namespace): corrections are neither recorded nor read; status still shows what the
+    # pods report.
+    namespace: str | None = Field(default=None, min_length=1, max_length=63)
+    configMap: str = Field(default="llama-operator-calibration", min_length=1, max_length=253)
+
+
 class OperatorConfig(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(frozen=True, extra="forbid")
 
     images: Images = Field(default_factory=Images)
     pools: tuple[pools_mod.Pool, ...] = ()
     gpuMemoryUtilization: float = Field(default=0.9, ge=0.5, le=0.98)
-    # Per-GPU memory outside weights and KV cache: CUDA context, activations, graphs.
-    runtimeOverheadGiB: float = Field(default=1.5, ge=0, le=16)
+    # Per-GPU memory the engine charges beside weights and KV cache. Unset (the default):
+    # the engine profile's calibrated memory model works it out per GPU, TP degree and
+    # model (docs/concepts/planning.md). Set: this figure replaces it, for every plan.
+    runtimeOverheadGiB: float | None = Field(default=None, ge=0, le=16)
     fieldManager: str = "llama-operator"
     imagePullPolicy: str = Field(default="IfNotPresent", pattern=r"^(Always|IfNotPresent|Never)$")
     hub: Hub = Field(default_factory=Hub)
     autoscaling: Autoscaling = Field(default_factory=Autoscaling)
     security: Security = Field(default_factory=Security)
+    calibration: Calibration = Field(default_factory=Calibration)
 
 
 class ConfigError(ValueError):

@@ -24,7 +24,8 @@ CRD_NAME = f"{api.PLURAL}.{api.GROUP}"
 LIST_KIND = f"{api.KIND}List"
 LABELS = {"app.kubernetes.io/part-of": "llama-operator"}
 
-PRINTER_COLUMNS: tuple[dict[str, str], ...] = (
+# priority 1: shown only by `kubectl get -o wide` (the API's additionalPrinterColumns rule).
+PRINTER_COLUMNS: tuple[dict[str, str | int], ...] = (
     {
         "name": "Model",
         "type": "string",
@@ -78,6 +79,20 @@ PRINTER_COLUMNS: tuple[dict[str, str], ...] = (
         "type": "string",
         "jsonPath": ".status.rollout.phase",
         "description": "Phase of the current or last canary rollout.",
+    },
+    {
+        "name": "Planned KV",
+        "type": "integer",
+        "jsonPath": ".status.plan.kvCacheTokens",
+        "description": "KV-cache tokens per replica the plan promises.",
+        "priority": 1,
+    },
+    {
+        "name": "Observed KV",
+        "type": "integer",
+        "jsonPath": ".status.plan.observed.kvCacheTokens",
+        "description": "KV-cache tokens per replica the running engine reports (lowest pod).",
+        "priority": 1,
     },
     {
         "name": "Age",
@@ -519,13 +534,18 @@ def _columns_section() -> list[str]:
         "",
         f"What `kubectl get {api.SHORT_NAMES[0]}` shows.",
         "",
+        f"Columns marked wide appear only with `kubectl get {api.SHORT_NAMES[0]} -o wide`.",
+        "",
         "| Column | Type | JSONPath | Description |",
         "|---|---|---|---|",
     ]
     for column in PRINTER_COLUMNS:
+        about = str(column.get("description", "Time since the object was created."))
+        if column.get("priority"):
+            about += " (wide)"
         lines.append(
-            f"| {column['name']} | {column['type']} | `{_cell(column['jsonPath'])}` "
-            f"| {_cell(column.get('description', 'Time since the object was created.'))} |"
+            f"| {column['name']} | {column['type']} | `{_cell(str(column['jsonPath']))}` "
+            f"| {_cell(about)} |"
         )
     return [*lines, ""]
 

@@ -29,10 +29,37 @@ class ModelFacts:
     moe: bool = False
     license: str | None = None
     source: Source = "catalog"
+    # The layout beyond the shape: input embeddings and LM head (``vocab_size`` x
+    # ``hidden_size`` each, one matrix when tied) stay 16-bit in 8-bit and 4-bit
+    # checkpoints, so they are weighed apart from the rest. Unknown vocabulary: 0.
+    vocab_size: int = 0
+    tied_embeddings: bool = False
+    intermediate_size: int = 0
+    # Layers whose attention sees a bounded window of tokens (a sliding window, or
+    # Llama 4's chunked local attention) keep at most ``attention_window`` tokens of a
+    # sequence in the KV cache; the other ``layers - windowed_layers`` keep all of them.
+    windowed_layers: int = 0
+    attention_window: int = 0
 
     def kv_bytes_per_token(self, kv_bytes: int = 2) -> int:
         """K and V, per layer, per KV head: 2 x layers x kv_heads x head_dim x bytes."""
-        return 2 * self.layers * self.kv_heads * self.head_dim * kv_bytes
+        return self.layers * self.kv_bytes_per_layer_token(kv_bytes)
+
+    def kv_bytes_per_layer_token(self, kv_bytes: int = 2) -> int:
+        """One token of one layer: K and V for every KV head."""
+        return 2 * self.kv_heads * self.head_dim * kv_bytes
+
+    def kv_bytes_per_sequence(self, tokens: int, kv_bytes: int = 2) -> int:
+        """The KV cache one sequence of ``tokens`` tokens needs, windowed layers capped."""
+        windowed = self.windowed_layers if self.attention_window else 0
+        kept = (self.layers - windowed) * tokens + windowed * min(tokens, self.attention_window)
+        return kept * self.kv_bytes_per_layer_token(kv_bytes)
+
+    @property
+    def embedding_parameters(self) -> float:
+        """Input embeddings plus LM head (one matrix when tied); 0 for an unknown vocabulary."""
+        matrices = 1 if self.tied_embeddings else 2
+        return float(self.vocab_size * self.hidden_size * matrices)
 
     @property
     def billions(self) -> float:
@@ -52,6 +79,11 @@ class PartialFacts:
     max_context: int | None = None
     moe: bool | None = None
     license: str | None = None
+    vocab_size: int | None = None
+    tied_embeddings: bool | None = None
+    intermediate_size: int | None = None
+    windowed_layers: int | None = None
+    attention_window: int | None = None
 
 
 class FactsError(ValueError):
@@ -141,6 +173,11 @@ def resolve(
         moe=bool(merged.get("moe") or False),
         license=merged.get("license"),  # type: ignore[arg-type]
         source=source,
+        vocab_size=int(merged.get("vocab_size") or 0),  # type: ignore[call-overload]
+        tied_embeddings=bool(merged.get("tied_embeddings") or False),
+        intermediate_size=int(merged.get("intermediate_size") or 0),  # type: ignore[call-overload]
+        windowed_layers=int(merged.get("windowed_layers") or 0),  # type: ignore[call-overload]
+        attention_window=int(merged.get("attention_window") or 0),  # type: ignore[call-overload]
     )
 
 
@@ -155,6 +192,11 @@ def _as_partial(facts: ModelFacts) -> PartialFacts:
         max_context=facts.max_context,
         moe=facts.moe,
         license=facts.license,
+        vocab_size=facts.vocab_size or None,
+        tied_embeddings=facts.tied_embeddings,
+        intermediate_size=facts.intermediate_size or None,
+        windowed_layers=facts.windowed_layers or None,
+        attention_window=facts.attention_window or None,
     )
 
 
@@ -175,6 +217,8 @@ def from_hf_config(config: dict[str, object], parameters: float | None) -> Parti
     experts = num("num_local_experts") or num("num_experts")
     if parameters is None:
         parameters = estimate_parameters(cfg)
+    windowed, window = windowed_layers(cfg, layers)
+    tied = cfg.get("tie_word_embeddings", config.get("tie_word_embeddings"))
     return PartialFacts(
         parameters=parameters,
         layers=layers,
@@ -184,7 +228,43 @@ def from_hf_config(config: dict[str, object], parameters: float | None) -> Parti
         head_dim=head_dim,
         max_context=num("max_position_embeddings"),
         moe=bool(experts and experts > 1),
+        vocab_size=num("vocab_size"),
+        tied_embeddings=tied if isinstance(tied, bool) else None,
+        intermediate_size=num("intermediate_size"),
+        windowed_layers=windowed,
+        attention_window=window,
     )
+
+
+def windowed_layers(cfg: dict[str, object], layers: int | None) -> tuple[int | None, int | None]:
+    """How many layers attend over a bounded window, and the window, from a config.json.
+
+    - ``layer_types`` (transformers' per-layer list): "sliding_attention" and
+      "chunked_attention" layers are windowed, by ``sliding_window`` and
+      ``attention_chunk_size``.
+    - Llama 4 (transformers ``Llama4TextConfig``): ``attention_chunk_size`` with
+      ``no_rope_layers``, one flag per layer, 0 where the layer is a global (NoPE, full
+      attention) layer and 1 where it uses RoPE with chunked local attention.
+    - A bare ``sliding_window`` (Mistral-style, every layer) windows every layer, unless
+      ``use_sliding_window`` is false.
+    None, None: nothing in the config bounds the attention.
+    """
+    kinds = cfg.get("layer_types")
+    chunk = cfg.get("attention_chunk_size")
+    sliding = cfg.get("sliding_window")
+    if isinstance(kinds, list) and kinds:
+        window = chunk if "chunked_attention" in kinds else sliding
+        count = sum(kind in ("sliding_attention", "chunked_attention") for kind in kinds)
+        if isinstance(window, int) and window > 0 and count:
+            return count, window
+        return None, None
+    flags = cfg.get("no_rope_layers")
+    if isinstance(chunk, int) and chunk > 0 and isinstance(flags, list) and flags:
+        return sum(1 for flag in flags if flag), chunk
+    # Qwen2-style configs carry a sliding_window they do not use (use_sliding_window: false).
+    if isinstance(sliding, int) and sliding > 0 and layers and cfg.get("use_sliding_window", True):
+        return layers, sliding
+    return None, None
 
 
 def estimate_parameters(cfg: dict[str, object]) -> float | None:

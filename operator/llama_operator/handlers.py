@@ -7,7 +7,8 @@ gated-model access) so serving starts once it opens. Children (Deployments,
 Services) and GPU nodes are read from Kopf indexes fed by watches, so a reconcile
 that has nothing to change issues no API request (but for the licence ConfigMap's
 re-apply every few minutes, and the token Secret read while serving pods wait for a
-gated-access check). Handlers are sync: Kopf
+gated-access check). The primary's ready pods are read for their KV capacity once per
+set of ready pods (``scaling.capacity_per_pod``), not on every tick. Handlers are sync: Kopf
 runs them in its thread pool, where the blocking ``kubernetes`` client is fine.
 
 A reconcile that raises ends in status too: ``reconcile.failed`` decides the
@@ -331,6 +332,10 @@ def _reconcile_locked(
                 engine=plan.engine,
                 version=plan.engineVersion,
             ),
+            kv_capacity=lambda ns, name, plan: scaling.capacity_per_pod(
+                slices.get((ns, f"{name}-primary"), []), plan=plan
+            ),
+            corrections=reconcile.corrections_reader(memo.client, memo.config),
         )
     except Exception as exc:
         metrics.record_error(seconds=time.monotonic() - started)

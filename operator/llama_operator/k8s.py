@@ -8,8 +8,10 @@ manager (a stray ``kubectl apply``, an older operator) took over is taken back.
 Reads are few: Secrets (only when a Hugging Face token is needed, and whether an API-key
 Secret holds its key while serving pods are about to change), pods by label (a
 canary's while it is checked, the primary's while it has fewer ready pods than it asks
-for or a fallback serves), and single objects on demand; the reconcile loop otherwise
-reads children from Kopf indexes fed by watches. ``llama-operator release-finalizers``
+for or a fallback serves), the calibration ConfigMap of KV-cache corrections (when a
+plan is made anew; one key merged into it when a pod reports less than planned), and
+single objects on demand; the reconcile loop otherwise reads children from Kopf indexes
+fed by watches. ``llama-operator release-finalizers``
 (``finalizers.py``) lists LlamaDeployments and JSON-patches their finalizers, which
 is all it does.
 

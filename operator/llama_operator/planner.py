@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-from collections.abc import Callable, Iterable, Sequence
-from typing import Literal
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, Literal
 
 from llama_operator import api, config, facts, pools, profiles, sizing
 
@@ -71,7 +71,14 @@ class Request:
     concurrency: int = 4
     checkpoint: api.CheckpointQuantization = "none"
     memory_fraction: float = 0.9
-    overhead_gib: float = 1.5
+    # The operator config's runtimeOverheadGiB: replaces the calibrated in-budget overhead
+    # (None: the engine profile's memory model decides it).
+    overhead_gib: float | None = None
+    # More memory left free per GPU on top (re-planning after an out-of-memory exit).
+    headroom_gib: float = 0.0
+    # The sequences the engine schedules at once (its --max-num-seqs): the sampler's
+    # activation peak grows with them.
+    scheduled_sequences: int = sizing.DEFAULT_SCHEDULED_SEQUENCES
     # The engine release the image holds (``profiles.resolve``); None: the engine's default.
     resolved: profiles.Resolved | None = None
     # Every pool the operator knows, before spec.placement.pools picked ``pools`` from
@@ -79,6 +86,10 @@ class Request:
     # refusal lists what exists and what would work elsewhere.
     catalogue: Pools = ()
     asked_pools: tuple[str, ...] = ()
+    # Observed / planned KV cache recorded from running pods of this model and engine
+    # release, by GPU product (docs/concepts/observed-capacity.md); a product missing: none
+    # recorded. A ratio below 1 scales down the KV cache planned on that product.
+    kv_corrections: Mapping[str, float] = dataclasses.field(default_factory=dict)
 
     @property
     def profile(self) -> profiles.Profile:
@@ -129,6 +140,9 @@ def request_for(
         checkpoint=spec.model.checkpointQuantization,
         memory_fraction=placement.gpuMemoryUtilization or settings.gpuMemoryUtilization,
         overhead_gib=settings.runtimeOverheadGiB,
+        scheduled_sequences=max(
+            spec.limits.maxConcurrentSequences or 0, sizing.DEFAULT_SCHEDULED_SEQUENCES
+        ),
         resolved=resolve_engine(spec=spec, engine=engine, settings=settings),
         catalogue=tuple(available),
         asked_pools=tuple(placement.pools),
@@ -213,12 +227,24 @@ def size(request: Request, pool: pools.Pool, index: int, q: api.Quantization, tp
             quantization=q,
             gpu_memory_gib=pool.memory_gib,
             tensor_parallel=tp,
-            memory_fraction=request.memory_fraction,
-            overhead_gib=request.overhead_gib,
             max_model_len=request.max_model_len,
             concurrency=request.concurrency,
+            **_memory_terms(request, pool),
         ),
     )
+
+
+def _memory_terms(request: Request, pool: pools.Pool) -> dict[str, Any]:
+    """What ``sizing`` needs of the request and the pool beyond the candidate itself."""
+    return {
+        "memory_fraction": request.memory_fraction,
+        "memory": request.profile.memory,
+        "product": pool.gpuProduct,
+        "scheduled_sequences": request.scheduled_sequences,
+        "overhead_gib": request.overhead_gib,
+        "extra_gib": request.headroom_gib,
+        "kv_correction": request.kv_corrections.get(pool.gpuProduct, 1.0),
+    }
 
 
 def candidates_exhaustive(request: Request) -> Iterable[Candidate]:
@@ -245,10 +271,9 @@ def candidates_pruned(request: Request) -> Iterable[Candidate]:
                     model=request.model,
                     quantization=q,
                     gpu_memory_gib=pool.memory_gib,
-                    memory_fraction=request.memory_fraction,
-                    overhead_gib=request.overhead_gib,
                     max_model_len=request.max_model_len,
                     concurrency=request.concurrency,
+                    **_memory_terms(request, pool),
                 )
                 if lowest is None:
                     continue
@@ -401,11 +426,25 @@ def to_plan(request: Request, best: Candidate) -> api.Plan:
     )
     full = sizing.weights_gib(model, "none")
     price = f", ${cost:.2f}/h" if cost is not None else ""
+    memory = plan_memory(fit, best.tensor_parallel)
+    correction = request.kv_corrections.get(best.pool.gpuProduct)
+    corrected = (
+        f", x{correction:.2f} as observed on running pods"
+        if correction is not None and correction < 1
+        else ""
+    )
+    capped = (
+        f"; gpuMemoryUtilization capped to {fit.memory_fraction:g} so the CUDA context fits "
+        "beside it"
+        if fit.memory_fraction < request.memory_fraction
+        else ""
+    )
     reason = (
         f"{model.billions:.4g}B at 16-bit needs {full:.0f} GiB of weights; "
         f"{best.tensor_parallel}x {best.pool.gpuProduct} ({best.pool.name}) at {precision} "
         f"fits with {fit.kv_cache_gib:.0f} GiB KV cache "
-        f"({fit.max_sequences} x {fit.max_model_len} tokens){price}"
+        f"({fit.max_sequences} x {fit.max_model_len} tokens{corrected}), "
+        f"{memory.marginGiB:.1f} GiB per GPU to spare{price}{capped}"
     )
     return api.Plan(
         engine=request.engine,
@@ -418,12 +457,34 @@ def to_plan(request: Request, best: Candidate) -> api.Plan:
         dtype=dtype,
         maxModelLen=fit.max_model_len,
         maxConcurrentSequences=fit.max_sequences,
-        gpuMemoryUtilization=request.memory_fraction,
+        gpuMemoryUtilization=fit.memory_fraction,
         weightsGiB=round(fit.weights_gib, 2),
         estimatedGPUMemoryGiB=round(fit.estimated_per_gpu_gib, 2),
         kvCacheGiB=round(fit.kv_cache_gib, 2),
+        checkpointGiB=round(
+            full if best.quantization not in ("none", "awq", "gptq") else fit.weights_gib, 2
+        ),
+        kvCacheTokens=fit.kv_cache_tokens,
+        memory=memory,
+        kvCorrection=correction if correction is not None and correction < 1 else None,
         costPerHour=cost,
         reason=reason,
+    )
+
+
+def plan_memory(fit: sizing.Fit, tensor_parallel: int) -> api.PlanMemory:
+    """One GPU of a sized candidate, as status.plan.memory shows it."""
+    overhead = fit.overhead.total if fit.overhead is not None else 0.0
+    kv = fit.kv_cache_gib / tensor_parallel
+    return api.PlanMemory(
+        gpuGiB=round(fit.gpu_gib, 2),
+        budgetGiB=round(fit.usable_per_gpu_gib, 2),
+        outsideBudgetGiB=round(fit.outside_gib, 2),
+        weightsGiB=round(fit.weights_gib / tensor_parallel, 2),
+        overheadGiB=round(overhead, 2),
+        kvCacheGiB=round(kv, 2),
+        neededKVCacheGiB=round(fit.needed_kv_gib, 2),
+        marginGiB=round(kv - fit.needed_kv_gib, 2),
     )
 
 
@@ -697,7 +758,11 @@ def _memory(request: Request, found: Sequence[Obstacle]) -> str:
         # The lightest precision on the most GPUs: the best this pool can do.
         q = min(allowed, key=lambda q: sizing.BYTES_PER_PARAMETER[q])
         tp = max(tps)
-        room = (pool.memory_gib * request.memory_fraction - request.overhead_gib) * tp
+        sized = size(request, pool, request.pools.index(pool), q, tp).fit
+        overhead = sized.overhead.total if sized.overhead is not None else 0.0
+        if request.profile.memory.budget == "freeAfterWarmup":
+            overhead += sized.outside_gib  # TGI's budget holds the CUDA context too
+        room = (sized.usable_per_gpu_gib - overhead) * tp
         gap = room - sizing.weights_gib(model, q) - kv
         if nearest is None or gap > nearest[0]:
             nearest = (gap, pool, q, tp, room)

@@ -23,6 +23,9 @@ which kinds are failures. vLLM counts every finished request in one counter labe
 and a failure counter labelled ``err`` (validation, overloaded, generation, ...). The
 profile's ``outcomes`` name the label and the normal kinds. A page without any
 finished-request counter is None, like a missing signal.
+
+``series`` gives any family's samples with their labels, for readers whose numbers sit
+in labels (``capacity``: vLLM's ``vllm:cache_config_info``).
 """
 
 from __future__ import annotations
@@ -247,6 +250,12 @@ def merge(histograms: Iterable[Histogram]) -> Histogram | None:
 
 
 _Series = list[tuple[dict[str, str], float]]
+
+
+def series(text: str, names: frozenset[str] | None = None) -> dict[str, _Series]:
+    """Every sample as (labels, value), by sample name; ``names``: parse only the lines of
+    these metric names (as ``samples`` does). MetricsError when it is not Prometheus text."""
+    return _labelled(text if names is None else _select(text, names))
 
 
 def _labelled(text: str) -> dict[str, _Series]:

@@ -34,6 +34,7 @@ class Pool(pydantic.BaseModel):
 
     name: str = Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63)
     gpuProduct: str = Field(min_length=1)
+    # Memory the engine sees per GPU (CUDA's total, below nvidia-smi's); None: the table's.
     gpuMemoryGiB: float | None = Field(default=None, gt=0)
     gpusPerNode: int = Field(ge=1, le=64)
     costPerGPUHour: float | None = Field(default=None, ge=0)
@@ -158,7 +159,8 @@ def discover(nodes: Iterable[Mapping[str, Any]]) -> tuple[Pool, ...]:
         entry["gpus"] = max(entry["gpus"], count)
         memory_mib = _int(labels.get(MEMORY_LABEL))
         if memory_mib:
-            entry["memory"] = round(memory_mib / 1024, 1)
+            # The label is nvidia-smi's total; the engine budgets from less (gpus.py).
+            entry["memory"] = gpus.seen_from_label(memory_mib)
         major, minor = _int(labels.get(MAJOR_LABEL)), _int(labels.get(MINOR_LABEL))
         if major is not None:
             entry["cc"] = f"{major}.{minor or 0}"
@@ -174,7 +176,8 @@ def discover(nodes: Iterable[Mapping[str, Any]]) -> tuple[Pool, ...]:
     for product in sorted(by_product):
         entry = by_product[product]
         known = gpus.lookup(product)
-        memory = entry["memory"] or (known.memory_gib if known else None)
+        # A product in the table is taken at the memory its engine was seen to have.
+        memory = known.memory_gib if known else entry["memory"]
         if memory is None:
             continue  # an unknown product without a memory label cannot be sized
         # Without a compute-capability label, assume the oldest capability we plan for

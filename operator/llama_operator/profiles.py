@@ -30,7 +30,14 @@ from llama_operator import api
 # What a later feature asks an engine for, independent of the engine's own naming.
 # "queue" / "inflight" / "kvCache" match ``api.Autoscaling.metric``.
 Signal = Literal[
-    "queue", "inflight", "kvCache", "finished", "failed", "e2eLatency", "timeToFirstToken"
+    "queue",
+    "inflight",
+    "kvCache",
+    "finished",
+    "failed",
+    "e2eLatency",
+    "timeToFirstToken",
+    "kvCapacity",
 ]
 Origin = Literal["tag", "config", "assumed"]
 
@@ -55,6 +62,63 @@ class Outcomes(pydantic.BaseModel):
     @property
     def known(self) -> frozenset[str]:
         return frozenset((*self.normal, *self.serverFailures, *self.other))
+
+
+class BatchDefault(pydantic.BaseModel):
+    """The batch the engine profiles with when not told: on GPUs of ``minGiB`` or more."""
+
+    model_config = pydantic.ConfigDict(frozen=True, extra="forbid")
+
+    minGiB: float
+    exceptProducts: tuple[str, ...]  # GPU products (substrings) the rule skips
+    tokens: int  # max_num_batched_tokens (vLLM) / max_batch_prefill_tokens (TGI)
+    sequences: int  # max_num_seqs when not set
+
+
+class ContextGiB(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(frozen=True, extra="forbid")
+
+    single: float  # TP 1
+    parallel: float  # TP >= 2
+
+
+class ForwardBuffers(pydantic.BaseModel):
+    """Per batched token, 2-byte buffers of the forward pass: so many x intermediate / TP
+    and so many x hidden."""
+
+    model_config = pydantic.ConfigDict(frozen=True, extra="forbid")
+
+    intermediate: float
+    hidden: float
+
+
+class MemoryFacts(pydantic.BaseModel):
+    """How the release sizes its KV cache (``data/engines.yaml`` derives each number)."""
+
+    model_config = pydantic.ConfigDict(frozen=True, extra="forbid")
+
+    # fraction: KV = total x fraction - weights - overhead (vLLM); freeAfterWarmup:
+    # KV = wiggleRoom x fraction x total - everything in use, context included (TGI).
+    budget: Literal["fraction", "freeAfterWarmup"]
+    wiggleRoom: float = 1.0
+    blockSize: int
+    cudaContextGiB: ContextGiB
+    nonTorchGiB: float
+    communicationGiBPerDoubling: float
+    samplerBytesPerLogit: float
+    forwardBuffers: ForwardBuffers
+    cudaGraphGiBPerLayer: float
+    cudaGraphsInBudget: bool
+    batchDefaults: tuple[BatchDefault, ...]
+
+    def batch(self, *, product: str, gpu_gib: float) -> BatchDefault:
+        """The batch defaults the engine picks on this GPU (the last rule is the fallback)."""
+        for rule in self.batchDefaults:
+            if gpu_gib >= rule.minGiB and not any(
+                p.lower() in product.lower() for p in rule.exceptProducts
+            ):
+                return rule
+        return self.batchDefaults[-1]
 
 
 class Profile(pydantic.BaseModel):
@@ -89,6 +153,7 @@ class Profile(pydantic.BaseModel):
     runAsRoot: bool
     env: dict[str, str]
     outOfMemoryLogs: tuple[str, ...]
+    memory: MemoryFacts
 
     def flag(self, setting: str) -> str:
         """The flag that carries ``setting`` (a key of ``flags``)."""

@@ -28,6 +28,7 @@ from llama_operator import (
     analysis,
     api,
     builders,
+    capacity,
     catalog,
     conditions,
     config,
@@ -84,6 +85,13 @@ Measure = Callable[[MeasureRequest], "analysis.Judgement | None"]
 # no pod could be read (spec.failover.overloadQueuePerReplica). The plan names the engine
 # release whose profile names the queue metric.
 QueueRead = Callable[[str, str, api.Plan], float | None]
+# (namespace, name, plan) -> the KV capacity each ready pod of the primary reports, by pod
+# (None: its page carries none; pods that could not be read are left out), or None when
+# no reading is due (capacity.due: the same ready pods as the plan's observation).
+CapacityRead = Callable[[str, str, api.Plan], Mapping[str, "capacity.PodCapacity | None"] | None]
+# () -> the KV-cache corrections recorded so far (the calibration ConfigMap), by data key.
+# Called only when a plan is made anew: a kept plan is never re-planned for a correction.
+CorrectionsRead = Callable[[], Mapping[str, "capacity.Correction"]]
 
 # How many ancestors of a fine-tune are looked up on the Hub at most.
 MAX_BASE_MODELS = 8
@@ -156,6 +164,7 @@ def desired(
     keep_canary: api.Plan | None = None,
     recovery_state: api.RecoveryStatus | None = None,
     clamp_limits: bool = False,
+    corrections: CorrectionsRead | None = None,
 ) -> Desired:
     """Everything the operator wants to exist for this resource, or ``PlanningError``.
 
@@ -167,7 +176,9 @@ def desired(
     ``recovery_state`` (status.recovery) leaves out the pools re-planning excluded and adds
     the memory headroom it asked for. ``clamp_limits``: a spec.limits token limit above the
     plan's context is held to it instead of refused (a fallback inherits the primary's
-    limits, planned for another model).
+    limits, planned for another model). ``corrections``: the KV-cache corrections learnt from
+    running pods, applied to a plan made anew (never to a kept one: a correction changes
+    the next plan, it does not move a running endpoint).
     """
     try:
         spec = api.parse_spec(dict(raw_spec))
@@ -201,9 +212,9 @@ def desired(
             # by _still_fits), and is rendered with that release's profile.
             plan = kept[0].model_copy(update={"engineVersion": request.engine_version})
         else:
-            plan = _plan_in_order(request, spec, recovery_state).model_copy(
-                update={"inputsHash": inputs}
-            )
+            plan = _plan_in_order(
+                _corrected(request, spec, corrections), spec, recovery_state
+            ).model_copy(update={"inputsHash": inputs})
     except planner.PlanError as exc:
         reason = exc.reason or ("NoGPUPools" if not request.pools else "NoFeasiblePlan")
         message = f"{exc.field}: {exc}{recovery.exhausted(recovery_state)}"
@@ -267,6 +278,23 @@ def desired(
         card_gated=card_gated,
         objects=objects,
     )
+
+
+def _corrected(
+    request: planner.Request, spec: api.LlamaDeploymentSpec, corrections: CorrectionsRead | None
+) -> planner.Request:
+    """``request`` with the corrections recorded for its model and engine release on each
+    of its pools' GPU products (``capacity.ratios``)."""
+    if corrections is None or not request.pools:
+        return request
+    found = capacity.ratios(
+        corrections(),
+        model=spec.model.id,
+        engine=request.engine,
+        version=request.engine_version,
+        gpu_products=sorted({pool.gpuProduct for pool in request.pools}),
+    )
+    return dataclasses.replace(request, kv_corrections=found) if found else request
 
 
 def _plan_in_order(
@@ -372,6 +400,8 @@ def reconcile(
     instant: float | None = None,
     queue: QueueRead | None = None,
     api_key: KeyCheck | None = None,
+    kv_capacity: CapacityRead | None = None,
+    corrections: CorrectionsRead | None = None,
 ) -> Outcome:
     """Reconcile one LlamaDeployment.
 
@@ -396,6 +426,11 @@ def reconcile(
     since the epoch with its fraction (rollout pauses are timed from it); None reads it
     from ``now``. ``api_key`` checks that the Secret of spec.auth.apiKeySecretRef holds its
     key, only when serving pods are about to be created or changed; None leaves it unchecked.
+
+    ``kv_capacity`` reads the KV cache the primary's ready pods allocated, once the primary
+    is rolled out on its current template (``status.plan.observed``, the KVCacheCapacity
+    condition, a correction recorded for the next plans); None leaves it unobserved.
+    ``corrections`` reads the corrections recorded so far, for a primary planned anew.
     """
     generations = {} if generations is None else generations
     unwatched = {} if unwatched is None else unwatched
@@ -478,6 +513,7 @@ def reconcile(
             card=card,
             keep_canary=_canary_plan(previous),
             recovery_state=recovered.state if recovered is not None else None,
+            corrections=corrections,
         )
     except PlanningError as exc:
         failure = exc.failure
@@ -730,6 +766,24 @@ def reconcile(
             if decision.canary_exists and in_traffic:
                 canary_counts = status.counts(lookup("Deployment", namespace, f"{name}-canary"))
 
+    # What the primary's engines allocated, against the plan they serve (only while status
+    # gets this plan: not while a canary or a closed gate keeps the stable one there).
+    capacity_check: licensing.Check | None = None
+    capacity_known = False  # False: KVCacheCapacity stays as it is
+    if plan is not None and wanted is not None and gate is not None:
+        capacity_known = True
+        plan, capacity_check = _observe_capacity(
+            plan,
+            wanted=wanted,
+            gate=gate,
+            deployment=deployment,
+            read=kv_capacity,
+            client=client,
+            settings=settings,
+            namespace=namespace,
+            name=name,
+            now=now,
+        )
     history, recovery_status = _replanned(recovered, previous, plan=planned_now, events=events)
     new_status = status.compute(
         status.Observation(
@@ -751,6 +805,7 @@ def reconcile(
                     *_traffic_checks(wanted.spec, name, route_missing),
                     *(switched.checks if switched is not None else ()),
                     *((switched.placement,) if switched and switched.placement else ()),
+                    *((capacity_check,) if capacity_check is not None else ()),
                 )
                 if gate is not None and wanted is not None
                 else ()
@@ -766,6 +821,11 @@ def reconcile(
                         ()
                         if wanted.spec.traffic and wanted.spec.traffic.gatewayRef
                         else (conditions.TRAFFIC,)
+                    ),
+                    *(
+                        (conditions.KV_CACHE_CAPACITY,)
+                        if capacity_known and capacity_check is None
+                        else ()
                     ),
                 )
                 if gate is not None and wanted is not None
@@ -801,6 +861,102 @@ def reconcile(
         refreshed=refreshed,
         consume_action=consume_action,
     )
+
+
+def _observe_capacity(
+    plan: api.Plan,
+    *,
+    wanted: Desired,
+    gate: Gate,
+    deployment: Mapping[str, Any] | None,
+    read: CapacityRead | None,
+    client: k8s.Client,
+    settings: config.OperatorConfig,
+    namespace: str,
+    name: str,
+    now: str,
+) -> tuple[api.Plan, licensing.Check | None]:
+    """The plan with what its pods report (``plan.observed``), and ``KVCacheCapacity``.
+
+    The pods are read only once the primary runs this template on every pod (a rolling
+    update's old pods were sized by another plan) and the set of ready pods changed since
+    the last reading; a correction is written to the calibration ConfigMap only when it
+    differs from the one the last reading recorded."""
+    before = plan.observed
+    observed = before
+    if read is not None and _rolled_out(deployment):
+        readings = read(namespace, name, plan)
+        if readings:  # every pod failed to answer: keep what was known
+            observed = capacity.observe(readings, plan=plan, now=now)
+    unrecorded = _not_recorded(settings, gate)
+    if observed is not None and observed is not before:
+        where = capacity.already_recorded(before, observed)
+        record = capacity.correction(
+            plan.model_copy(update={"observed": observed}),
+            model=wanted.spec.model.id,
+            source=f"{namespace}/{name}",
+        )
+        home = settings.calibration.namespace  # None: _not_recorded says why
+        if where is None and unrecorded is None and record is not None and home is not None:
+            _record_correction(client, home, settings.calibration.configMap, record)
+            where = capacity.recorded_in(home, settings.calibration.configMap, record)
+        observed = observed.model_copy(update={"recordedIn": where})
+    plan = plan.model_copy(update={"observed": observed})
+    return plan, capacity.condition(plan, not_recorded=unrecorded)
+
+
+def _rolled_out(deployment: Mapping[str, Any] | None) -> bool:
+    """Every pod of the primary runs its current template, and one is ready."""
+    c = status.counts(deployment)
+    return deployment is not None and c.current and c.ready > 0 and c.updated >= c.replicas
+
+
+def _not_recorded(settings: config.OperatorConfig, gate: Gate) -> str | None:
+    """Why a shortfall would not be recorded as a correction, or None."""
+    if settings.calibration.namespace is None:
+        return (
+            "the operator config names no calibration namespace (calibration.namespace; "
+            "the Helm chart sets it to the operator's)"
+        )
+    args = next((c for c in gate.checks if c.type == conditions.ENGINE_ARGS), None)
+    if args is not None and args.status == "False":
+        return (
+            "spec.engineArgs override the plan's sizing (the EngineArgs condition), so the "
+            "shortfall says nothing about the memory model"
+        )
+    return None
+
+
+def _record_correction(
+    client: k8s.Client, namespace: str, name: str, record: capacity.Correction
+) -> None:
+    """Merge one key into the calibration ConfigMap (no read, so corrections of other
+    keys written meanwhile are never lost); create it by server-side apply when missing."""
+    data = {record.key: record.value()}
+    try:
+        client.merge_patch(
+            api_version="v1", kind="ConfigMap", namespace=namespace, name=name, body={"data": data}
+        )
+    except k8s.APIError as exc:
+        if exc.status != 404:
+            raise
+        client.apply(capacity.config_map(namespace=namespace, name=name, data=data))
+
+
+def corrections_reader(
+    client: k8s.Client, settings: config.OperatorConfig
+) -> CorrectionsRead | None:
+    """The recorded corrections, read from the calibration ConfigMap when called (a plan is
+    made anew); None when the operator config names no calibration namespace."""
+    namespace, name = settings.calibration.namespace, settings.calibration.configMap
+    if namespace is None:
+        return None
+
+    def read() -> Mapping[str, capacity.Correction]:
+        found = client.get(api_version="v1", kind="ConfigMap", namespace=namespace, name=name)
+        return capacity.records((found or {}).get("data"))
+
+    return read
 
 
 def name_failure(name: str) -> status.PlanningFailure | None:
@@ -1966,6 +2122,7 @@ _WARN_WHEN = {
     conditions.POD_SECURITY: "False",
     conditions.ENGINE_ARGS: "False",
     conditions.FALLBACKS_PLANNED: "False",
+    conditions.KV_CACHE_CAPACITY: "False",
 }
 # Reasons of a condition above that are a choice, not a fault: no Warning for them.
 _CHOSEN = {"AuthOptional"}
@@ -1977,6 +2134,7 @@ _RECOVERED_WHEN = {
     conditions.AUTHENTICATED: "True",
     conditions.ENGINE_ARGS: "True",
     conditions.FALLBACKS_PLANNED: "True",
+    conditions.KV_CACHE_CAPACITY: "True",
 }
 
 

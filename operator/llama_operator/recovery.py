@@ -132,7 +132,7 @@ def apply(request: planner.Request, state: api.RecoveryStatus | None) -> planner
     return dataclasses.replace(
         request,
         pools=tuple(p for p in request.pools if p.name not in excluded),
-        overhead_gib=request.overhead_gib + state.headroom * HEADROOM_GIB,
+        headroom_gib=request.headroom_gib + state.headroom * HEADROOM_GIB,
     )
 
 

@@ -18,6 +18,10 @@ Each tick of a LlamaDeployment with ``spec.autoscaling.engine: builtin``:
 
 Writes happen only when something changed: a steady endpoint costs its scrapes and
 no API request.
+
+Beside the loop, two blocking readers of the same pods for a reconcile's thread:
+``queue_per_pod`` (the failover's overload trigger) and ``capacity_per_pod`` (the KV
+cache each engine allocated, read once per set of ready pods; ``capacity``).
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from typing import Any
 
 import aiohttp
 
-from llama_operator import api, autoscaler, engines, k8s, podmetrics
+from llama_operator import api, autoscaler, capacity, engines, k8s, podmetrics
 from llama_operator.events import Event
 
 # A pod's scrape may take at most this long (and never longer than the interval).
@@ -234,3 +238,36 @@ def queue_per_pod(
 
     values = [s.value for s in asyncio.run(read()) if s.value is not None]
     return sum(values) / len(values) if values else None
+
+
+def capacity_per_pod(
+    slices: Iterable[Mapping[str, Any]], *, plan: api.Plan
+) -> dict[str, capacity.PodCapacity | None] | None:
+    """The KV capacity each ready pod behind these EndpointSlices reports, by pod (None:
+    its page carries none); a pod that could not be read is left out. None, with no
+    request, when the reading is not due (``capacity.due``: the same pods as last time).
+    Blocking: for a reconcile's thread."""
+    endpoints = ready_endpoints(slices)
+    if not capacity.due(plan, ready=[e.pod for e in endpoints]):
+        return None
+
+    async def one(
+        session: aiohttp.ClientSession, endpoint: Endpoint
+    ) -> tuple[str, bool, capacity.PodCapacity | None]:
+        try:
+            async with session.get(
+                endpoint.url, timeout=aiohttp.ClientTimeout(total=SCRAPE_TIMEOUT_SECONDS)
+            ) as response:
+                if response.status != 200:
+                    return endpoint.pod, False, None
+                text = await response.text()
+            found = capacity.parse(text, engine=plan.engine, version=plan.engineVersion)
+            return endpoint.pod, True, found
+        except (aiohttp.ClientError, TimeoutError, podmetrics.MetricsError, UnicodeError):
+            return endpoint.pod, False, None
+
+    async def read() -> list[tuple[str, bool, capacity.PodCapacity | None]]:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+            return list(await asyncio.gather(*(one(session, e) for e in endpoints)))
+
+    return {pod: found for pod, read_ok, found in asyncio.run(read()) if read_ok}

@@ -2,8 +2,9 @@
 
 All-namespaces mode has one ClusterRole; namespaced mode (watchNamespaces) grants the
 namespaced rules through a Role per namespace and keeps only cluster-scoped reads (Nodes,
-CRDs, namespaces) in a ClusterRole. No wildcard anywhere, and delete only on the children
-the operator must remove while their LlamaDeployment lives on.
+CRDs, namespaces) in a ClusterRole. In both, a Role in the release's namespace grants the
+calibration ConfigMap by name, and nothing else there. No wildcard anywhere, and delete
+only on the children the operator must remove while their LlamaDeployment lives on.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import chartkit
 import pytest
 import yaml
 
-from llama_operator import api, k8s
+from llama_operator import api, config, k8s
 
 Rule = tuple[str, str, tuple[str, ...]]  # (apiGroup, resource, verbs)
 
@@ -43,6 +44,25 @@ NAMESPACES_RULE: Rule = ("", "namespaces", ("list", "watch"))
 CLUSTER_PEERING_RULE: Rule = ("kopf.dev", "clusterkopfpeerings", ("list", "watch", "patch"))
 PEERING_RULE: Rule = ("kopf.dev", "kopfpeerings", ("list", "watch", "patch"))
 ALL_RULES = [*NAMESPACED_RULES, *CLUSTER_RULES]
+# The one object of the release's own namespace the operator writes: the ConfigMap of
+# KV-cache corrections (config's calibration section, <fullname>-calibration), granted by
+# name in a Role of that name there.
+CALIBRATION = f"{chartkit.RELEASE}-calibration"
+
+
+def calibration_rules(name: str) -> list[dict[str, Any]]:
+    return [
+        {
+            "apiGroups": [""],
+            "resources": ["configmaps"],
+            "resourceNames": [name],
+            "verbs": ["get", "patch", "create"],
+        }
+    ]
+
+
+def is_calibration(role: dict[str, Any]) -> bool:
+    return bool(role["kind"] == "Role" and role["metadata"]["name"].endswith("-calibration"))
 
 
 def rules(role: dict[str, Any]) -> list[Rule]:
@@ -56,9 +76,19 @@ def rules(role: dict[str, Any]) -> list[Rule]:
 
 
 def operator_roles(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The operator's own roles (not the users' llamadeployment-viewer/-editor)."""
+    """The operator's own roles (not the users' llamadeployment-viewer/-editor), but the
+    calibration Role (by resource name; ``test_calibration_role``)."""
     roles = [*chartkit.of_kind(objects, "ClusterRole"), *chartkit.of_kind(objects, "Role")]
-    return [role for role in roles if "llamadeployment-" not in role["metadata"]["name"]]
+    return [
+        role
+        for role in roles
+        if "llamadeployment-" not in role["metadata"]["name"] and not is_calibration(role)
+    ]
+
+
+def watch_roles(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The Roles of the watched namespaces (namespaced mode)."""
+    return [role for role in chartkit.of_kind(objects, "Role") if not is_calibration(role)]
 
 
 def aggregated_into(role: dict[str, Any]) -> set[str]:
@@ -98,7 +128,7 @@ def test_no_wildcards_and_delete_only_of_the_operators_children(name: str) -> No
             for field in ("apiGroups", "resources", "verbs"):
                 assert "*" not in rule[field], (role["metadata"]["name"], rule)
             assert "nonResourceURLs" not in rule
-            assert "resourceNames" not in rule
+            assert "resourceNames" not in rule or is_calibration(role)
     for role in operator_roles(objects):
         for group, resource, verbs in rules(role):
             allowed = {"delete"} if (group, resource) in DELETABLE else set()
@@ -109,8 +139,10 @@ def test_cluster_role_all_namespaces() -> None:
     objects = chartkit.render()
     role = chartkit.find(objects, "ClusterRole", "llama-operator")
     assert rules(role) == ALL_RULES
-    assert not chartkit.of_kind(objects, "Role")
-    assert not chartkit.of_kind(objects, "RoleBinding")
+    assert not watch_roles(objects)
+    assert [b["metadata"]["name"] for b in chartkit.of_kind(objects, "RoleBinding")] == [
+        CALIBRATION
+    ]
 
 
 def test_cluster_role_with_peering() -> None:
@@ -217,8 +249,10 @@ def test_namespaced_mode() -> None:
     cluster_role = chartkit.find(objects, "ClusterRole", "llama-operator")
     # Nodes are cluster-scoped, Kopf watches CRDs and follows the named namespaces.
     assert rules(cluster_role) == [*CLUSTER_RULES, NAMESPACES_RULE]
-    roles = chartkit.of_kind(objects, "Role")
-    bindings = chartkit.of_kind(objects, "RoleBinding")
+    roles = watch_roles(objects)
+    bindings = [
+        b for b in chartkit.of_kind(objects, "RoleBinding") if b["metadata"]["name"] != CALIBRATION
+    ]
     assert sorted(role["metadata"]["namespace"] for role in roles) == ["ai", "team-b"]
     assert sorted(binding["metadata"]["namespace"] for binding in bindings) == ["ai", "team-b"]
     for role in roles:
@@ -241,8 +275,39 @@ def test_namespaced_mode_with_peering() -> None:
     objects = chartkit.release_objects(chartkit.render(chartkit.VALUE_SETS["peering-namespaced"]))
     cluster_role = chartkit.find(objects, "ClusterRole", "llama-operator")
     assert rules(cluster_role) == [*CLUSTER_RULES, NAMESPACES_RULE]
-    for role in chartkit.of_kind(objects, "Role"):
+    for role in watch_roles(objects):
         assert rules(role) == [*NAMESPACED_RULES, PEERING_RULE]
+
+
+@pytest.mark.parametrize("name", sorted(chartkit.VALUE_SETS))
+def test_calibration_role(name: str) -> None:
+    # In every mode: get, patch and create of exactly the calibration ConfigMap of the
+    # operator config, in the release's namespace only (a create through server-side apply
+    # is authorised with its name, so resourceNames holds for it too).
+    objects = chartkit.release_objects(chartkit.render(chartkit.VALUE_SETS[name]))
+    (configmap,) = [
+        o
+        for o in chartkit.of_kind(objects, "ConfigMap")
+        if o["metadata"]["name"].endswith("-config")
+    ]
+    settings = config.parse(yaml.safe_load(next(iter(configmap["data"].values()))))
+    named = settings.calibration.configMap
+    assert settings.calibration.namespace == chartkit.NAMESPACE
+    role = chartkit.find(objects, "Role", named)
+    assert role["metadata"]["namespace"] == chartkit.NAMESPACE
+    assert role["rules"] == calibration_rules(named)
+    binding = chartkit.find(objects, "RoleBinding", named)
+    assert binding["metadata"]["namespace"] == chartkit.NAMESPACE
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": named,
+    }
+    (workload,) = [o for o in objects if o["kind"] in ("Deployment", "StatefulSet")]
+    account = workload["spec"]["template"]["spec"]["serviceAccountName"]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": account, "namespace": chartkit.NAMESPACE}
+    ]
 
 
 def test_cluster_role_binding() -> None:

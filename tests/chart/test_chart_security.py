@@ -111,7 +111,10 @@ def test_default_config_is_accepted_by_the_operator() -> None:
             networkPolicy=config.NetworkPolicy(
                 operatorNamespace=chartkit.NAMESPACE, operatorPodLabels=_selector(objects)
             )
-        )
+        ),
+        calibration=config.Calibration(
+            namespace=chartkit.NAMESPACE, configMap=f"{chartkit.RELEASE}-calibration"
+        ),
     )
 
 
@@ -227,6 +230,6 @@ def test_environment_of_the_operator() -> None:
 
 def test_image_defaults_to_the_app_version() -> None:
     container = chartkit.container(chartkit.render())
-    assert container["image"] == "llama-operator:0.7.0"
+    assert container["image"] == "llama-operator:0.8.0"
     tagged = chartkit.container(chartkit.render({"image": {"tag": "0.1.1"}}))
     assert tagged["image"] == "llama-operator:0.1.1"

@@ -234,8 +234,10 @@ def test_crd_deletion_warning_is_in_values() -> None:
 
 def test_config_schema_matches_the_operator_config() -> None:
     section = SCHEMA["properties"]["config"]
-    # security is the chart's to write, from the auth and networkPolicy values.
-    assert set(section["properties"]) == set(config.OperatorConfig.model_fields) - {"security"}
+    # security is the chart's to write, from the auth and networkPolicy values; calibration
+    # too, naming the release's namespace and the ConfigMap its Role grants.
+    chart_written = {"security", "calibration"}
+    assert set(section["properties"]) == set(config.OperatorConfig.model_fields) - chart_written
     assert set(section["properties"]["images"]["properties"]) == set(config.Images.model_fields)
     values_config = yaml.safe_load(VALUES_TEXT)["config"]
     # The chart's defaults are the operator's defaults.

@@ -59,7 +59,7 @@ SCHEDULER_SAYS = "0/3 nodes are available: 3 Insufficient nvidia.com/gpu."
 
 BUNDLED_POOLS = {p["name"]: p for p in yaml.safe_load(POOLS_YAML.read_text())["pools"]}
 # An operator config whose second pool differs from l4 in every way a pod shows it: a
-# spot node group behind a taint of its own, with 16 GB GPUs (Llama 3.1 8B at 16-bit
+# spot node group behind a taint of its own, with 16 GB GPUs (Llama 3.1 8B even at fp8
 # needs two of them). It costs more per replica than l4, so l4 is planned first.
 SPOT_POOL = {
     "name": "a2-spot",
@@ -256,7 +256,8 @@ class TestPoolFallback:
             "model": {"id": PRIMARY_MODEL},
             "replicas": 1,
             "license": {"accept": True},
-            "placement": {"pools": pools, "optimize": "quality"},
+            # 8-bit: one L4 or A10G holds Llama 3.1 8B at fp8 (at 16-bit it needs two L4s).
+            "placement": {"pools": pools, "optimize": "balanced"},
             "failover": {"gracePeriod": "1s"},
         }
         await create(operator, LLAMA, llama(spec=body))
@@ -433,7 +434,9 @@ class TestSelfHealing:
             "model": {"id": PRIMARY_MODEL},
             "replicas": 1,
             "license": {"accept": True},
-            "placement": {"pools": ["l4"]},
+            # At 0.98 (capped to 0.96 so the CUDA context fits) one L4 holds the 16-bit
+            # weights with four 4096-token sequences; at 0.9 it does not.
+            "placement": {"pools": ["l4"], "gpuMemoryUtilization": 0.98},
         }
         await create(operator, LLAMA, llama(spec=body))
         before = await eventually(lambda: obj(operator, DEPLOYMENTS, "chat-primary"))

@@ -8,6 +8,10 @@ is mapped to the (API group, resource, verb) the API server would authorise, and
 compared with the rules of the ClusterRole rendered by the real ``helm``: nothing the
 operator calls may be missing, and nothing may be granted that it never calls, except
 the few rules listed in ``NEEDED_BUT_NOT_CALLED`` with the reason they are needed.
+
+In the operator's own namespace it touches one object, the calibration ConfigMap of
+KV-cache corrections: a second scenario checks that every request there is granted by the
+chart's Role of that namespace, resource names included.
 """
 
 from __future__ import annotations
@@ -26,10 +30,12 @@ from kube import (
     HTTPROUTES,
     LLAMA,
     NETWORKPOLICIES,
+    POOLS_YAML,
     SCALEDOBJECTS,
     SECRETS,
     ApplyingEmulator,
     create,
+    endpoint_slice,
     eventually,
     exists,
     gpu_node,
@@ -37,8 +43,10 @@ from kube import (
     obj,
     patch,
     path,
+    report_ready,
     secret,
     status_of,
+    wait_condition,
 )
 
 import podserver
@@ -254,3 +262,99 @@ async def test_chart_clusterrole_grants_exactly_what_the_operator_calls(
     assert ("gateway.networking.k8s.io", "httproutes", "delete") in called
     assert ("networking.k8s.io", "networkpolicies", "delete") in called
     assert ("networking.k8s.io", "networkpolicies", "get") not in called  # never read
+
+
+# --- the calibration ConfigMap, in the operator's own namespace ----------------------------
+
+CALIBRATION_HOME = "llama-operator"  # the namespace granted_by_chart renders the release in
+CALIBRATION_CONFIG = POOLS_YAML.read_text() + (
+    f"\ncalibration:\n  namespace: {CALIBRATION_HOME}\n  configMap: llama-operator-calibration\n"
+)
+Named = tuple[str, str, str, str, str]  # (namespace, API group, resource, name, verb)
+
+
+def named_permissions(request: Any) -> set[Named]:
+    """``permissions`` of a request in a namespace, with the namespace and object name."""
+    parts = [p for p in request.url.path.split("/") if p]
+    if "namespaces" not in parts:
+        return set()
+    at = parts.index("namespaces")
+    rest = parts[at + 2 :]
+    namespace, name = parts[at + 1], rest[1] if len(rest) >= 2 else ""
+    return {
+        (namespace, group, resource, name, verb) for group, resource, verb in permissions(request)
+    }
+
+
+def granted_in_home() -> list[dict[str, Any]]:
+    """The rules of every Role the chart grants in its own namespace."""
+    done = generate_chart.helm(
+        "template", "llama-operator", str(CHART), "-n", CALIBRATION_HOME, helm_path=HELM
+    )
+    assert done.returncode == 0, done.stderr
+    roles = [
+        o
+        for o in yaml.safe_load_all(done.stdout)
+        if o and o["kind"] == "Role" and o["metadata"]["namespace"] == CALIBRATION_HOME
+    ]
+    return [rule for role in roles for rule in role["rules"]]
+
+
+def allows(rules: list[dict[str, Any]], group: str, resource: str, name: str, verb: str) -> bool:
+    return any(
+        group in rule["apiGroups"]
+        and resource in rule["resources"]
+        and verb in rule["verbs"]
+        and ("resourceNames" not in rule or name in rule["resourceNames"])
+        for rule in rules
+    )
+
+
+@pytest.mark.operator_config(CALIBRATION_CONFIG)
+async def test_calibration_role_grants_exactly_what_the_operator_calls_there(
+    operator: ApplyingEmulator,
+) -> None:
+    # A pod reporting less KV cache than planned: the ConfigMap is created, then a second
+    # endpoint reads it when planned; a third shortfall merges a key into the existing one.
+    spec = {**llama().get("spec", {}), "placement": {"pools": ["l4"]}}
+    with podserver.FakePod() as pod:
+        await create(operator, LLAMA, llama("chat", spec=spec))
+        plan = await eventually(lambda: status_of(operator).get("plan"))
+        pod.max_model_len = plan["maxModelLen"]
+        pod.num_gpu_blocks = int(plan["kvCacheTokens"] * 0.8) // podserver.VLLM_BLOCK_SIZE
+        await create(
+            operator, ENDPOINTSLICES, endpoint_slice("chat-primary", "primary", 0, pod.port)
+        )
+        await eventually(lambda: obj(operator, DEPLOYMENTS, "chat-primary"))
+        await report_ready(operator, "chat-primary", 1)
+        await wait_condition(operator, "KVCacheCapacity", reason="BelowPlan")
+        await create(operator, LLAMA, llama("second", spec=spec))
+        await eventually(lambda: status_of(operator, "second").get("plan"))
+        smaller = {**spec, "model": {"id": "meta-llama/Llama-3.2-3B-Instruct"}}
+        await create(operator, LLAMA, llama("small", spec=smaller))
+        small = await eventually(lambda: status_of(operator, "small").get("plan"))
+        pod.max_model_len = small["maxModelLen"]
+        pod.num_gpu_blocks = int(small["kvCacheTokens"] * 0.8) // podserver.VLLM_BLOCK_SIZE
+        await create(
+            operator, ENDPOINTSLICES, endpoint_slice("small-primary", "primary", 0, pod.port)
+        )
+        await eventually(lambda: obj(operator, DEPLOYMENTS, "small-primary"))
+        await report_ready(operator, "small-primary", 1)
+        await wait_condition(operator, "KVCacheCapacity", "small", reason="BelowPlan")
+
+    called: set[Named] = set()
+    for request in operator:
+        agent = request.headers.get("User-Agent", "").lower()
+        if not agent.startswith(("kmock", "python")):
+            called |= named_permissions(request)
+    home = {p for p in called if p[0] == CALIBRATION_HOME}
+    calibration = "llama-operator-calibration"
+    # Read (planning), created by apply (patch + create), merged into (patch): that object only.
+    assert {(p[2], p[3], p[4]) for p in home} == {
+        ("configmaps", calibration, "get"),
+        ("configmaps", calibration, "patch"),
+        ("configmaps", calibration, "create"),
+    }
+    rules = await asyncio.to_thread(granted_in_home)
+    refused = [p for p in home if not allows(rules, p[1], p[2], p[3], p[4])]
+    assert refused == [], "the Role in the operator's namespace does not grant these"

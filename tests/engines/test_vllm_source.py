@@ -30,7 +30,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 import podserver
-from llama_operator import api, profiles
+from llama_operator import api, capacity, gpus, profiles
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 ENGINES = ROOT / ".cache" / "engines"
@@ -48,6 +48,11 @@ ENVS = "vllm/envs.py"
 LOGGERS = "vllm/v1/metrics/loggers.py"
 FINISH_REASONS = "vllm/v1/engine/__init__.py"
 QUANTIZATION = "vllm/model_executor/layers/quantization/__init__.py"
+CACHE_CONFIG = "vllm/config/cache.py"
+# log_metrics_info's ``type`` -> the config class whose metrics_info() labels the info
+# gauge: log_engine_initialized calls log_metrics_info("cache_config",
+# self.vllm_config.cache_config) (loggers.py).
+INFO_CONFIGS = {"cache_config": (CACHE_CONFIG, "CacheConfig")}
 
 # outOfMemoryLogs patterns that are not vLLM's words (engines.yaml says whose), mapped to
 # the name vLLM's source must refer to instead, if any. Every other pattern must occur in
@@ -489,7 +494,58 @@ def metric_defs(version: str) -> dict[str, tuple[MetricDef, ...]]:
         )
     if not found:
         pytest.fail(f'vLLM {version}: no name="vllm:..." metric in {LOGGERS}', pytrace=False)
+    for info in info_metric_defs(version):
+        found.setdefault(info.name, []).append(info)
     return {name: tuple(defs) for name, defs in found.items()}
+
+
+@functools.cache
+def config_fields(version: str, relpath: str, cls: str) -> tuple[str, ...]:
+    """The fields of a vLLM config class (``dataclass_fields``: private and init=False ones
+    included, as all are in its instances' __dict__), sorted."""
+    for node in classes(parse(version, relpath)):
+        if node.name == cls:
+            return tuple(sorted(dataclass_fields(node)))
+    pytest.fail(f"vLLM {version}: {relpath} defines no class {cls}", pytrace=False)
+
+
+def info_metric_defs(version: str) -> list[MetricDef]:
+    """The info gauges log_metrics_info makes: per ``if type == "...":`` branch, the name=
+    and documentation= it assigns, labelled with the config's metrics_info() keys (its
+    fields) plus "engine"."""
+    found = []
+    for function in ast.walk(parse(version, LOGGERS)):
+        if not (isinstance(function, ast.FunctionDef) and function.name == "log_metrics_info"):
+            continue
+        source = ast.unparse(function)
+        assert "metrics_info['engine']" in source, f"vLLM {version}: {source}"
+        for branch in ast.walk(function):
+            if not (isinstance(branch, ast.If) and isinstance(branch.test, ast.Compare)):
+                continue
+            (kind,) = branch.test.comparators
+            if not (isinstance(kind, ast.Constant) and kind.value in INFO_CONFIGS):
+                continue
+            assigned = {
+                target.id: statement.value.value
+                for statement in branch.body
+                if isinstance(statement, ast.Assign) and isinstance(statement.value, ast.Constant)
+                for target in statement.targets
+                if isinstance(target, ast.Name)
+            }
+            relpath, cls = INFO_CONFIGS[str(kind.value)]
+            labels = (*config_fields(version, relpath, cls), "engine")
+            found.append(
+                MetricDef(
+                    name=str(assigned["name"]),
+                    kind="gauge",
+                    documentation=str(assigned["documentation"]),
+                    labelnames=labels,
+                    label_constants=frozenset(labels),
+                    buckets=None,
+                    line=branch.lineno,
+                )
+            )
+    return found
 
 
 def find_metric(version: str, exposed: str) -> tuple[MetricDef, ...]:
@@ -514,6 +570,37 @@ def test_current_metric_names_are_defined(version: str) -> None:
         if names and not find_metric(version, names[0])
     ]
     assert not missing, f"vLLM {version}: no such metric created in {LOGGERS}: {missing}"
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_kv_capacity_labels_are_cache_config_fields(version: str) -> None:
+    # capacity.py reads the KV cache an engine allocated from these labels of
+    # vllm:cache_config_info, in every release the profiles name.
+    (metric,) = find_metric(version, capacity.metric_names("vllm", version)[0])
+    labels = set(metric.labelnames or ())
+    wanted = {capacity.TOKENS_LABEL, capacity.BLOCKS_LABEL, capacity.BLOCK_SIZE_LABEL}
+    assert wanted <= labels, f"vLLM {version}: CacheConfig lacks {sorted(wanted - labels)}"
+    # metrics_info() is every field as str(): what parse() reads back with int().
+    (method,) = (
+        node
+        for node in ast.walk(parse(version, CACHE_CONFIG))
+        if isinstance(node, ast.FunctionDef) and node.name == "metrics_info"
+    )
+    assert "str(value) for key, value in self.__dict__.items()" in ast.unparse(method)
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_kv_cache_size_tokens_is_the_logged_capacity(version: str) -> None:
+    # Plan.kvCacheTokens promises "GPU KV cache size: N tokens"; the label carries that N:
+    # the same get_kv_cache_capacity result is logged and stored in the field.
+    text = (source_root(version) / "vllm/v1/core/kv_cache_utils.py").read_text(encoding="utf-8")
+    assert "KV cache size: %s tokens" in text
+    assigned = [
+        relpath
+        for relpath in files_matching(version, "kv_cache_size_tokens = num_tokens")
+        if "get_kv_cache_capacity" in (source_root(version) / relpath).read_text(encoding="utf-8")
+    ]
+    assert assigned, f"vLLM {version}: kv_cache_size_tokens is not get_kv_cache_capacity's"
 
 
 # --- outcomes ----------------------------------------------------------------------------
@@ -831,3 +918,167 @@ def test_podserver_bucket_bounds_are_vllms(family: str, bounds: tuple[float, ...
         if sample.name.endswith("_bucket")
     }
     assert page == {*source, math.inf}, f"{family}: the page's le bounds {sorted(page)}"
+
+
+# The memory facts (``memory:`` of the vLLM profile, used by sizing.py): the batch vLLM
+# profiles with when not told, the CUDA-graph estimate charged to the budget, the block
+# size tokens are rounded to, and the fp8 floor.
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchBranch:
+    """One branch of EngineArgs.get_batch_defaults: from ``min_gib`` of device memory,
+    not on devices whose name holds one of ``excluded``."""
+
+    min_gib: float
+    excluded: tuple[str, ...]
+    tokens: int
+    sequences: int
+
+
+def _api_server_value(body: list[ast.stmt], target: str) -> int | None:
+    """The OPENAI_API_SERVER entry of the dict assigned to ``target`` in ``body``."""
+    for statement in body:
+        if not isinstance(statement, ast.Assign | ast.AnnAssign):
+            continue
+        targets = statement.targets if isinstance(statement, ast.Assign) else [statement.target]
+        if not any(isinstance(t, ast.Name) and t.id == target for t in targets):
+            continue
+        if isinstance(statement.value, ast.Dict):
+            for key, value in zip(statement.value.keys, statement.value.values, strict=True):
+                if (
+                    isinstance(key, ast.Attribute)
+                    and key.attr == "OPENAI_API_SERVER"
+                    and isinstance(value, ast.Constant)
+                ):
+                    return int(value.value)
+    return None
+
+
+def _branch(test: ast.expr | None, body: list[ast.stmt]) -> BatchBranch | None:
+    tokens = _api_server_value(body, "default_max_num_batched_tokens")
+    sequences = _api_server_value(body, "default_max_num_seqs")
+    if tokens is None or sequences is None:
+        return None
+    text = ast.unparse(test) if test is not None else ""
+    found = re.search(r"device_memory >= (\d+) \* GiB_bytes", text)
+    excluded = tuple(re.findall(r"'([^']+)' not in device_name", text))
+    return BatchBranch(float(found.group(1)) if found else 0.0, excluded, tokens, sequences)
+
+
+@functools.cache
+def batch_branches(version: str) -> tuple[BatchBranch, ...]:
+    """The GPU-dependent branches of get_batch_defaults, in the order vLLM tries them."""
+    module = parse(version, ARG_UTILS)
+    function = next(
+        node
+        for node in ast.walk(module)
+        if isinstance(node, ast.FunctionDef) and node.name == "get_batch_defaults"
+    )
+    branches: list[BatchBranch] = []
+    node: ast.stmt | None = next(
+        s for s in function.body if isinstance(s, ast.If) and "GiB_bytes" in ast.unparse(s.test)
+    )
+    while isinstance(node, ast.If):
+        branch = _branch(node.test, node.body)
+        if branch is not None:
+            branches.append(branch)
+        orelse = node.orelse
+        if len(orelse) == 1 and isinstance(orelse[0], ast.If):
+            node = orelse[0]
+        else:
+            last = _branch(None, orelse)
+            if last is not None:
+                branches.append(last)
+            node = None
+    return tuple(branches)
+
+
+def vllm_batch(branches: tuple[BatchBranch, ...], product: str, gib: float) -> BatchBranch:
+    for branch in branches:
+        if gib >= branch.min_gib and not any(name in product.lower() for name in branch.excluded):
+            return branch
+    return branches[-1]
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_the_planned_batch_is_never_smaller_than_vllms_default(version: str) -> None:
+    """On every GPU of the table, the batch the memory model assumes is at least the one
+    vLLM profiles with (a larger batch only makes the planned activation peak larger)."""
+    branches = batch_branches(version)
+    assert len(branches) >= 2, branches
+    memory = profile_of(version).memory
+    for gpu in gpus.KNOWN.values():
+        ours = memory.batch(product=gpu.product, gpu_gib=gpu.memory_gib)
+        theirs = vllm_batch(branches, gpu.product, gpu.memory_gib)
+        assert ours.tokens >= theirs.tokens, (gpu.product, ours, theirs)
+        assert ours.sequences >= theirs.sequences, (gpu.product, ours, theirs)
+
+
+def test_the_batch_rules_are_the_newest_releases() -> None:
+    """From the newest verified release, rule for rule (engines.yaml's batchDefaults)."""
+    newest = VERSIONS[-1]
+    rules = profile_of(newest).memory.batchDefaults
+    assert [
+        (rule.minGiB, tuple(p.lower() for p in rule.exceptProducts), rule.tokens, rule.sequences)
+        for rule in rules
+    ] == [
+        (branch.min_gib, branch.excluded, branch.tokens, branch.sequences)
+        for branch in batch_branches(newest)
+    ]
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_cuda_graphs_are_charged_to_the_budget_by_default(version: str) -> None:
+    """VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS defaults to "1" (envs.py), and
+    determine_available_memory subtracts the estimate (gpu_worker.py)."""
+    assert profile_of(version).memory.cudaGraphsInBudget
+    envs = (source_root(version) / ENVS).read_text()
+    assert re.search(
+        r'os\.getenv\(\s*"VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS",\s*"1"\s*\)', envs
+    ), "VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS no longer defaults to 1"
+    worker = ast.unparse(parse(version, "vllm/v1/worker/gpu_worker.py"))
+    assert "VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS" in worker
+    assert "requested_memory" in worker
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_tokens_are_rounded_to_a_multiple_of_vllms_block_size(version: str) -> None:
+    """CacheConfig.block_size's default divides the block size sizing rounds down to, so
+    the planned tokens are never more than whole vLLM blocks hold."""
+    module = parse(version, CACHE_CONFIG)
+    cache_config = next(c for c in classes(module) if c.name == "CacheConfig")
+    defaults = [
+        int(node.value.value)
+        for node in cache_config.body
+        if isinstance(node, ast.AnnAssign)
+        and isinstance(node.target, ast.Name)
+        and node.target.id == "block_size"
+        and isinstance(node.value, ast.Constant)
+        and isinstance(node.value.value, int)
+    ]
+    if defaults:
+        (block,) = defaults
+    else:  # block_size: int = Field(default=None, ...), resolved to DEFAULT_BLOCK_SIZE
+        text = (source_root(version) / CACHE_CONFIG).read_text()
+        found = re.search(r"DEFAULT_BLOCK_SIZE\b[^=\n]*=\s*(\d+)", text)
+        assert found, f"no block_size default in {CACHE_CONFIG} of vLLM {version}"
+        block = int(found.group(1))
+    assert profile_of(version).memory.blockSize % block == 0
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_fp8_is_planned_from_the_capability_vllm_allows(version: str) -> None:
+    """Fp8Config.get_min_capability() (model_executor/layers/quantization/fp8.py)."""
+    module = parse(version, "vllm/model_executor/layers/quantization/fp8.py")
+    fp8 = next(c for c in classes(module) if c.name == "Fp8Config")
+    method = next(
+        node
+        for node in fp8.body
+        if isinstance(node, ast.FunctionDef) and node.name == "get_min_capability"
+    )
+    (statement,) = method.body
+    assert isinstance(statement, ast.Return)
+    assert isinstance(statement.value, ast.Constant)
+    floor = int(statement.value.value) / 10
+    assert profile_of(version).quantizations["fp8"].minCapability == floor

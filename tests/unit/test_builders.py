@@ -190,8 +190,8 @@ class TestDeployment:
         }
 
     def test_plan_summary_names_16_bit_precision(self) -> None:
-        plan, _ = plan_for(make_spec(placement={"optimize": "quality", "pools": ["l4"]}))
-        assert builders.plan_summary(plan=plan) == "1x NVIDIA-L4 bf16"
+        plan, _ = plan_for(make_spec(placement={"optimize": "quality", "pools": ["l40s"]}))
+        assert builders.plan_summary(plan=plan) == "1x NVIDIA-L40S bf16"
         fp16 = plan.model_copy(update={"dtype": "float16", "gpuProduct": "Tesla-T4"})
         assert builders.plan_summary(plan=fp16) == "1x Tesla-T4 fp16"
 
@@ -216,11 +216,15 @@ class TestDeployment:
         assert cache == {"name": "model-cache", "emptyDir": {"sizeLimit": "30Gi"}}
 
     def test_load_time_quantization_sizes_cache_for_16_bit_download(self) -> None:
-        # fp8 is made at load time from the 16-bit checkpoint: the download is twice
-        # the size of the served weights, and the cache must hold it.
+        # fp8 is made at load time from the 16-bit checkpoint: the download is the size of
+        # the 16-bit weights, not of the served ones, and the cache must hold it.
         plan, _ = plan_for(make_spec(**SHARDED))
         assert plan.quantization == "fp8"
-        assert builders.checkpoint_gib(plan=plan) == pytest.approx(plan.weightsGiB * 2 / 1.03)
+        sixteen_bit, _ = plan_for(
+            make_spec(placement={**SHARDED["placement"], "quantization": "none"})
+        )
+        assert sixteen_bit.weightsGiB == pytest.approx(14.96)
+        assert builders.checkpoint_gib(plan=plan) == pytest.approx(sixteen_bit.weightsGiB, rel=0.01)
         cache = volumes_by_name(make_deployment(make_spec(**SHARDED)))["model-cache"]
         assert cache["emptyDir"]["sizeLimit"] == "30Gi"
 

@@ -276,3 +276,80 @@ class TestNoInput:
         )
         assert code == 1
         assert "does not exist" in err
+
+
+class TestMemoryMargins:
+    """issue 16: plan and render show one GPU's budget and margin; --corrections replays
+    what running pods taught the operator."""
+
+    def test_plan_prints_the_per_gpu_budget_and_margin(
+        self, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        code, out, _ = run(capsys, "plan", "-f", str(EXAMPLES / "chat-8b.yaml"), "-o", "json")
+        assert code == 0
+        entry = json.loads(out)  # one document: one object
+        plan = entry["plan"]
+        memory = plan["memory"]
+        # The figures add up the way the engine draws its budget.
+        assert memory["budgetGiB"] == pytest.approx(
+            memory["gpuGiB"] * plan["gpuMemoryUtilization"], abs=0.01
+        )
+        assert memory["kvCacheGiB"] == pytest.approx(
+            memory["budgetGiB"] - memory["weightsGiB"] - memory["overheadGiB"], abs=0.02
+        )
+        assert memory["marginGiB"] == pytest.approx(
+            memory["kvCacheGiB"] - memory["neededKVCacheGiB"], abs=0.02
+        )
+        assert memory["marginGiB"] >= 0
+        assert plan["kvCacheTokens"] > 0
+        code, text, _ = run(capsys, "plan", "-f", str(EXAMPLES / "chat-8b.yaml"))
+        assert f"per GPU: budget {memory['budgetGiB']} of {memory['gpuGiB']} GiB" in text
+        assert f"margin {memory['marginGiB']} GiB" in text
+
+    def test_render_prints_the_margin_on_stderr_only(
+        self, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        code, out, err = run(capsys, "render", "-f", str(EXAMPLES / "chat-8b.yaml"))
+        assert code == 0
+        assert "per GPU: budget" in err
+        assert "per GPU" not in out
+        assert all(doc is not None for doc in yaml.safe_load_all(out))
+
+    def test_corrections_from_the_calibration_config_map_shrink_the_plan(
+        self, capsys: pytest.CaptureFixture[str], tmp_path: pathlib.Path
+    ) -> None:
+        spec = EXAMPLES / "chat-8b.yaml"
+        code, out, _ = run(capsys, "plan", "-f", str(spec), "-o", "json")
+        entry = json.loads(out)  # one document: one object
+        plan = entry["plan"]
+        key = (
+            f"{entry['model'].replace('/', '--')}_vllm-{plan['engineVersion']}_{plan['gpuProduct']}"
+        )
+        record = {
+            "model": entry["model"],
+            "engine": "vllm",
+            "engineVersion": plan["engineVersion"],
+            "gpuProduct": plan["gpuProduct"],
+            "ratio": 0.8,
+            "plannedTokens": plan["kvCacheTokens"],
+            "observedTokens": int(plan["kvCacheTokens"] * 0.8),
+            "observedAt": "2026-12-06T00:00:00Z",
+            "from": "ai/chat",
+        }
+        config_map = {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "llama-operator-calibration", "namespace": "llama-operator"},
+            "data": {key: json.dumps(record)},
+        }
+        path = tmp_path / "calibration.yaml"
+        path.write_text(yaml.safe_dump(config_map))
+        code, out, _ = run(
+            capsys, "plan", "-f", str(spec), "--corrections", str(path), "-o", "json"
+        )
+        assert code == 0
+        corrected = json.loads(out)
+        assert corrected["plan"]["kvCorrection"] == 0.8
+        assert corrected["plan"]["kvCacheTokens"] < plan["kvCacheTokens"]
+        code, text, _ = run(capsys, "plan", "-f", str(spec), "--corrections", str(path))
+        assert "x0.80 as observed on running pods" in text

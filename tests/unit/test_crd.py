@@ -299,8 +299,19 @@ def test_printer_columns() -> None:
         ("Ready", "string", '.status.conditions[?(@.type=="Ready")].status'),
         ("Phase", "string", ".status.phase"),
         ("Rollout", "string", ".status.rollout.phase"),
+        ("Planned KV", "integer", ".status.plan.kvCacheTokens"),
+        ("Observed KV", "integer", ".status.plan.observed.kvCacheTokens"),
         ("Age", "date", ".metadata.creationTimestamp"),
     ]
+    # The KV-cache columns are for `kubectl get llama -o wide` only.
+    wide = [c["name"] for c in version["additionalPrinterColumns"] if c.get("priority")]
+    assert wide == ["Planned KV", "Observed KV"]
+
+
+def test_printer_columns_point_at_declared_fields() -> None:
+    plan = STATUS_SCHEMA["properties"]["plan"]["properties"]
+    assert plan["kvCacheTokens"]["type"] == "integer"
+    assert plan["observed"]["properties"]["kvCacheTokens"]["type"] == "integer"
 
 
 def test_scale_paths_point_at_declared_fields() -> None:

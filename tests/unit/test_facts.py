@@ -215,3 +215,106 @@ def test_kv_bytes_per_token_formula() -> None:
     assert entry.kv_bytes_per_token(2) == 2 * 32 * 8 * 128 * 2
     assert entry.kv_bytes_per_token(1) == 2 * 32 * 8 * 128
     assert entry.billions == pytest.approx(8.03)
+
+
+# The layout fields (issue 16): what the memory model needs beyond the shape.
+
+
+def test_the_layout_is_read_from_config_json() -> None:
+    """vocab_size, tie_word_embeddings and intermediate_size of Llama-3.1-8B's config."""
+    partial = facts.from_hf_config(LLAMA_31_8B_CONFIG, 8.03e9)
+    assert (partial.vocab_size, partial.tied_embeddings, partial.intermediate_size) == (
+        128256,
+        False,
+        14336,
+    )
+    assert (partial.windowed_layers, partial.attention_window) == (None, None)
+
+
+def test_embeddings_and_lm_head_count_twice_unless_tied() -> None:
+    untied = catalog.lookup("meta-llama/Llama-3.1-8B")
+    tied = catalog.lookup("meta-llama/Llama-3.2-1B")
+    assert untied is not None
+    assert tied is not None
+    assert untied.embedding_parameters == 2 * 128256 * 4096
+    assert tied.embedding_parameters == 128256 * 2048
+
+
+def test_an_unknown_vocabulary_weighs_no_embeddings_apart() -> None:
+    model = facts.resolve(
+        model=api.ModelSpec(
+            id="example-org/unknown",
+            parameters="7B",
+            layers=32,
+            attentionHeads=32,
+            kvHeads=8,
+            headDim=128,
+            maxContext=8192,
+        ),
+        catalog_entry=None,
+    )
+    assert model.vocab_size == 0
+    assert model.embedding_parameters == 0
+
+
+def test_llama_4_no_rope_layers_mark_the_global_layers() -> None:
+    """transformers' Llama4TextConfig: no_rope_layers has one flag per layer, 0 where the
+    layer is global (NoPE, full attention), 1 where it uses chunked local attention."""
+    flags = [0 if (layer + 1) % 4 == 0 else 1 for layer in range(48)]
+    config: dict[str, object] = {
+        "text_config": {
+            "num_hidden_layers": 48,
+            "hidden_size": 5120,
+            "num_attention_heads": 40,
+            "num_key_value_heads": 8,
+            "head_dim": 128,
+            "attention_chunk_size": 8192,
+            "no_rope_layers": flags,
+            "vocab_size": 202048,
+        }
+    }
+    partial = facts.from_hf_config(config, 109e9)
+    assert (partial.windowed_layers, partial.attention_window) == (36, 8192)
+
+
+def test_layer_types_name_the_windowed_layers() -> None:
+    config: dict[str, object] = {
+        "num_hidden_layers": 4,
+        "layer_types": [
+            "sliding_attention",
+            "full_attention",
+            "sliding_attention",
+            "full_attention",
+        ],
+        "sliding_window": 4096,
+    }
+    assert facts.windowed_layers(config, 4) == (2, 4096)
+
+
+def test_a_sliding_window_the_config_turns_off_bounds_nothing() -> None:
+    """Qwen2-style configs carry sliding_window with use_sliding_window: false."""
+    assert facts.windowed_layers({"sliding_window": 32768, "use_sliding_window": False}, 28) == (
+        None,
+        None,
+    )
+    assert facts.windowed_layers({"sliding_window": 4096}, 32) == (32, 4096)
+
+
+def test_a_windowed_layer_keeps_at_most_its_window_of_a_sequence() -> None:
+    scout = catalog.lookup("meta-llama/Llama-4-Scout-17B-16E")
+    assert scout is not None
+    per_layer = scout.kv_bytes_per_layer_token()
+    assert scout.kv_bytes_per_sequence(4096) == 48 * 4096 * per_layer
+    assert scout.kv_bytes_per_sequence(100_000) == (12 * 100_000 + 36 * 8192) * per_layer
+
+
+def test_hub_layout_fields_survive_the_merge() -> None:
+    hub = facts.from_hf_config(LLAMA_31_8B_CONFIG, 8.03e9)
+    merged = facts.resolve(
+        model=api.ModelSpec(id="example-org/llama-ft"), catalog_entry=None, hub=hub
+    )
+    assert (merged.vocab_size, merged.intermediate_size, merged.tied_embeddings) == (
+        128256,
+        14336,
+        False,
+    )

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from test_planner import pool, request_for
-from test_reconcile import SPEC, body, run
+from test_reconcile import SETTINGS, SPEC, body, run
 
 from llama_operator import api, conditions, config, facts, planner, pools
 
@@ -30,6 +30,18 @@ SEVEN_HEADS = facts.ModelFacts(
     source="spec",
 )
 CATALOGUE_NAMES = ("l4", "a10g", "l40s", "a100-80", "h100")
+# Every catalogue GPU (compute capability 8.0 and up) runs fp8 on both engines (vLLM from
+# 7.5, TGI from 8.0): capability refusals need an older GPU. A V100 (7.0) is below every
+# engine's fp8 floor; a T4 (7.5, in the GPU table) is below TGI's only.
+V100 = pools.Pool(
+    name="v100",
+    gpuProduct="Tesla-V100-SXM2-32GB",
+    gpuMemoryGiB=32,
+    computeCapability="7.0",
+    gpusPerNode=8,
+    costPerGPUHour=1.0,
+)
+WITH_V100 = (*config.default_pools(), V100)
 
 
 def refusal(request: planner.Request) -> planner.PlanError:
@@ -44,49 +56,68 @@ def refusal(request: planner.Request) -> planner.PlanError:
     return error
 
 
-def custom(model: facts.ModelFacts, **placement: Any) -> planner.Request:
+def custom(
+    model: facts.ModelFacts,
+    *,
+    available: tuple[pools.Pool, ...] | None = None,
+    **placement: Any,
+) -> planner.Request:
     """A request for ``model`` (not in the catalog) built as the operator builds one."""
     spec = api.parse_spec({"model": {"id": model.id}, "placement": placement})
     return planner.request_for(
-        spec=spec, model=model, available=config.default_pools(), settings=config.OperatorConfig()
+        spec=spec,
+        model=model,
+        available=config.default_pools() if available is None else available,
+        settings=config.OperatorConfig(),
     )
 
 
 class TestGPUCapability:
-    def test_fp8_pinned_on_an_a100_names_the_gpu_and_what_runs(self) -> None:
+    def test_fp8_pinned_on_a_v100_names_the_gpu_and_what_runs(self) -> None:
         error = refusal(
-            request_for("meta-llama/Llama-3.2-1B", pools=["a100-80"], quantization="fp8")
+            request_for(
+                "meta-llama/Llama-3.2-1B", available=WITH_V100, pools=["v100"], quantization="fp8"
+            )
         )
         message = str(error)
         assert error.reason == "GPUCapabilityTooLow"
         assert error.field == "spec.placement.quantization"
-        assert "NVIDIA-A100-SXM4-80GB" in message
-        assert "compute capability 8.0" in message
-        assert "8.9" in message  # what fp8 needs, from the engine profile
+        assert "Tesla-V100-SXM2-32GB" in message
+        assert "compute capability 7.0" in message
+        assert "7.5" in message  # what fp8 needs, from the engine profile
         # What would work: the quantization it does run, and the pools whose GPUs run fp8.
         assert "it runs none (16-bit)" in message
-        assert "l4, l40s, h100" in message
-        assert "Would fit: quantization: auto (1x a100-80 at none)" in message
+        assert "l4, a10g, l40s, a100-80, h100" in message
+        assert "Would fit: quantization: auto (1x v100 at none)" in message
         assert "pools: add l4 (1x l4 at fp8)" in message
         # Not a memory problem: the old message blamed 2 GiB of 16-bit weights.
         assert "16-bit weights" not in message
         assert "GiB" not in message.partition("Would fit")[0]
 
     def test_every_pool_short_of_the_capability_is_named(self) -> None:
-        available = (pool("a10g", "NVIDIA-A10G"), pool("a100", "NVIDIA-A100-SXM4-80GB"))
+        # TGI serves fp8 from 8.0 (Marlin W8A16): the T4 (7.5) and the V100 (7.0) fall short.
+        available = (pool("t4", "Tesla-T4"), V100)
         error = refusal(
-            request_for("meta-llama/Llama-3.1-8B", available=available, quantization="fp8")
+            request_for(
+                "meta-llama/Llama-3.1-8B", engine="tgi", available=available, quantization="fp8"
+            )
         )
         message = str(error)
         assert error.reason == "GPUCapabilityTooLow"
-        assert "a10g (NVIDIA-A10G, compute capability 8.6)" in message
-        assert "a100 (NVIDIA-A100-SXM4-80GB, compute capability 8.0)" in message
+        assert "compute capability 8.0 or higher" in message
+        assert "t4 (Tesla-T4, compute capability 7.5)" in message
+        assert "v100 (Tesla-V100-SXM2-32GB, compute capability 7.0)" in message
         assert "no pool has a GPU that runs fp8" in message
 
-    def test_tgi_lists_the_int8_paths_the_a100_runs(self) -> None:
+    def test_tgi_lists_the_int8_paths_the_t4_runs(self) -> None:
+        available = (*config.default_pools(), pool("t4", "Tesla-T4"))
         error = refusal(
             request_for(
-                "meta-llama/Llama-3.1-8B", engine="tgi", pools=["a100-80"], quantization="fp8"
+                "meta-llama/Llama-3.1-8B",
+                engine="tgi",
+                available=available,
+                pools=["t4"],
+                quantization="fp8",
             )
         )
         assert error.reason == "GPUCapabilityTooLow"
@@ -95,15 +126,7 @@ class TestGPUCapability:
     def test_a_prequantized_checkpoint_blames_the_pools(self) -> None:
         # AutoAWQConfig.get_min_capability() is 75: a V100 (7.0) cannot run the checkpoint,
         # and the checkpoint is the repository's, so the pools are what to change.
-        v100 = pools.Pool(
-            name="v100",
-            gpuProduct="Tesla-V100-SXM2-32GB",
-            gpuMemoryGiB=32,
-            computeCapability="7.0",
-            gpusPerNode=8,
-            costPerGPUHour=1.0,
-        )
-        available = (v100, pool("l4", "NVIDIA-L4", cost=0.8))
+        available = (V100, pool("l4", "NVIDIA-L4", cost=0.8))
         error = refusal(
             request_for(
                 "meta-llama/Llama-3.1-8B", checkpoint="awq", available=available, pools=["v100"]
@@ -148,14 +171,20 @@ class TestHeadDivisibility:
         assert "degrees that divide both: 1, 2" in str(error)
 
     def test_both_constraints_are_named_when_both_bind(self) -> None:
-        # fp8 on an A100 and 7 heads at TP 2: the heads hold on every pool, so they lead.
+        # fp8 on a V100 and 7 heads at TP 2: the heads hold on every pool, so they lead.
         error = refusal(
-            custom(SEVEN_HEADS, tensorParallel=2, quantization="fp8", pools=["a100-80"])
+            custom(
+                SEVEN_HEADS,
+                available=WITH_V100,
+                tensorParallel=2,
+                quantization="fp8",
+                pools=["v100"],
+            )
         )
         message = str(error)
         assert error.reason == "HeadsNotDivisible"
         assert "7 attention heads" in message
-        assert "compute capability 8.0" in message
+        assert "compute capability 7.0" in message
 
 
 class TestOtherPins:
@@ -211,41 +240,46 @@ class TestMemory:
         assert "8x h100" in message or "8x a100-80" in message
 
     def test_memory_at_a_pinned_quantization_counts_that_quantizations_weights(self) -> None:
-        # fp8 pinned: l4 runs it but 405B does not fit 8 of them; a100-80 cannot run it.
+        # fp8 pinned: l4 runs it but 405B does not fit 8 of them; v100 cannot run it.
         # The candidate honouring every pin fails on memory: that is the reason, and the
-        # A100 is named so the user does not move there.
+        # V100 is named so the user does not move there.
         request = request_for(
-            "meta-llama/Llama-3.1-405B", pools=["a100-80", "l4"], quantization="fp8"
+            "meta-llama/Llama-3.1-405B",
+            available=WITH_V100,
+            pools=["v100", "l4"],
+            quantization="fp8",
         )
         error = refusal(request)
         message = str(error)
         assert error.reason == "NoFeasiblePlan"
-        assert "at fp8 its weights need 389 GiB" in message
+        assert "at fp8 its weights need 384 GiB" in message
         assert "16-bit weights" not in message
         assert "8x l4" in message
-        assert "a100-80 (NVIDIA-A100-SXM4-80GB, compute capability 8.0)" in message
+        assert "v100 (Tesla-V100-SXM2-32GB, compute capability 7.0)" in message
 
     def test_a_pool_honouring_every_pin_makes_memory_the_reason(self) -> None:
-        # fp8 pinned: the L4 runs it but lacks the memory; the A100 would fit at 16-bit
+        # fp8 pinned: the L4 runs it but lacks the memory; the V100 would fit at 16-bit
         # but cannot run fp8. The L4's candidate changes nothing the user asked for, so
-        # memory is the reason; the A100 is named, and releasing the pin is the fix.
+        # memory is the reason; the V100 is named, and releasing the pin is the fix.
         available = (
-            pool("a100", "NVIDIA-A100-SXM4-80GB", per_node=1),
+            V100.model_copy(update={"gpusPerNode": 1}),
             pool("l4", "NVIDIA-L4", per_node=1),
         )
         request = request_for(
             "meta-llama/Llama-3.1-8B",
             available=available,
             quantization="fp8",
-            concurrentSequences=32,
+            # 8 GiB of fp8 weights and 10 of KV cache exceed the L4's 17 GiB budget; 15 GiB
+            # of 16-bit weights and the same KV cache fit the V100's 32 GiB.
+            concurrentSequences=20,
         )
         error = refusal(request)
         message = str(error)
         assert error.reason == "NoFeasiblePlan"
         assert error.field == "spec.placement.quantization"
         assert "1x l4" in message
-        assert "a100 (NVIDIA-A100-SXM4-80GB, compute capability 8.0)" in message
-        assert "Would fit: quantization: auto (1x a100 at none)" in message
+        assert "v100 (Tesla-V100-SXM2-32GB, compute capability 7.0)" in message
+        assert "Would fit: quantization: auto (1x v100 at none)" in message
 
     def test_tensor_parallel_pinned_too_small_is_memory(self) -> None:
         error = refusal(
@@ -279,13 +313,15 @@ class TestSurfacedAsTheCondition:
     @pytest.mark.parametrize(
         ("placement", "reason", "field"),
         [
-            ({"pools": ["a100-80"], "quantization": "fp8"}, "GPUCapabilityTooLow", "quantization"),
+            ({"pools": ["v100"], "quantization": "fp8"}, "GPUCapabilityTooLow", "quantization"),
             ({"pools": ["a100"]}, "UnknownPool", "pools"),
             ({"maxModelLen": 262144}, "ContextTooLong", "maxModelLen"),
         ],
     )
     def test_reason_and_field(self, placement: dict[str, Any], reason: str, field: str) -> None:
-        outcome, client = run(body({**SPEC, "placement": placement}))
+        # The catalogue's GPUs all run fp8: the operator is also given a V100 pool.
+        settings = SETTINGS.model_copy(update={"pools": (*SETTINGS.pools, V100)})
+        outcome, client = run(body({**SPEC, "placement": placement}), settings=settings)
         found = conditions.find(outcome.status_patch["conditions"], conditions.PLANNED)
         assert found is not None
         assert (found["status"], found["reason"]) == ("False", reason)

@@ -19,7 +19,7 @@ import hypothesis
 import pytest
 from hypothesis import strategies as st
 
-from llama_operator import api, catalog, config, health, planner, recovery
+from llama_operator import api, catalog, config, health, planner, recovery, sizing
 
 T0 = 1_750_000_000
 HASH = "3f2a9c0d11e4b7a8"  # Plan.inputsHash of the spec (model, engine, placement)
@@ -142,7 +142,10 @@ class Sim:
 class TestUnschedulable:
     def test_the_plan_starts_on_the_cheapest_pool(self) -> None:
         sim = Sim()
-        assert shape(sim.plan) == ("l4", 1, "none", 7680)
+        # One L4 at bf16 leaves the 8B model four sequences of 3328 tokens, short of 4096
+        # (test_planner.test_8b_on_quality_is_bf16_on_two_l4s_not_one): "balanced" takes
+        # fp8 on that one L4 rather than a second GPU.
+        assert shape(sim.plan) == ("l4", 1, "fp8", 16640)
 
     def test_only_after_the_grace_period(self) -> None:
         sim = Sim()
@@ -168,7 +171,8 @@ class TestUnschedulable:
         )
         # The planner plans again on the next pool in spec.placement.pools.
         assert sim.plan is not None
-        assert shape(sim.plan) == ("a10g", 1, "none", 7680)
+        # The A10G (8.6) serves fp8 weights too (Marlin, 16-bit compute).
+        assert shape(sim.plan) == ("a10g", 1, "fp8", 16896)
         assert sim.plan.gpuProduct == "NVIDIA-A10G"
         assert [(c.reason, c.fromPool, c.toPool) for c in sim.history] == [
             ("Unschedulable", "l4", "a10g")
@@ -192,7 +196,7 @@ class TestUnschedulable:
         out = sim.at(600, pending(since=T0))
         assert out.change is not None
         assert (out.change.fromPool, sim.excluded()) == ("a10g", ["l4", "a10g"])
-        assert shape(sim.plan) == ("l40s", 1, "none", 49152)
+        assert shape(sim.plan) == ("l40s", 1, "none", 44800)
         # The new pods' own transition, later than the re-planning, counts from then.
         assert sim.at(900, pending(since=T0 + 700)).change is None
         assert sim.at(999, pending(since=T0 + 700)).change is None
@@ -207,19 +211,22 @@ class TestUnschedulable:
 
     def test_a_larger_model_changes_gpu_count_and_pool(self) -> None:
         sim = Sim(request=request_for(LARGE, optimize="balanced"))
-        assert shape(sim.plan) == ("l4", 4, "fp8", 5888)
+        assert shape(sim.plan) == ("l4", 8, "fp8", 15360)
         sim.at(300, pending(since=T0))
-        # a10g would need more GPUs at a higher price: the planner takes l40s.
-        assert shape(sim.plan) == ("l40s", 2, "fp8", 8192)
+        # a10g nodes have 4 GPUs, too few for 70B even at fp8: the planner takes l40s.
+        assert shape(sim.plan) == ("l40s", 4, "fp8", 50176)
 
     def test_a_quantization_the_policy_allows_on_the_next_pool(self) -> None:
         sim = Sim(request=request_for(LARGE, optimize="cost", pools=["l4", "l40s"]))
+        assert shape(sim.plan) == ("l4", 8, "fp8", 15360)
         sim.at(300, pending(since=T0))
-        assert shape(sim.plan) == ("l40s", 2, "fp8", 8192)
-        sim = Sim(request=request_for(LARGE, optimize="quality", pools=["l4", "l40s"]))
-        assert shape(sim.plan) == ("l4", 8, "none", 15104)
+        assert shape(sim.plan) == ("l40s", 4, "fp8", 50176)
+        # 70B at 16-bit no longer fits 8 L4s: "quality" starts on A100s and keeps 16-bit
+        # on the next pool, with more GPUs.
+        sim = Sim(request=request_for(LARGE, optimize="quality", pools=["a100-80", "l40s"]))
+        assert shape(sim.plan) == ("a100-80", 4, "none", 101376)
         sim.at(300, pending(since=T0))
-        assert shape(sim.plan) == ("l40s", 4, "none", 19968)
+        assert shape(sim.plan) == ("l40s", 8, "none", 96000)
 
     def test_not_twice_for_the_same_pool(self) -> None:
         sim = Sim()
@@ -243,7 +250,7 @@ class TestUnschedulable:
         sim = Sim(policy=policy(replanOnUnschedulable=False))
         for t in (300, 3600, 86400):
             assert sim.at(t, pending(since=T0)).change is None
-        assert shape(sim.plan) == ("l4", 1, "none", 7680)
+        assert shape(sim.plan) == ("l4", 1, "fp8", 16640)
 
     def test_scheduled_pods_change_nothing(self) -> None:
         sim = Sim()
@@ -329,7 +336,7 @@ class TestRetryPools:
     def test_an_excluded_pool_is_tried_again_after_retry_pools_after(self) -> None:
         sim = Sim(policy=policy(retryPoolsAfter="30m"))
         sim.at(300, pending(since=T0))
-        assert shape(sim.plan) == ("a10g", 1, "none", 7680)
+        assert shape(sim.plan) == ("a10g", 1, "fp8", 16896)
         assert sim.at(2099, SERVING).change is None
         out = sim.at(2100, SERVING)
         assert out.change == api.PlanChange(
@@ -342,7 +349,7 @@ class TestRetryPools:
             inputsHash=HASH, excludedPools=[], headroom=0, lastChange=wall(T0 + 2100)
         )
         # Back on the preferred pool.
-        assert shape(sim.plan) == ("l4", 1, "none", 7680)
+        assert shape(sim.plan) == ("l4", 1, "fp8", 16640)
         assert sim.history[-1].toPool == "l4"
         # Still full: a full grace period again, from the retry.
         assert sim.at(2399, pending(since=T0 + 2110)).change is None
@@ -355,7 +362,7 @@ class TestRetryPools:
         sim = Sim(policy=policy(retryPoolsAfter="20m"))
         sim.at(300, pending(since=T0))
         sim.at(600, pending(since=T0))
-        assert shape(sim.plan) == ("l40s", 1, "none", 49152)
+        assert shape(sim.plan) == ("l40s", 1, "none", 44800)
         out = sim.at(1500, SERVING)
         assert out.change is not None
         assert out.change.message == (
@@ -457,17 +464,26 @@ class TestOutOfMemory:
 
     def test_headroom_then_an_exclusion_keeps_the_headroom(self) -> None:
         sim = Sim()
+        assert shape(sim.plan) == ("l4", 1, "fp8", 16640)
         sim.at(60, killed(at=T0 + 50))
-        assert shape(sim.plan) == ("l4", 1, "fp8", 18432)
+        # 2 GiB less KV cache on the one GPU: 4096 tokens less per sequence.
+        assert shape(sim.plan) == ("l4", 1, "fp8", 12544)
         sim.at(400, pending(since=T0 + 100))
         assert sim.state is not None
         assert (sim.state.headroom, sim.excluded()) == (1, ["l4"])
-        # a10g has no fp8, and two of them cost more than one l40s.
-        assert shape(sim.plan) == ("l40s", 1, "none", 45056)
+        # On a10g at fp8, and still with the headroom: a shorter context than the 16896
+        # tokens a10g gets without it (test_only_after_the_grace_period).
+        assert shape(sim.plan) == ("a10g", 1, "fp8", 12800)
 
 
 class TestHeadroomPlans:
-    """With headroom the planner gives a shorter context, more GPUs or more quantization."""
+    """With headroom the planner gives a shorter context, more GPUs or more quantization.
+
+    At the default gpuMemoryUtilization (0.9) one L4 no longer holds the 8B model at 16-bit
+    at all; at 0.98 (capped to 0.96 so the CUDA context fits) it does, with 2.97 GiB of KV
+    cache: four sequences of 5888 tokens. One headroom step (2 GiB) leaves 0.97 GiB, too
+    little for four of 4096, so these examples plan at 0.98 to show each way out.
+    """
 
     @staticmethod
     def plans(request: planner.Request) -> list[tuple[str, int, str, int] | None]:
@@ -481,40 +497,66 @@ class TestHeadroomPlans:
         return result
 
     def test_more_gpus_at_full_precision(self) -> None:
-        assert self.plans(request_for(optimize="quality", pools=["l4"])) == [
-            ("l4", 1, "none", 7680),
-            ("l4", 2, "none", 37888),
-            ("l4", 2, "none", 29696),
-            ("l4", 2, "none", 21504),
+        assert self.plans(
+            request_for(optimize="quality", pools=["l4"], gpuMemoryUtilization=0.98)
+        ) == [
+            ("l4", 1, "none", 5888),
+            ("l4", 2, "none", 25856),
+            ("l4", 2, "none", 17664),
+            ("l4", 2, "none", 9472),
         ]
 
     def test_more_quantization_then_a_shorter_context(self) -> None:
-        assert self.plans(request_for(optimize="cost", pools=["l4"])) == [
-            ("l4", 1, "none", 7680),
-            ("l4", 1, "fp8", 18432),
-            ("l4", 1, "fp8", 14336),
-            ("l4", 1, "fp8", 10240),
+        assert self.plans(
+            request_for(optimize="cost", pools=["l4"], gpuMemoryUtilization=0.98)
+        ) == [
+            ("l4", 1, "none", 5888),
+            ("l4", 1, "fp8", 15104),
+            ("l4", 1, "fp8", 11008),
+            ("l4", 1, "fp8", 6912),
         ]
 
     def test_within_the_pins(self) -> None:
         # One GPU at 16-bit pinned: no room for more headroom, so no plan (the reconcile
         # reports NoFeasiblePlan with what re-planning took away).
         assert self.plans(
-            request_for(optimize="quality", pools=["l4"], tensorParallel=1, quantization="none")
-        ) == [("l4", 1, "none", 7680), None, None, None]
+            request_for(
+                optimize="quality",
+                pools=["l4"],
+                tensorParallel=1,
+                quantization="none",
+                gpuMemoryUtilization=0.98,
+            )
+        ) == [("l4", 1, "none", 5888), None, None, None]
 
     def test_the_memory_per_gpu_left_grows_by_the_step(self) -> None:
         request = request_for(optimize="cost", pools=["l4"])
+        (l4,) = request.pools
         for steps in range(recovery.MAX_HEADROOM + 1):
             state = api.RecoveryStatus(headroom=steps)
             applied = recovery.apply(request, state)
-            assert applied.overhead_gib == request.overhead_gib + steps * recovery.HEADROOM_GIB
+            # Headroom adds to the calibrated overhead; it does not replace it.
+            assert applied.headroom_gib == request.headroom_gib + steps * recovery.HEADROOM_GIB
+            assert applied.overhead_gib is request.overhead_gib is None
             plan = planner.plan(applied)
+            # The overhead the engine profile charges a GPU of this plan, headroom aside.
+            calibrated = sizing.overhead(
+                model=request.model,
+                memory=request.profile.memory,
+                product=l4.gpuProduct,
+                gpu_gib=l4.memory_gib,
+                tensor_parallel=plan.tensorParallel,
+                scheduled_sequences=request.scheduled_sequences,
+            ).total
+            assert plan.memory is not None
+            assert plan.memory.overheadGiB == pytest.approx(
+                calibrated + steps * recovery.HEADROOM_GIB, abs=0.01
+            )
             # What the plan leaves free of the engine's share of each GPU.
-            share = 22.5 * plan.gpuMemoryUtilization
+            share = l4.memory_gib * plan.gpuMemoryUtilization
             assert plan.estimatedGPUMemoryGiB <= share + 0.01
             assert share - (plan.weightsGiB + plan.kvCacheGiB) / plan.gpusPerReplica >= (
-                1.5 + steps * recovery.HEADROOM_GIB - 0.02
+                calibrated + steps * recovery.HEADROOM_GIB - 0.02
             )
 
 
@@ -598,8 +640,10 @@ class TestApply:
         )
         applied = recovery.apply(request, state)
         assert [p.name for p in applied.pools] == ["l4", "l40s"]
-        assert applied.overhead_gib == 1.5 + 4.0
-        assert dataclasses.replace(applied, pools=request.pools, overhead_gib=1.5) == request
+        # Headroom adds to the overhead; runtimeOverheadGiB (None: calibrated) stays as it is.
+        assert applied.headroom_gib == request.headroom_gib + 4.0 == 4.0
+        assert applied.overhead_gib == request.overhead_gib
+        assert dataclasses.replace(applied, pools=request.pools, headroom_gib=0.0) == request
 
 
 class TestInputsHash:

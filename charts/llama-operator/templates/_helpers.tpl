@@ -85,3 +85,11 @@ runs them.
 {{- $_ := set $names .name true }}
 {{- end }}
 {{- end }}
+
+{{/*
+The ConfigMap the operator records KV-cache corrections in (docs/concepts/observed-capacity.md):
+created by the operator, not by the chart, so it outlives upgrades and is yours to reset.
+*/}}
+{{- define "llama-operator.calibrationName" -}}
+{{ include "llama-operator.fullname" . }}-calibration
+{{- end }}

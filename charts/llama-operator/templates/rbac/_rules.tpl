@@ -155,3 +155,21 @@ ClusterRole, also in namespaced mode.
   resources: [llamadeployments]
   verbs: [list, get, patch]
 {{- end }}
+
+{{/*
+"llama-operator.rules.calibration": the calibration ConfigMap in the release's own
+namespace (templates/rbac/calibration.yaml), and nothing else there.
+*/}}
+{{- define "llama-operator.rules.calibration" -}}
+# Application: KV-cache corrections learnt from running pods, one ConfigMap in the
+# operator's namespace: read when a LlamaDeployment is planned anew, one key merged in
+# (a merge patch) when a pod reports less KV cache than its plan, created by server-side
+# apply when missing. By name only, create too: a create through apply is authorised with
+# the object's name (createAuthorizerAttributes in
+# staging/src/k8s.io/apiserver/pkg/endpoints/handlers/patch.go), unlike a POST. No
+# list/watch, no delete: deleting it is the user's reset.
+- apiGroups: [""]
+  resources: [configmaps]
+  resourceNames: [{{ include "llama-operator.calibrationName" . }}]
+  verbs: [get, patch, create]
+{{- end }}
