@@ -259,6 +259,9 @@ def test_cuda_graph_memory_per_layer_covers_every_logged_capture(log_id: str, la
         ("NVIDIA-A100-SXM4-80GB", "kvcached110-llama31-8b-a100-refused"),
         ("NVIDIA-A10G", "issue15360-qwen25-7b-a10g-v0"),
         ("NVIDIA-H200", "issue15394-opt125m-h200-v0"),
+        ("NVIDIA-A100-SXM4-40GB", "issue12330-llama3-8b-a100-40gb"),
+        ("Tesla-T4", "hfcookbook-llama32-3b-t4-v0-fallback"),
+        ("NVIDIA-L40S", "issue15196-deepseek-coder-v2-lite-l40s-cpu-offload"),
     ],
 )
 def test_the_gpu_table_holds_the_memory_the_engine_saw(product: str, log_id: str) -> None:
