@@ -57,7 +57,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from llama_operator import api, conditions, licensing, podmetrics, profiles
+from llama_operator import api, conditions, podmetrics, profiles
 
 # Observed at least planned x (1 - TOLERANCE) is as planned. The plan's figure is a lower
 # bound of the engine's, but vLLM's own rounding (whole blocks per request, the int() of
@@ -198,7 +198,7 @@ def _correction(lowest: PodCapacity | None, plan: api.Plan) -> float | None:
     return math.floor(raw * 1000) / 1000
 
 
-def condition(plan: api.Plan, *, not_recorded: str | None = None) -> licensing.Check | None:
+def condition(plan: api.Plan, *, not_recorded: str | None = None) -> conditions.Check | None:
     """``KVCacheCapacity`` for the plan and its observation; None: not known yet (no ready
     pod read since this plan was made), and the condition is removed.
 
@@ -273,8 +273,8 @@ def _next(plan: api.Plan, observed: api.ObservedCapacity, not_recorded: str | No
     )
 
 
-def _check(status: conditions.Status, reason: str, message: str) -> licensing.Check:
-    return licensing.Check(conditions.KV_CACHE_CAPACITY, status, reason, message)
+def _check(status: conditions.Status, reason: str, message: str) -> conditions.Check:
+    return conditions.Check(conditions.KV_CACHE_CAPACITY, status, reason, message)
 
 
 # --------------------------------------------------------------------------- corrections

@@ -7,6 +7,7 @@ that learns nothing new produces an identical list (and therefore no write).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
@@ -57,6 +58,18 @@ ORDER = (
 )
 
 Status = Literal["True", "False", "Unknown"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Check:
+    """A condition a decision asks to be set: every gate and operation returns these, and
+    status.compute turns them into ``.status.conditions`` (here, not in any one decision
+    module, so that none depends on another for it)."""
+
+    type: str
+    status: Status
+    reason: str
+    message: str
 
 
 def find(conditions: Iterable[Mapping[str, Any]], type_: str) -> Mapping[str, Any] | None:

@@ -30,7 +30,7 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
-from llama_operator import api, conditions, health, licensing
+from llama_operator import api, conditions, health
 from llama_operator.events import Event
 
 PRIMARY = "primary"
@@ -64,9 +64,9 @@ class Decision:
     status: dict[str, Any] | None
     active_model: str
     events: tuple[Event, ...] = ()
-    checks: tuple[licensing.Check, ...] = ()
+    checks: tuple[conditions.Check, ...] = ()
     removed: tuple[str, ...] = ()
-    placement: licensing.Check | None = None  # FallbacksPlanned (None: no fallbacks)
+    placement: conditions.Check | None = None  # FallbacksPlanned (None: no fallbacks)
 
     @property
     def index(self) -> int | None:
@@ -235,7 +235,7 @@ def decide(
     )
 
 
-def placement_check(fallbacks: Sequence[Candidate]) -> licensing.Check:
+def placement_check(fallbacks: Sequence[Candidate]) -> conditions.Check:
     """``FallbacksPlanned``: whether every fallback has a plan, i.e. a pool can serve it.
 
     A fallback no pool can serve gets no pods and is never failed over to, which nothing
@@ -245,13 +245,13 @@ def placement_check(fallbacks: Sequence[Candidate]) -> licensing.Check:
     unplanned = [f for f in fallbacks if not f.planned]
     if not unplanned:
         where = ", ".join(f"{name_of(f.index)} ({f.model}) on pool {f.pool}" for f in fallbacks)
-        return licensing.Check(
+        return conditions.Check(
             FALLBACKS_PLANNED, "True", "AllPlanned", f"every fallback has a plan: {where}"
         )
     which = "; ".join(
         f"spec.fallbacks[{f.index}] ({f.model}) cannot be placed: {f.reason}" for f in unplanned
     )
-    return licensing.Check(
+    return conditions.Check(
         FALLBACKS_PLANNED,
         "False",
         "FallbackNotPlanned",
@@ -316,14 +316,14 @@ def _none_ready(fallbacks: Sequence[Candidate], started: list[int]) -> str:
 
 def _condition(
     state: api.FailoverStatus, primary_model: str, model: str, trigger: tuple[str, str] | None
-) -> licensing.Check:
+) -> conditions.Check:
     if state.active != PRIMARY:
-        return licensing.Check(
+        return conditions.Check(
             FALLBACK_ACTIVE, "True", state.reason or "FallbackActive", state.message
         )
     if trigger is not None:
-        return licensing.Check(FALLBACK_ACTIVE, "False", "NoFallbackReady", state.message)
-    return licensing.Check(
+        return conditions.Check(FALLBACK_ACTIVE, "False", "NoFallbackReady", state.message)
+    return conditions.Check(
         FALLBACK_ACTIVE, "False", "PrimaryServing", f"the primary ({primary_model}) serves"
     )
 

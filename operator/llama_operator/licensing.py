@@ -36,16 +36,6 @@ AccessReason = Literal[
 
 
 @dataclasses.dataclass(frozen=True)
-class Check:
-    """A condition to set."""
-
-    type: str
-    status: conditions.Status
-    reason: str
-    message: str
-
-
-@dataclasses.dataclass(frozen=True)
 class AccessAnswer:
     """What the Hub said about a token and a gated repository."""
 
@@ -57,7 +47,7 @@ class AccessAnswer:
 class Verdict:
     hold: str | None  # why serving Deployments may not be created or changed, or None
     accepted: bool  # the pods serve (or will serve) under an acceptance in the spec
-    checks: tuple[Check, ...]
+    checks: tuple[conditions.Check, ...]
     removed: tuple[str, ...]  # condition types that no longer apply
 
 
@@ -86,15 +76,17 @@ def license_verdict(
 
     if lic is None:
         if detection.source == "spec":  # spec.license.id names no licence we know
-            check = Check(
+            check = conditions.Check(
                 conditions.LICENSE_ACCEPTED, "False", "UnknownLicenseId", detection.detail
             )
             return Verdict(detection.detail, False, (check, *extra), removed)
-        check = Check(conditions.LICENSE_ACCEPTED, "Unknown", "LicenseUnknown", detection.detail)
+        check = conditions.Check(
+            conditions.LICENSE_ACCEPTED, "Unknown", "LicenseUnknown", detection.detail
+        )
         return Verdict(None, accept, (check, *extra), removed)
 
     if not lic.acceptance_required:
-        check = Check(
+        check = conditions.Check(
             conditions.LICENSE_ACCEPTED,
             "True",
             "NotRequired",
@@ -105,7 +97,7 @@ def license_verdict(
         return Verdict(None, accept, (check, *extra), removed)
 
     if accept:
-        check = Check(
+        check = conditions.Check(
             conditions.LICENSE_ACCEPTED,
             "True",
             "Accepted",
@@ -122,7 +114,7 @@ def license_verdict(
             "to it is applied while acceptance is withdrawn. Set spec.license.accept: true "
             "again to resume, or delete the LlamaDeployment to stop serving"
         )
-        check = Check(conditions.LICENSE_ACCEPTED, "False", "AcceptanceRevoked", message)
+        check = conditions.Check(conditions.LICENSE_ACCEPTED, "False", "AcceptanceRevoked", message)
         return Verdict(message, True, (check, *extra), removed)
 
     message = (
@@ -133,15 +125,15 @@ def license_verdict(
         message += "; the running pods keep serving unchanged until then"
     else:
         message += "; no serving pods are created until then"
-    check = Check(conditions.LICENSE_ACCEPTED, "False", "NotAccepted", message)
+    check = conditions.Check(conditions.LICENSE_ACCEPTED, "False", "NotAccepted", message)
     return Verdict(message, False, (check, *extra), removed)
 
 
-def _restricted(lic: licenses.License | None, model_id: str) -> Check | None:
+def _restricted(lic: licenses.License | None, model_id: str) -> conditions.Check | None:
     if lic is None:
         return None
     if lic.restricted:
-        return Check(
+        return conditions.Check(
             conditions.LICENSE_RESTRICTED,
             "True",
             "RestrictedLicense",
@@ -150,7 +142,9 @@ def _restricted(lic: licenses.License | None, model_id: str) -> Check | None:
         )
     eu = licenses.eu_multimodal_notice(lic, model_id)
     if eu is not None:
-        return Check(conditions.LICENSE_RESTRICTED, "True", "EUMultimodalRestriction", eu)
+        return conditions.Check(
+            conditions.LICENSE_RESTRICTED, "True", "EUMultimodalRestriction", eu
+        )
     return None
 
 
@@ -161,7 +155,7 @@ def access_check(
     token_referenced: bool,
     card_gated: bool | None,
     answer: AccessAnswer | None,
-) -> Check | None:
+) -> conditions.Check | None:
     """The ModelAccessible condition, or None to leave it as it is (nothing was asked).
 
     ``page`` is the model's page on the Hub; ``card_gated`` is None when the card could
@@ -171,17 +165,19 @@ def access_check(
         if answer is None:
             return None
         if answer.reason == "Granted":
-            return Check(
+            return conditions.Check(
                 conditions.MODEL_ACCESSIBLE,
                 "True",
                 "Granted",
                 f"the token in spec.model.tokenSecretRef can read {model_id}",
             )
         if answer.reason == "Unreachable":
-            return Check(conditions.MODEL_ACCESSIBLE, "Unknown", "HubUnreachable", answer.message)
-        return Check(conditions.MODEL_ACCESSIBLE, "False", answer.reason, answer.message)
+            return conditions.Check(
+                conditions.MODEL_ACCESSIBLE, "Unknown", "HubUnreachable", answer.message
+            )
+        return conditions.Check(conditions.MODEL_ACCESSIBLE, "False", answer.reason, answer.message)
     if card_gated is True:
-        return Check(
+        return conditions.Check(
             conditions.MODEL_ACCESSIBLE,
             "False",
             "TokenRequired",
@@ -189,10 +185,10 @@ def access_check(
             "to a Secret holding a token of the account that was granted access",
         )
     if card_gated is False:
-        return Check(
+        return conditions.Check(
             conditions.MODEL_ACCESSIBLE, "True", "NotGated", f"{model_id} is not gated on the Hub"
         )
-    return Check(
+    return conditions.Check(
         conditions.MODEL_ACCESSIBLE,
         "Unknown",
         "NotChecked",
@@ -201,7 +197,7 @@ def access_check(
     )
 
 
-def holds(check: Check | None) -> bool:
+def holds(check: conditions.Check | None) -> bool:
     """Whether an access condition keeps serving pods from being created."""
     return check is not None and check.status == "False"
 

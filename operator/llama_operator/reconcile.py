@@ -768,7 +768,7 @@ def reconcile(
 
     # What the primary's engines allocated, against the plan they serve (only while status
     # gets this plan: not while a canary or a closed gate keeps the stable one there).
-    capacity_check: licensing.Check | None = None
+    capacity_check: conditions.Check | None = None
     capacity_known = False  # False: KVCacheCapacity stays as it is
     if plan is not None and wanted is not None and gate is not None:
         capacity_known = True
@@ -875,7 +875,7 @@ def _observe_capacity(
     namespace: str,
     name: str,
     now: str,
-) -> tuple[api.Plan, licensing.Check | None]:
+) -> tuple[api.Plan, conditions.Check | None]:
     """The plan with what its pods report (``plan.observed``), and ``KVCacheCapacity``.
 
     The pods are read only once the primary runs this template on every pod (a rolling
@@ -1815,7 +1815,7 @@ def _refused(previous: Mapping[str, Any], type_: str) -> bool:
 
 def _traffic_checks(
     spec: api.LlamaDeploymentSpec, name: str, missing: str | None
-) -> tuple[licensing.Check, ...]:
+) -> tuple[conditions.Check, ...]:
     """The Traffic condition: how the weights reach the Gateway, or why they cannot."""
     if spec.traffic is None or spec.traffic.gatewayRef is None:
         return ()
@@ -1827,9 +1827,9 @@ def _traffic_checks(
             "ratio behind the Service meanwhile; install the Gateway API CRDs for exact "
             "weights, or remove spec.traffic.gatewayRef"
         )
-        return (licensing.Check(conditions.TRAFFIC, "False", "GatewayAPINotInstalled", message),)
+        return (conditions.Check(conditions.TRAFFIC, "False", "GatewayAPINotInstalled", message),)
     message = f"HTTPRoute {name} on Gateway {gateway} carries the variants' weights"
-    return (licensing.Check(conditions.TRAFFIC, "True", "HTTPRoute", message),)
+    return (conditions.Check(conditions.TRAFFIC, "True", "HTTPRoute", message),)
 
 
 OPTIONAL_KINDS = frozenset({"ScaledObject", "HorizontalPodAutoscaler", "HTTPRoute"})
@@ -1880,7 +1880,7 @@ def _sync_external_scaler(
 
 def _autoscaling_checks(
     spec: api.LlamaDeploymentSpec, missing: str | None
-) -> tuple[licensing.Check, ...]:
+) -> tuple[conditions.Check, ...]:
     """The Autoscaling condition: who scales this endpoint, on what, or why nobody can."""
     a = spec.autoscaling
     if a is None:
@@ -1889,7 +1889,7 @@ def _autoscaling_checks(
     bounds = f"{a.minReplicas}..{a.maxReplicas} replicas"
     if a.engine == "builtin":
         message = f"the operator scales on {target}, every {a.intervalSeconds}s, {bounds}"
-        return (licensing.Check(conditions.AUTOSCALING, "True", "Builtin", message),)
+        return (conditions.Check(conditions.AUTOSCALING, "True", "Builtin", message),)
     kind = "ScaledObject" if a.engine == "keda" else "HorizontalPodAutoscaler"
     if missing is not None:
         fix = "install KEDA" if a.engine == "keda" else "check the autoscaling/v2 API"
@@ -1897,12 +1897,12 @@ def _autoscaling_checks(
             f"the cluster does not serve {missing}: {fix}, or set spec.autoscaling.engine: "
             "builtin; replicas stay as spec.replicas says meanwhile"
         )
-        return (licensing.Check(conditions.AUTOSCALING, "False", "ScalerNotInstalled", message),)
+        return (conditions.Check(conditions.AUTOSCALING, "False", "ScalerNotInstalled", message),)
     if a.engine == "keda":
         message = f"KEDA scales on {target} through the ScaledObject, {bounds}"
     else:
         message = f"a HorizontalPodAutoscaler scales on {target}, {bounds}"
-    return (licensing.Check(conditions.AUTOSCALING, "True", kind, message),)
+    return (conditions.Check(conditions.AUTOSCALING, "True", kind, message),)
 
 
 def _autoscaling_removed(spec: api.LlamaDeploymentSpec) -> tuple[str, ...]:
@@ -1913,7 +1913,7 @@ def _autoscaling_removed(spec: api.LlamaDeploymentSpec) -> tuple[str, ...]:
 class Gate:
     hold: str | None  # why serving Deployments are held back, or None
     license: dict[str, Any] | None  # status.license; None keeps the one in status
-    checks: tuple[licensing.Check, ...]
+    checks: tuple[conditions.Check, ...]
     removed: tuple[str, ...]
     auth: security.AuthVerdict  # the API-key gate's part of hold and checks
 

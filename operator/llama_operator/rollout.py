@@ -34,7 +34,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
-from llama_operator import analysis, api, conditions, licensing
+from llama_operator import analysis, api, conditions, health
 from llama_operator.events import Event
 
 ACTION_ANNOTATION = f"{api.GROUP}/rollout"
@@ -83,7 +83,7 @@ class Decision:
     weight: int = 0  # percent of the route's traffic on the canary (gateway mode)
     both: bool = False  # the entry Service selects the canary's pods too
     events: tuple[Event, ...] = ()
-    checks: tuple[licensing.Check, ...] = ()
+    checks: tuple[conditions.Check, ...] = ()
     removed: tuple[str, ...] = ()
     held: str | None = None  # why the newest spec is not what the primary runs
 
@@ -582,14 +582,14 @@ def _render(
     )
 
 
-def _conditions(state: api.RolloutStatus | None) -> tuple[licensing.Check, ...]:
+def _conditions(state: api.RolloutStatus | None) -> tuple[conditions.Check, ...]:
     if state is None:
         return ()
     if state.phase in IN_PROGRESS:
-        return (licensing.Check(ROLLOUT, "True", state.reason or state.phase, state.message),)
-    rollout = licensing.Check(ROLLOUT, "False", state.phase, state.message)
+        return (conditions.Check(ROLLOUT, "True", state.reason or state.phase, state.message),)
+    rollout = conditions.Check(ROLLOUT, "False", state.phase, state.message)
     if state.phase == "RolledBack":
-        return (rollout, licensing.Check(ROLLED_BACK, "True", state.reason, state.message))
+        return (rollout, conditions.Check(ROLLED_BACK, "True", state.reason, state.message))
     return (rollout,)
 
 
@@ -620,18 +620,10 @@ def parse_action(value: str | None) -> Action | None:
     return None
 
 
-# Container states that mean a canary pod cannot serve, whatever its readiness says now.
-_BROKEN_WAITING = frozenset(
-    {
-        "CrashLoopBackOff",
-        "ErrImagePull",
-        "ImagePullBackOff",
-        "InvalidImageName",
-        "CreateContainerConfigError",
-        "CreateContainerError",
-        "RunContainerError",
-    }
-)
+# Container states that mean a canary pod cannot serve, whatever its readiness says now:
+# the primary's (``health.CANNOT_RUN``) and, unlike the primary's, an image or config that
+# cannot be had, since the new spec named them.
+_BROKEN_WAITING = health.CANNOT_RUN | health.NO_IMAGE_OR_CONFIG
 
 
 def pod_failure(pods: Sequence[Mapping[str, Any]]) -> str | None:
@@ -641,33 +633,21 @@ def pod_failure(pods: Sequence[Mapping[str, Any]]) -> str | None:
     for reasons of its own; a canary that does during its first minutes will again).
     """
     for pod in pods:
-        name = (pod.get("metadata") or {}).get("name", "?")
-        pod_status = pod.get("status") or {}
-        statuses = [
-            *(pod_status.get("initContainerStatuses") or []),
-            *(pod_status.get("containerStatuses") or []),
-        ]
-        for container in statuses:
-            state = container.get("state") or {}
-            last = (container.get("lastState") or {}).get("terminated") or {}
-            terminated = state.get("terminated") or {}
-            for ended in (terminated, last):
-                if ended.get("reason") == "OOMKilled":
-                    return (
-                        f"pod {name}: container {container.get('name')} was OOMKilled "
-                        "(out of memory): the new spec does not fit what it was planned on"
-                    )
-            waiting = (state.get("waiting") or {}).get("reason")
-            if waiting in _BROKEN_WAITING:
-                detail = (state.get("waiting") or {}).get("message") or ""
-                return f"pod {name}: container {container.get('name')} is in {waiting}" + (
+        for container in health.containers(pod, init=True):
+            if container.oom_killed():
+                return (
+                    f"{container.where} was OOMKilled (out of memory): the new spec does not "
+                    "fit what it was planned on"
+                )
+            if container.waiting in _BROKEN_WAITING:
+                detail = container.waiting_message
+                return f"{container.where} is in {container.waiting}" + (
                     f" ({detail[:200]})" if detail else ""
                 )
-            restarts = int(container.get("restartCount") or 0)
-            code = last.get("exitCode")
-            if restarts > 0 and code not in (None, 0):
+            last, restarts = container.last, container.restarts
+            if last is not None and restarts > 0 and last.exit_code not in (None, 0):
                 return (
-                    f"pod {name}: container {container.get('name')} exited with code {code}"
-                    f" ({last.get('reason') or 'Error'}) and restarted {restarts} time(s)"
+                    f"{container.where} exited with code {last.exit_code}"
+                    f" ({last.reason or 'Error'}) and restarted {restarts} time(s)"
                 )
     return None

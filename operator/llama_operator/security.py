@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import dataclasses
 
-from llama_operator import api, conditions, config, engines, licensing, profiles
+from llama_operator import api, conditions, config, engines, profiles
 
 
 @dataclasses.dataclass(frozen=True)
 class AuthVerdict:
     """The ``Authenticated`` condition, and why serving pods must wait (None: they need not)."""
 
-    check: licensing.Check
+    check: conditions.Check
     hold: str | None
 
 
@@ -92,11 +92,11 @@ def network_policy_enabled(spec: api.LlamaDeploymentSpec, settings: config.Opera
     return settings.security.networkPolicy.enabled if chosen is None else chosen
 
 
-def _check(status: conditions.Status, reason: str, message: str) -> licensing.Check:
-    return licensing.Check(conditions.AUTHENTICATED, status, reason, message)
+def _check(status: conditions.Status, reason: str, message: str) -> conditions.Check:
+    return conditions.Check(conditions.AUTHENTICATED, status, reason, message)
 
 
-def pod_security_check(plan: api.Plan) -> licensing.Check:
+def pod_security_check(plan: api.Plan) -> conditions.Check:
     """``PodSecurity``: the Pod Security Standard level the serving pods meet, and why.
 
     False for an image that cannot start as non-root (TGI): a namespace that enforces
@@ -104,7 +104,7 @@ def pod_security_check(plan: api.Plan) -> licensing.Check:
     """
     facts = engines.profile(plan=plan)
     if engines.pod_security_level(plan=plan) == "restricted":
-        return licensing.Check(
+        return conditions.Check(
             conditions.POD_SECURITY,
             "True",
             "Restricted",
@@ -113,7 +113,7 @@ def pod_security_check(plan: api.Plan) -> licensing.Check:
             "seccomp RuntimeDefault and a read-only root filesystem",
         )
     version = plan.engineVersion or f"{facts.since}+"
-    return licensing.Check(
+    return conditions.Check(
         conditions.POD_SECURITY,
         "False",
         "RunsAsRoot",
@@ -127,9 +127,9 @@ def pod_security_check(plan: api.Plan) -> licensing.Check:
     )
 
 
-def engine_profile_check(resolved: profiles.Resolved) -> licensing.Check:
+def engine_profile_check(resolved: profiles.Resolved) -> conditions.Check:
     """``EngineProfile``: which engine release the operator planned and rendered for."""
     if resolved.verified:
-        return licensing.Check(conditions.ENGINE_PROFILE, "True", "Verified", resolved.note)
+        return conditions.Check(conditions.ENGINE_PROFILE, "True", "Verified", resolved.note)
     reason = "VersionUnknown" if resolved.version is None else "VersionUnverified"
-    return licensing.Check(conditions.ENGINE_PROFILE, "False", reason, resolved.note)
+    return conditions.Check(conditions.ENGINE_PROFILE, "False", reason, resolved.note)

@@ -22,7 +22,7 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from llama_operator import api, conditions, licensing
+from llama_operator import api, conditions
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,7 +64,7 @@ class Observation:
     not_yet_active: Sequence[str]
     now: str
     license: Mapping[str, Any] | None = None  # status.license; None: keep the previous one
-    checks: Sequence[licensing.Check] = ()  # licence and access conditions to set
+    checks: Sequence[conditions.Check] = ()  # licence and access conditions to set
     removed: Sequence[str] = ()  # condition types that no longer apply
     held_back: str | None = None  # why a serving Deployment was not created or changed
     external_scaler: Mapping[str, Any] | None = None  # status.externalScaler

@@ -27,7 +27,7 @@ from hack import generate_argocd, generate_chart
 from hypothesis import strategies as st
 from lupa import lua51
 
-from llama_operator import api, config, licensing, status
+from llama_operator import api, conditions, config, status
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 ARGOCD = ROOT / "manifests" / "argocd"
@@ -901,14 +901,14 @@ def observations(draw: st.DrawFn) -> status.Observation:
     )
 
 
-# Licence and access conditions as the reconciler sets them (licensing.Check).
-GATES: list[tuple[licensing.Check, ...]] = [
+# Licence and access conditions as the reconciler sets them (conditions.Check).
+GATES: list[tuple[conditions.Check, ...]] = [
     (),
-    (licensing.Check("LicenseAccepted", "True", "Accepted", "accepted"),),
-    (licensing.Check("LicenseAccepted", "Unknown", "LicenseUnknown", "unknown"),),
-    (licensing.Check("LicenseAccepted", "False", "NotAccepted", "accept it"),),
-    (licensing.Check("ModelAccessible", "False", "NotGranted", "ask for access"),),
-    (licensing.Check("LicenseRestricted", "True", "RestrictedLicense", "research only"),),
+    (conditions.Check("LicenseAccepted", "True", "Accepted", "accepted"),),
+    (conditions.Check("LicenseAccepted", "Unknown", "LicenseUnknown", "unknown"),),
+    (conditions.Check("LicenseAccepted", "False", "NotAccepted", "accept it"),),
+    (conditions.Check("ModelAccessible", "False", "NotGranted", "ask for access"),),
+    (conditions.Check("LicenseRestricted", "True", "RestrictedLicense", "research only"),),
 ]
 
 

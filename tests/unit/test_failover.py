@@ -20,7 +20,7 @@ import hypothesis
 import pytest
 from hypothesis import strategies as st
 
-from llama_operator import api, events, failover, health, licensing
+from llama_operator import api, conditions, events, failover, health
 
 T0 = 1_750_000_000  # the clock's start, seconds since the epoch
 PRIMARY_MODEL = "meta-llama/Llama-3.1-70B-Instruct"
@@ -29,7 +29,7 @@ TINY = "Qwen/Qwen2.5-1.5B-Instruct"
 GATED = "mistralai/Mistral-7B-Instruct-v0.3"
 NOT_ACCEPTED = "licence llama3.1 not accepted: set spec.fallbacks[0].license.accept: true"
 Event = events.Event
-Check = licensing.Check
+Check = conditions.Check
 
 
 def wall(t: float) -> str:

@@ -61,7 +61,7 @@ def verdict(
     )
 
 
-def check(v: licensing.Verdict, type_: str) -> licensing.Check:
+def check(v: licensing.Verdict, type_: str) -> conditions.Check:
     (found,) = [c for c in v.checks if c.type == type_]
     return found
 
@@ -277,7 +277,7 @@ class TestAccess:
         token: bool,
         gated: bool | None,
         answer: licensing.AccessAnswer | None,
-    ) -> licensing.Check | None:
+    ) -> conditions.Check | None:
         return licensing.access_check(
             model_id=self.model,
             page=self.page,

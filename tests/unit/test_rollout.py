@@ -19,7 +19,7 @@ import hypothesis
 import pytest
 from hypothesis import strategies as st
 
-from llama_operator import analysis, api, licensing, rollout
+from llama_operator import analysis, api, conditions, rollout
 
 T0 = 1_750_000_000  # the clock's start, seconds since the epoch
 STEPS: tuple[tuple[int, str | None], ...] = ((10, "1m"), (50, "2m"))
@@ -31,7 +31,7 @@ PASSED = "120 requests; error rate 0.00833 <= max 0.02 (stable 0.00556)"
 FAILED = "120 requests; error rate 0.25 > max 0.02 (stable 0.00556)"
 WAITING = "3 of 20 requests needed to judge the canary; waiting for more"
 Event = rollout.Event
-Check = licensing.Check
+Check = conditions.Check
 
 
 def wall(t: float) -> str:

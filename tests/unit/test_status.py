@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 import samples
 
-from llama_operator import conditions, licensing, status
+from llama_operator import conditions, status
 
 PLAN = samples.PLAN
 T0, T1 = "2026-01-01T00:00:00Z", "2026-01-01T00:05:00Z"
@@ -171,7 +171,7 @@ class TestLicence:
         assert condition(serving, "Available")["status"] == "True"  # it still serves
 
     def test_checks_are_set_and_removed_types_dropped(self) -> None:
-        check = licensing.Check("LicenseAccepted", "False", "NotAccepted", HELD)
+        check = conditions.Check("LicenseAccepted", "False", "NotAccepted", HELD)
         previous = {
             "conditions": [
                 {

@@ -31,7 +31,7 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Literal
 
-from llama_operator import conditions, licensing, profiles
+from llama_operator import conditions, profiles
 
 # Settings whose flag the operator owns: what is served (the plan, the licence and access
 # gates are for spec.model) and where the engine listens (the Service and the probes).
@@ -81,7 +81,7 @@ class Verdict:
     """The ``EngineArgs`` condition (None: spec.engineArgs is empty), and why serving must
     wait (None: it need not)."""
 
-    check: licensing.Check | None
+    check: conditions.Check | None
     hold: str | None
     contradictions: tuple[Contradiction, ...] = ()
 
@@ -288,5 +288,5 @@ def _shown(contradiction: Contradiction) -> str:
     return f"{found.written} {value} ({spelled}{contradiction.why})"
 
 
-def _check(status: conditions.Status, reason: str, message: str) -> licensing.Check:
-    return licensing.Check(conditions.ENGINE_ARGS, status, reason, message)
+def _check(status: conditions.Status, reason: str, message: str) -> conditions.Check:
+    return conditions.Check(conditions.ENGINE_ARGS, status, reason, message)
