@@ -22,6 +22,7 @@ KV capacity (vLLM's ``vllm:cache_config_info``): ``num_gpu_blocks`` blocks of
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import pathlib
@@ -297,6 +298,11 @@ class FakePod:
                         pod.advance()
                 if pod.delay:
                     time.sleep(pod.delay)
+                # The scraper may have stopped waiting (a slow pod past its timeout).
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                    self._answer()
+
+            def _answer(self) -> None:
                 if self.path != "/metrics" or pod.status != 200:
                     self.send_error(404 if self.path != "/metrics" else pod.status)
                     return

@@ -29,9 +29,16 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-import aiohttp
-
-from llama_operator import analysis, api, metrics, podmetrics, profiles, reconcile, scaling
+from llama_operator import (
+    analysis,
+    api,
+    metrics,
+    podmetrics,
+    profiles,
+    reconcile,
+    scaling,
+    scraper,
+)
 
 # (namespace, Service name) -> the EndpointSlices of that Service.
 Slices = Callable[[str, str], Iterable[Mapping[str, Any]]]
@@ -127,45 +134,30 @@ _Release = tuple[api.Engine, str | None]
 
 
 async def _scrape_both(
-    canary_pods: Sequence[scaling.Endpoint],
-    stable_pods: Sequence[scaling.Endpoint],
+    canary_pods: Sequence[scraper.Endpoint],
+    stable_pods: Sequence[scraper.Endpoint],
     *,
     canary: _Release,
     stable: _Release,
     timeout: float,
 ) -> tuple[dict[str, podmetrics.Traffic], dict[str, podmetrics.Traffic]]:
     # One session per measurement: nothing of it outlives this call (it runs in its own
-    # event loop, in the reconcile's worker thread). No connection limit: all pods at once.
-    connector = aiohttp.TCPConnector(limit=0)
-    async with aiohttp.ClientSession(connector=connector) as session:
+    # event loop, in the reconcile's worker thread).
+    async with scraper.session() as session:
         canary_pages, stable_pages = await asyncio.gather(
-            _scrape(session, canary_pods, engine=canary[0], version=canary[1], timeout=timeout),
-            _scrape(session, stable_pods, engine=stable[0], version=stable[1], timeout=timeout),
+            scraper.fetch(session, canary_pods, timeout=timeout, parse=_traffic(canary)),
+            scraper.fetch(session, stable_pods, timeout=timeout, parse=_traffic(stable)),
         )
-    return canary_pages, stable_pages
+    return _counters(canary_pages), _counters(stable_pages)
 
 
-async def _scrape(
-    session: aiohttp.ClientSession,
-    endpoints: Sequence[scaling.Endpoint],
-    *,
-    engine: api.Engine,
-    version: str | None,
-    timeout: float,
+def _traffic(release: _Release) -> Callable[[str], podmetrics.Traffic | None]:
+    engine, version = release
+    return lambda text: podmetrics.traffic(text, engine=engine, version=version)
+
+
+def _counters(
+    pages: Sequence[scraper.Page[podmetrics.Traffic | None]],
 ) -> dict[str, podmetrics.Traffic]:
     """Each pod's counters; a pod that fails, is too slow or exposes none is left out."""
-
-    async def one(endpoint: scaling.Endpoint) -> tuple[str, podmetrics.Traffic | None]:
-        try:
-            async with session.get(
-                endpoint.url, timeout=aiohttp.ClientTimeout(total=timeout)
-            ) as response:
-                if response.status != 200:
-                    return endpoint.pod, None
-                text = await response.text()
-            return endpoint.pod, podmetrics.traffic(text, engine=engine, version=version)
-        except (aiohttp.ClientError, TimeoutError, podmetrics.MetricsError, UnicodeError):
-            return endpoint.pod, None
-
-    results = await asyncio.gather(*(one(e) for e in endpoints))
-    return {pod: found for pod, found in results if found is not None}
+    return {page.pod: page.value for page in pages if page.value is not None}

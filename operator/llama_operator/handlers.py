@@ -28,7 +28,6 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-import aiohttp
 import kopf
 
 from llama_operator import (
@@ -44,6 +43,7 @@ from llama_operator import (
     reconcile,
     rollout,
     scaling,
+    scraper,
 )
 from llama_operator.events import Event
 
@@ -221,10 +221,7 @@ async def _autoscale_once(
     name, namespace = body.metadata.name or "", body.metadata.namespace or ""
     try:
         # One HTTP session per tick: nothing of it outlives a stopped or cancelled daemon.
-        # No connection limit: every ready pod is scraped at once (aiohttp's default of
-        # 100 would queue the rest while their timeouts run).
-        connector = aiohttp.TCPConnector(limit=0)
-        async with aiohttp.ClientSession(connector=connector) as session:
+        async with scraper.session() as session:
             outcome = await scaling.tick(
                 body=body,
                 # A canary takes its share of the requests during a rollout: its pods

@@ -5,9 +5,9 @@ Each tick of a LlamaDeployment with ``spec.autoscaling.engine: builtin``:
 1. The ready serving pods of the primary variant come from the EndpointSlices of its
    ``<name>-primary`` Service (a Kopf index, so no API request): the Service's own
    readiness view, with each pod's address and the engine's port.
-2. Every ready pod's ``/metrics`` is scraped concurrently, each with its own timeout,
-   so one slow pod costs at most that timeout and is then counted as "not scraped"
-   (which never lets replicas fall, see ``autoscaler``).
+2. Every ready pod's ``/metrics`` is scraped concurrently (``scraper``), each with its
+   own timeout, so one slow pod costs at most that timeout and is then counted as "not
+   scraped" (which never lets replicas fall, see ``autoscaler``).
 3. ``autoscaler.decide`` turns the samples into replicas.
 4. A change is written to the LlamaDeployment's ``/scale`` subresource, exactly as
    ``kubectl scale``, an HPA or KEDA would, so ``spec.replicas`` stays the one place
@@ -33,17 +33,11 @@ from typing import Any
 
 import aiohttp
 
-from llama_operator import api, autoscaler, capacity, engines, k8s, podmetrics
+from llama_operator import api, autoscaler, capacity, engines, k8s, podmetrics, scraper
 from llama_operator.events import Event
 
 # A pod's scrape may take at most this long (and never longer than the interval).
 SCRAPE_TIMEOUT_SECONDS = 2.0
-
-
-@dataclasses.dataclass(frozen=True)
-class Endpoint:
-    pod: str
-    url: str
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,9 +57,9 @@ def enabled(spec: Mapping[str, Any] | None) -> bool:
     return isinstance(scaling, Mapping) and scaling.get("engine", "builtin") == "builtin"
 
 
-def ready_endpoints(slices: Iterable[Mapping[str, Any]]) -> list[Endpoint]:
+def ready_endpoints(slices: Iterable[Mapping[str, Any]]) -> list[scraper.Endpoint]:
     """Ready pods, with the URL of their /metrics, from a Service's EndpointSlices."""
-    found: dict[str, Endpoint] = {}
+    found: dict[str, scraper.Endpoint] = {}
     for slice_ in slices:
         ports = [p for p in slice_.get("ports") or [] if isinstance(p, Mapping)]
         port = next((p.get("port") for p in ports if p.get("name") == engines.PORT_NAME), None)
@@ -83,13 +77,13 @@ def ready_endpoints(slices: Iterable[Mapping[str, Any]]) -> list[Endpoint]:
                 continue
             host = f"[{addresses[0]}]" if ipv6 else str(addresses[0])
             pod = str((endpoint.get("targetRef") or {}).get("name") or addresses[0])
-            found[pod] = Endpoint(pod, f"http://{host}:{port}{engines.METRICS_PATH}")
+            found[pod] = scraper.Endpoint(pod, f"http://{host}:{port}{engines.METRICS_PATH}")
     return [found[pod] for pod in sorted(found)]
 
 
 async def scrape(
     session: aiohttp.ClientSession,
-    endpoints: Sequence[Endpoint],
+    endpoints: Sequence[scraper.Endpoint],
     *,
     engine: api.Engine,
     signal: podmetrics.Signal,
@@ -100,21 +94,18 @@ async def scrape(
 
     ``version``: the engine release the pods run (status.plan.engineVersion), whose
     profile names the metrics."""
-
-    async def one(endpoint: Endpoint) -> autoscaler.Sample:
-        try:
-            async with session.get(
-                endpoint.url, timeout=aiohttp.ClientTimeout(total=timeout)
-            ) as response:
-                if response.status != 200:
-                    return autoscaler.Sample(endpoint.pod, None)
-                text = await response.text()
-            found, running = podmetrics.read(text, engine=engine, signal=signal, version=version)
-            return autoscaler.Sample(endpoint.pod, found, running=running)
-        except (aiohttp.ClientError, TimeoutError, podmetrics.MetricsError, UnicodeError):
-            return autoscaler.Sample(endpoint.pod, None)
-
-    return list(await asyncio.gather(*(one(e) for e in endpoints)))
+    pages = await scraper.fetch(
+        session,
+        endpoints,
+        timeout=timeout,
+        parse=lambda text: podmetrics.read(text, engine=engine, signal=signal, version=version),
+    )
+    return [
+        autoscaler.Sample(page.pod, page.value[0], running=page.value[1])
+        if page.value is not None
+        else autoscaler.Sample(page.pod, None)
+        for page in pages
+    ]
 
 
 def timeout_for(interval: float) -> float:
@@ -225,18 +216,12 @@ def queue_per_pod(
     if not endpoints:
         return None
 
-    async def read() -> list[autoscaler.Sample]:
-        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
-            return await scrape(
-                session,
-                endpoints,
-                engine=engine,
-                signal="queue",
-                timeout=SCRAPE_TIMEOUT_SECONDS,
-                version=version,
-            )
-
-    values = [s.value for s in asyncio.run(read()) if s.value is not None]
+    pages = scraper.fetch_blocking(
+        endpoints,
+        timeout=SCRAPE_TIMEOUT_SECONDS,
+        parse=lambda text: podmetrics.value(text, engine=engine, signal="queue", version=version),
+    )
+    values = [page.value for page in pages if page.value is not None]
     return sum(values) / len(values) if values else None
 
 
@@ -250,24 +235,9 @@ def capacity_per_pod(
     endpoints = ready_endpoints(slices)
     if not capacity.due(plan, ready=[e.pod for e in endpoints]):
         return None
-
-    async def one(
-        session: aiohttp.ClientSession, endpoint: Endpoint
-    ) -> tuple[str, bool, capacity.PodCapacity | None]:
-        try:
-            async with session.get(
-                endpoint.url, timeout=aiohttp.ClientTimeout(total=SCRAPE_TIMEOUT_SECONDS)
-            ) as response:
-                if response.status != 200:
-                    return endpoint.pod, False, None
-                text = await response.text()
-            found = capacity.parse(text, engine=plan.engine, version=plan.engineVersion)
-            return endpoint.pod, True, found
-        except (aiohttp.ClientError, TimeoutError, podmetrics.MetricsError, UnicodeError):
-            return endpoint.pod, False, None
-
-    async def read() -> list[tuple[str, bool, capacity.PodCapacity | None]]:
-        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
-            return list(await asyncio.gather(*(one(session, e) for e in endpoints)))
-
-    return {pod: found for pod, read_ok, found in asyncio.run(read()) if read_ok}
+    pages = scraper.fetch_blocking(
+        endpoints,
+        timeout=SCRAPE_TIMEOUT_SECONDS,
+        parse=lambda text: capacity.parse(text, engine=plan.engine, version=plan.engineVersion),
+    )
+    return {page.pod: page.value for page in pages if page.read}
