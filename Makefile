@@ -60,7 +60,7 @@ render: $(STAMP) ## render FILE=path: every object the operator would create
 
 generate: $(STAMP) ## regenerate crds/, the chart's CRD, manifests/, reference docs
 	$(BIN)/llama-operator crds > crds/llamadeployments.llamaops.dev.yaml
-	$(BIN)/python -c "from llama_operator import crd; import pathlib; \
+	$(BIN)/python -c "from llama_operator.api import crd; import pathlib; \
 	  pathlib.Path('docs/reference/api.md').write_text(crd.reference_markdown())"
 	$(BIN)/python hack/generate_chart.py
 	$(BIN)/python hack/generate_argocd.py
@@ -69,7 +69,7 @@ generate: $(STAMP) ## regenerate crds/, the chart's CRD, manifests/, reference d
 drift: $(STAMP) ## fail when a generated file differs from what the generators produce
 	@tmp=$$(mktemp -d) && \
 	$(BIN)/llama-operator crds > $$tmp/crd.yaml && \
-	$(BIN)/python -c "from llama_operator import crd; import sys; \
+	$(BIN)/python -c "from llama_operator.api import crd; import sys; \
 	  sys.stdout.write(crd.reference_markdown())" > $$tmp/api.md && \
 	diff -u crds/llamadeployments.llamaops.dev.yaml $$tmp/crd.yaml && \
 	diff -u docs/reference/api.md $$tmp/api.md && \

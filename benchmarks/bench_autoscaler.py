@@ -1,4 +1,4 @@
-"""Autoscaler benchmark: ``autoscaler.decide`` against models of HPA, KEDA and KubeAI, in one run.
+"""Autoscaler benchmark: ``autoscaling.decide`` against models of HPA, KEDA and KubeAI, in one run.
 
 A discrete-time simulation (1 s steps) of one LLM serving Deployment under three load
 traces. Every policy sees the same arrivals (drawn once per trace and seed) and the same
@@ -23,7 +23,7 @@ Workload model (identical for all policies):
   drawn per seed, so no policy is lucky with the trace's step times; each trace runs
   with ``SEEDS`` seeds and the tables show means (reaction: mean and worst).
 
-Policies. "ours" is the real ``autoscaler.decide`` with ``Policy.of`` an
+Policies. "ours" is the real ``autoscaling.decide`` with ``Policy.of`` an
 ``api.Autoscaling`` at its defaults (metric queue, target 8 waiting per replica,
 scaleUpStep 4, scaleDownDelaySeconds 300, intervalSeconds 5) and min 1 / max 16: every
 5 s it gets one ``Sample`` per ready pod carrying that pod's waiting and running
@@ -101,7 +101,8 @@ import statistics
 import sys
 from collections.abc import Callable, Sequence
 
-from llama_operator import api, autoscaler
+from llama_operator import api
+from llama_operator.operations import autoscaling
 
 CONCURRENCY = 16  # sequences a replica runs at once
 SERVICE_SECONDS = 8  # seconds per request
@@ -114,7 +115,7 @@ SEEDS = (1, 2, 3, 4, 5)
 EPOCH = 1_700_000_000  # the clock ``decide`` sees is EPOCH + t
 
 SPEC = api.Autoscaling(minReplicas=MIN_REPLICAS, maxReplicas=MAX_REPLICAS)
-POLICY = autoscaler.Policy.of(SPEC)
+POLICY = autoscaling.Policy.of(SPEC)
 TARGET = POLICY.target  # waiting requests per replica (8)
 
 # Models of the references' defaults (see the module docstring).
@@ -170,17 +171,17 @@ class Ours(Controller):
 
     def __init__(self, phase: int) -> None:
         super().__init__(SPEC.intervalSeconds, phase)
-        self.state = autoscaler.State()
+        self.state = autoscaling.State()
 
     def evaluate(self, view: View) -> int:
         per_pod = view.waiting / view.ready if view.ready else 0.0
         running = view.running / view.ready if view.ready else 0.0
         # What the scrape reads off each pod: its waiting share and its running requests.
         samples = [
-            autoscaler.Sample(f"pod-{index}", per_pod, running=running)
+            autoscaling.Sample(f"pod-{index}", per_pod, running=running)
             for index in range(view.ready)
         ]
-        decision = autoscaler.decide(
+        decision = autoscaling.decide(
             policy=POLICY,
             samples=samples,
             current=view.replicas,
@@ -586,7 +587,7 @@ def summary(trace: Trace, results: dict[str, list[Outcome]]) -> str:
 
 def main() -> int:
     print(
-        f"autoscaler.decide (defaults: queue target {TARGET:g}/replica, step "
+        f"autoscaling.decide (defaults: queue target {TARGET:g}/replica, step "
         f"{POLICY.scale_up_step}, window {POLICY.window_seconds:g} s, every "
         f"{SPEC.intervalSeconds} s) vs models of HPA / KEDA / KubeAI defaults"
     )

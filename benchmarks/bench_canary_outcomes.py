@@ -4,8 +4,8 @@ A decision-quality benchmark, deterministic (seeded), about 2 s. Every window is
 the operator reads a real scrape: Prometheus text in the engines' own shape (vLLM's
 ``vllm:request_success_total{finished_reason=...}``, TGI's ``tgi_request_success`` and
 ``tgi_request_failure{err=...}``; label values from the engine profiles, each with its
-source in data/engines.yaml) goes through ``podmetrics.traffic``, two scrapes make an
-``analysis.window``, and ``analysis.judge`` gives the verdict at the default threshold
+source in data/engines.yaml) goes through ``engine_metrics.traffic``, two scrapes make an
+``canary_analysis.window``, and ``canary_analysis.judge`` gives the verdict at the default threshold
 (``maxErrorRate`` 0.02, ``minRequests`` 20).
 
 Ours: the release's server failures count (vLLM ``error``; TGI ``generation``,
@@ -37,7 +37,10 @@ import random
 import sys
 from collections.abc import Mapping
 
-from llama_operator import analysis, api, podmetrics, profiles
+from llama_operator import api
+from llama_operator.operations import canary_analysis
+from llama_operator.planning import engine_profiles
+from llama_operator.serving import engine_metrics
 
 SEED = 20261206
 WINDOWS = 200
@@ -81,23 +84,23 @@ def draw(rng: random.Random, shares: Mapping[str, float], normal: str) -> dict[s
 
 
 def verdict(engine: api.Engine, counts: Mapping[str, int], rule: api.Analysis) -> str:
-    before = podmetrics.traffic(page(engine, dict.fromkeys(counts, 0)), engine=engine)
-    after = podmetrics.traffic(page(engine, counts), engine=engine)
+    before = engine_metrics.traffic(page(engine, dict.fromkeys(counts, 0)), engine=engine)
+    after = engine_metrics.traffic(page(engine, counts), engine=engine)
     assert before is not None
     assert after is not None
-    window = analysis.window({"pod": before}, {"pod": after})
-    judged = analysis.judge(
+    window = canary_analysis.window({"pod": before}, {"pod": after})
+    judged = canary_analysis.judge(
         canary=window,
         stable=None,
         analysis=rule,
-        outcomes=profiles.get(engine).outcomes,
+        outcomes=engine_profiles.get(engine).outcomes,
     )
     return judged.result
 
 
 def reference_rule(engine: api.Engine) -> api.Analysis:
     """v0.6: every non-normal outcome but vLLM's abort was a failure."""
-    other = [kind for kind in profiles.get(engine).outcomes.other if kind != "abort"]
+    other = [kind for kind in engine_profiles.get(engine).outcomes.other if kind != "abort"]
     return ANALYSIS.model_copy(update={"countAsErrors": other})
 
 

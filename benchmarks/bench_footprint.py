@@ -9,7 +9,7 @@ replays the stage's own COPY and RUN instructions, offline, from the wheelhouse 
   the largest distributions by their installed files;
 - the resident memory of a fresh interpreter from that virtualenv, run with the final
   stage's environment: bare, after ``import llama_operator.cli`` (what ``plan`` and
-  ``render`` load) and after ``import llama_operator.handlers`` (what ``run`` loads: Kopf
+  ``render`` load) and after ``import llama_operator.runtime.handlers`` (what ``run`` loads: Kopf
   and every handler), as VmRSS and peak VmHWM from ``/proc/self/status``, and the import
   time (best of 3; this machine's);
 - ``manifests/install.yaml``, when it has been generated: its size and objects by kind.
@@ -39,7 +39,7 @@ TOP = 8
 PROBES = {
     "bare interpreter": "pass",
     "import llama_operator.cli": "import llama_operator.cli",
-    "import llama_operator.handlers": "import llama_operator.handlers",
+    "import llama_operator.runtime.handlers": "import llama_operator.runtime.handlers",
 }
 MEMORY_PROBE = """
 import time

@@ -28,7 +28,8 @@ import yaml
 
 sys.path.insert(0, str(pathlib.Path(__file__).parents[1] / "operator"))
 
-from llama_operator import api, catalog, facts, gpus, profiles, sizing
+from llama_operator import api
+from llama_operator.planning import catalog, engine_profiles, facts, gpus, sizing
 
 FIXTURE = (
     pathlib.Path(__file__).parents[1]
@@ -143,7 +144,7 @@ def engine_kv_per_gpu(log: dict[str, Any]) -> str:
 
 def main() -> None:
     logs = {entry["id"]: entry for entry in yaml.safe_load(FIXTURE.read_text())}
-    memory = profiles.get("vllm").memory
+    memory = engine_profiles.get("vllm").memory
     print("KV cache per GPU (GiB): ours (v0.8), the engine's log, the v0.7 model (reference)")
     header = f"{'log':48} {'ours':>9} {'engine':>9} {'v0.7':>9}  verdict"
     print(header)

@@ -5,7 +5,7 @@ cost of reading them, each beside a reference measured in the same run.
    placement pinned to one pool), then served by a fake vLLM 0.34.0 pod
    (``tests/podserver.py``, 127.0.0.1) whose ``vllm:cache_config_info`` reports the
    row's blocks of 64 tokens, read back by the operator's own reader
-   (``scaling.capacity_per_pod``: ``capacity.due``, one HTTP GET, ``capacity.parse``).
+   (``autoscaling_loop.capacity_per_pod``: ``capacity.due``, one HTTP GET, ``capacity.parse``).
    ``capacity.observe`` and ``capacity.condition`` give the verdict and the correction;
    the correction goes back into the planner (``planner.Request.kv_corrections``, by
    GPU product) and the next plan's promise is shown beside what the engine gave.
@@ -63,7 +63,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import bench_scaler_loop
 import podserver
-from llama_operator import api, capacity, catalog, config, planner, scaling
+from llama_operator import api
+from llama_operator.operations import capacity
+from llama_operator.planning import catalog, config, planner
+from llama_operator.runtime import autoscaling_loop
 
 ROUNDS = 5
 PARSES = 200
@@ -170,7 +173,7 @@ def planned_vs_observed() -> list[str]:
             # kv_cache_size_tokens is exactly the row's figure rounded down to a block.
             pod.num_gpu_blocks = allocated // podserver.VLLM_BLOCK_SIZE
             expected, _ = podserver.vllm_kv_tokens(pod.num_gpu_blocks, pod.max_model_len)
-            readings = scaling.capacity_per_pod(slices([pod], "bench"), plan=plan)
+            readings = autoscaling_loop.capacity_per_pod(slices([pod], "bench"), plan=plan)
         if readings is None or len(readings) != 1:
             failures.append(f"{row.label}: the pod was not read ({readings})")
             continue
@@ -277,7 +280,7 @@ def read_cost() -> list[str]:
         ready = slices(served, "bench")
         before = sum(p.scrapes for p in served)
         started = time.perf_counter()
-        readings = scaling.capacity_per_pod(ready, plan=plan)
+        readings = autoscaling_loop.capacity_per_pod(ready, plan=plan)
         due_seconds = time.perf_counter() - started
         due_requests = sum(p.scrapes for p in served) - before
         if readings is None or len(readings) != READ_PODS:
@@ -286,7 +289,7 @@ def read_cost() -> list[str]:
         kept = plan.model_copy(update={"observed": capacity.observe(readings, plan=plan, now=NOW)})
         before = sum(p.scrapes for p in served)
         started = time.perf_counter()
-        skipped = scaling.capacity_per_pod(ready, plan=kept)
+        skipped = autoscaling_loop.capacity_per_pod(ready, plan=kept)
         skip_seconds = time.perf_counter() - started
         skip_requests = sum(p.scrapes for p in served) - before
     if skipped is not None or skip_requests:

@@ -23,7 +23,8 @@ import time
 import typing
 from collections.abc import Callable, Sequence
 
-from llama_operator import api, catalog, config, planner, pools
+from llama_operator import api
+from llama_operator.planning import catalog, config, planner, pools
 
 ROUNDS = 25
 POLICIES: tuple[api.Optimize, ...] = typing.get_args(api.Optimize)

@@ -11,7 +11,7 @@ Our own creates (``kmock/...``) and the reference probe (``bench-rtt``) are not 
 Two operator runs, each with a fresh child and a fresh emulator:
 
 A. resync 0.5 s (``LLAMA_OPERATOR_RESYNC_SECONDS`` in the child's environment, so it is
-   set before ``llama_operator.handlers`` is imported: Kopf binds timer intervals then).
+   set before ``llama_operator.runtime.handlers`` is imported: Kopf binds timer intervals then).
    One LlamaDeployment is created, its Deployment reported Ready (as the Deployment
    controller would) and left to settle (its first reconcile races the
    first timer ticks here, hence the second "first" column); then the requests made
@@ -91,7 +91,8 @@ if TYPE_CHECKING or not IS_CHILD:
 if TYPE_CHECKING or IS_CHILD:
     import kopf
 
-    from llama_operator import handlers, k8s
+    from llama_operator.clients import k8s
+    from llama_operator.runtime import handlers
 
 NAMESPACE = "ai"
 BULK = 200

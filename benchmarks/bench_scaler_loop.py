@@ -49,12 +49,12 @@ Four tables, each beside references measured in the same run: the live loop's re
    floor) are served by a second child process of this script, so that
    ``time.process_time`` here counts the scraper alone, not the pods' HTTP servers.
    EndpointSlice-shaped dicts (the shape of the ``llama_endpointslices`` index) go
-   through ``scaling.ready_endpoints``, then ``scaling.scrape`` with a fresh
-   ``aiohttp.ClientSession`` per tick (as the daemon does) and ``autoscaler.decide``:
+   through ``autoscaling_loop.ready_endpoints``, then ``autoscaling_loop.scrape`` with a fresh
+   ``aiohttp.ClientSession`` per tick (as the daemon does) and ``autoscaling.decide``:
    CPU seconds and wall time per tick. References in the same run: the same 100 pods
    scraped one after the other with a blocking ``urllib.request`` loop doing the same
    parsing (a naive single-threaded scraper), and the parse alone (prometheus_client's
-   parser on the 100 texts, no HTTP), both as ``scrape`` does it (``podmetrics.read``:
+   parser on the 100 texts, no HTTP), both as ``scrape`` does it (``engine_metrics.read``:
    one parse of only the lines it reads) and with a full parse per pod. Everything is
    run on the fixture (vLLM 0.34.0's shape, 8.7 KB, 94 lines) and on a padded text: the
    fixture plus 13 synthetic histogram families of 20 buckets, the latency and
@@ -62,7 +62,7 @@ Four tables, each beside references measured in the same run: the live loop's re
    a real page (about 36 KB), not a recorded one.
 
 3. One slow pod (``FakePod.delay = 5`` s) among the 100 (fixture text): ticks timed
-   with the per-pod timeout of ``scaling.timeout_for(interval)`` for intervals 1 s and
+   with the per-pod timeout of ``autoscaling_loop.timeout_for(interval)`` for intervals 1 s and
    5 s; the slow pod must come back "not scraped", the 99 others scraped.
 
 4. Where that stops holding: tick wall time and pods not scraped for 100 and 200 pods,
@@ -110,7 +110,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import bench_reconcile
 import podserver
-from llama_operator import api, autoscaler, podmetrics, scaling
+from llama_operator import api
+from llama_operator.operations import autoscaling
+from llama_operator.runtime import autoscaling_loop
+from llama_operator.serving import engine_metrics
 
 ROOT = bench_reconcile.ROOT
 T = TypeVar("T")
@@ -639,7 +642,7 @@ class Pods:
         ]
 
 
-POLICY = autoscaler.Policy.of(api.Autoscaling(minReplicas=1, maxReplicas=1000))
+POLICY = autoscaling.Policy.of(api.Autoscaling(minReplicas=1, maxReplicas=1000))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -657,22 +660,22 @@ class Cost:
 
 async def scrape_tick(
     slices: Sequence[Mapping[str, Any]], interval: float
-) -> list[autoscaler.Sample]:
+) -> list[autoscaling.Sample]:
     """What the daemon does per tick, minus the API: find, scrape, decide."""
-    endpoints = scaling.ready_endpoints(slices)
+    endpoints = autoscaling_loop.ready_endpoints(slices)
     async with aiohttp.ClientSession() as session:
-        samples = await scaling.scrape(
+        samples = await autoscaling_loop.scrape(
             session,
             endpoints,
             engine="vllm",
             signal="queue",
-            timeout=scaling.timeout_for(interval),
+            timeout=autoscaling_loop.timeout_for(interval),
         )
-    autoscaler.decide(
+    autoscaling.decide(
         policy=POLICY,
         samples=samples,
         current=len(endpoints),
-        state=autoscaler.State(),
+        state=autoscaling.State(),
         now=time.time(),
     )
     return samples
@@ -680,7 +683,7 @@ async def scrape_tick(
 
 async def concurrent_cost(
     slices: Sequence[Mapping[str, Any]], ticks: int, interval: float = 5
-) -> tuple[Cost, list[list[autoscaler.Sample]]]:
+) -> tuple[Cost, list[list[autoscaling.Sample]]]:
     cpu, wall, outcomes = [], [], []
     await scrape_tick(slices, interval)  # warm-up: first connections, imports
     for _ in range(ticks):
@@ -699,10 +702,10 @@ def sequential_cost(urls: Sequence[str], ticks: int) -> tuple[Cost, list[str]]:
         cpu0, wall0 = time.process_time(), time.perf_counter()
         texts = []
         for url in urls:
-            with opener.open(url, timeout=scaling.SCRAPE_TIMEOUT_SECONDS) as response:
+            with opener.open(url, timeout=autoscaling_loop.SCRAPE_TIMEOUT_SECONDS) as response:
                 text = response.read().decode()
             # The same parsing as the scrape: one parse of the lines the autoscaler reads.
-            podmetrics.read(text, engine="vllm", signal="queue")
+            engine_metrics.read(text, engine="vllm", signal="queue")
             texts.append(text)
         wall.append(time.perf_counter() - wall0)
         cpu.append(time.process_time() - cpu0)
@@ -716,9 +719,9 @@ def parse_cost(texts: Sequence[str], repeats: int, *, as_scrape: bool) -> Cost:
         for text in texts:
             if as_scrape:
                 # What the scrape does: one parse of only the lines the autoscaler reads.
-                podmetrics.read(text, engine="vllm", signal="queue")
+                engine_metrics.read(text, engine="vllm", signal="queue")
             else:
-                podmetrics.samples(text)
+                engine_metrics.samples(text)
         wall.append(time.perf_counter() - wall0)
         cpu.append(time.process_time() - cpu0)
     return Cost(cpu, wall)
@@ -738,11 +741,11 @@ class CostResult:
     sizes: dict[str, tuple[int, int]]  # text -> (bytes, lines)
     costs: dict[str, dict[str, Cost]]  # text -> method -> cost
     missed: dict[str, int]  # text -> pods not scraped over its concurrent ticks
-    slow: dict[int, list[tuple[float, list[autoscaler.Sample]]]]  # interval -> ticks
+    slow: dict[int, list[tuple[float, list[autoscaling.Sample]]]]  # interval -> ticks
     scale: list[Scale]
 
 
-def not_scraped(samples: Sequence[autoscaler.Sample]) -> int:
+def not_scraped(samples: Sequence[autoscaling.Sample]) -> int:
     return sum(1 for s in samples if s.value is None)
 
 
@@ -760,11 +763,11 @@ async def run_costs(workdir: pathlib.Path) -> CostResult:
     sizes: dict[str, tuple[int, int]] = {}
     costs: dict[str, dict[str, Cost]] = {}
     missed: dict[str, int] = {}
-    slow: dict[int, list[tuple[float, list[autoscaler.Sample]]]] = {}
+    slow: dict[int, list[tuple[float, list[autoscaling.Sample]]]] = {}
     scale: list[Scale] = []
     async with Pods.serving(PODS, workdir / "pods.log") as pods:
         slices = pods.slices()
-        urls = [e.url for e in scaling.ready_endpoints(slices)]
+        urls = [e.url for e in autoscaling_loop.ready_endpoints(slices)]
         for text_kind, (ticks, sequential_ticks, repeats) in REPEATS.items():
             if text_kind == "padded":
                 # The fixture's rows first, with one slow pod among fast ones: the per-pod
@@ -808,10 +811,10 @@ async def run_costs(workdir: pathlib.Path) -> CostResult:
 
 def cost_report(result: CostResult) -> None:
     labels = {
-        "concurrent": "scaling.scrape, aiohttp concurrent, session per tick, + decide",
+        "concurrent": "autoscaling_loop.scrape, aiohttp concurrent, session per tick, + decide",
         "sequential": "reference: blocking urllib.request, one pod after the other",
-        "parse2": "parse only, as the scrape does (podmetrics.read: the needed lines)",
-        "parse1": "reference: parse only, the whole page (podmetrics.samples)",
+        "parse2": "parse only, as the scrape does (engine_metrics.read: the needed lines)",
+        "parse1": "reference: parse only, the whole page (engine_metrics.samples)",
     }
     rows = [["", "CPU/tick", "wall p50", "wall max"]]
     for text_kind, costs in result.costs.items():
@@ -846,7 +849,7 @@ def cost_report(result: CostResult) -> None:
         rows.append(
             [
                 f"{interval} s",
-                f"{scaling.timeout_for(interval):.1f} s",
+                f"{autoscaling_loop.timeout_for(interval):.1f} s",
                 sec(statistics.median(walls)),
                 sec(max(walls)),
                 "not scraped" if samples[0].value is None else "scraped",
@@ -866,7 +869,7 @@ def cost_report(result: CostResult) -> None:
                 str(row.pods),
                 row.text,
                 f"{row.interval} s",
-                f"{scaling.timeout_for(row.interval):.1f} s",
+                f"{autoscaling_loop.timeout_for(row.interval):.1f} s",
                 " / ".join(f"{wall:.2f}" for wall in row.walls) + " s",
                 " / ".join(str(n) for n in row.not_scraped) + f" of {row.pods}",
             ]

@@ -30,7 +30,7 @@ import tempfile
 import time
 import zipfile
 
-from llama_operator import profiles
+from llama_operator.planning import engine_profiles
 
 MARKER = ".complete"
 # vLLM's wheels are per platform, but their Python files are the same on every one;
@@ -41,8 +41,8 @@ PLATFORM = "manylinux_2_28_x86_64"
 
 def versions() -> list[str]:
     """Every release named under ``verifiedWith`` by a vLLM profile, oldest first."""
-    named = {v for profile in profiles.profiles("vllm") for v in profile.verifiedWith}
-    return sorted(named, key=lambda v: profiles.parse_version(v) or (0, 0, 0))
+    named = {v for profile in engine_profiles.profiles("vllm") for v in profile.verifiedWith}
+    return sorted(named, key=lambda v: engine_profiles.parse_version(v) or (0, 0, 0))
 
 
 def wanted(name: str, version: str) -> bool:

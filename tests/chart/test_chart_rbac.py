@@ -15,7 +15,9 @@ import chartkit
 import pytest
 import yaml
 
-from llama_operator import api, config, k8s
+from llama_operator import api
+from llama_operator.clients import k8s
+from llama_operator.planning import config
 
 Rule = tuple[str, str, tuple[str, ...]]  # (apiGroup, resource, verbs)
 

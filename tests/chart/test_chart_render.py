@@ -15,7 +15,7 @@ import chartkit
 import kubernetes_validate
 import pytest
 
-from llama_operator import builders, engines
+from llama_operator.serving import builders, engines
 
 OLDEST = "1.30"
 NEWEST = kubernetes_validate.latest_version()
@@ -143,7 +143,7 @@ def test_pod_monitor_selects_the_serving_pods(
     spec = monitor["spec"]
     assert set(spec) == {"namespaceSelector", "selector", "podMetricsEndpoints"}
     assert spec["namespaceSelector"] == {"any": True}
-    # The label every serving pod carries (llama_operator.builders.labels).
+    # The label every serving pod carries (llama_operator.serving.builders.labels).
     assert spec["selector"] == {"matchLabels": {"app.kubernetes.io/managed-by": "llama-operator"}}
     assert spec["podMetricsEndpoints"] == [{"port": "http", "path": "/metrics", "interval": "15s"}]
     # The operator's own pods are not serving pods.

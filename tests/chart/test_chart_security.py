@@ -2,7 +2,7 @@
 
 The pod meets Pod Security "restricted": non-root 65532, read-only root filesystem, no
 capabilities, RuntimeDefault seccomp; its only writable path is an emptyDir at /tmp.
-The ConfigMap's file parses with ``llama_operator.config.parse``, the operator's own
+The ConfigMap's file parses with ``llama_operator.planning.config.parse``, the operator's own
 loader, and is mounted where ``$LLAMA_OPERATOR_CONFIG`` says. Its ``security`` section
 comes from the auth and networkPolicy values, plus what only the chart knows: the
 operator's namespace and pod labels, which every LlamaDeployment's NetworkPolicy lets in.
@@ -16,7 +16,9 @@ import chartkit
 import pytest
 import yaml
 
-from llama_operator import api, builders, config
+from llama_operator import api
+from llama_operator.planning import config
+from llama_operator.serving import builders
 
 WORKLOAD_SETS = ["default", "peering", "peering-namespaced", "custom", "security"]
 

@@ -17,7 +17,8 @@ import pytest
 import yaml
 
 import pss
-from llama_operator import api, cli, finalizers
+from llama_operator import api, cli
+from llama_operator.runtime import finalizers
 
 HOOK = "llama-operator-release-finalizers"
 HOOK_KINDS = {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "Job"}

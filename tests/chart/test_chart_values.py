@@ -2,7 +2,7 @@
 
 A typo, a wrong type or an unsafe combination must fail ``helm template`` (and so
 ``helm install``) instead of being ignored; the schema's ``config`` section must accept
-exactly what ``llama_operator.config.OperatorConfig`` accepts.
+exactly what ``llama_operator.planning.config.OperatorConfig`` accepts.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import chartkit
 import pytest
 import yaml
 
-from llama_operator import config, pools
+from llama_operator.planning import config, pools
 
 SCHEMA: dict[str, Any] = json.loads(
     (chartkit.CHART / "values.schema.json").read_text(encoding="utf-8")

@@ -28,7 +28,7 @@ import kopf
 import pytest
 
 # Resync every half second instead of 15 s, so timer-driven behaviour is seen quickly.
-# Set before llama_operator.handlers is imported: Kopf binds timer intervals then.
+# Set before llama_operator.runtime.handlers is imported: Kopf binds timer intervals then.
 os.environ.setdefault("LLAMA_OPERATOR_RESYNC_SECONDS", "0.5")
 
 from kube import (
@@ -41,8 +41,7 @@ from kube import (
     write_kubeconfig,
 )
 
-from llama_operator import handlers as _handlers  # noqa: F401 - registers them with Kopf
-from llama_operator import hub
+from llama_operator.clients import hub
 from stopping import thread_stacks
 
 

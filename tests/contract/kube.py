@@ -26,7 +26,8 @@ import jsonpatch
 import kmock
 import pytest
 
-from llama_operator import api, metrics
+from llama_operator import api
+from llama_operator.runtime import operator_metrics
 
 LLAMA = "llamaops.dev/v1alpha1/llamadeployments"
 DEPLOYMENTS = "apps/v1/deployments"
@@ -383,7 +384,7 @@ async def wait_condition(
 def reconciles(outcome: str) -> float:
     """The operator's reconciles so far with this outcome (``unchanged``: applied nothing),
     from its metrics registry (the whole process: compare with an earlier reading)."""
-    value = metrics.REGISTRY.get_sample_value(
+    value = operator_metrics.REGISTRY.get_sample_value(
         "llama_operator_reconciles_total", {"outcome": outcome}
     )
     return float(value or 0.0)

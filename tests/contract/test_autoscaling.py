@@ -37,7 +37,7 @@ from kube import (
 from prometheus_client import parser
 
 import podserver
-from llama_operator import metrics
+from llama_operator.runtime import operator_metrics
 
 WINDOW = 3  # seconds: short, so scaling down is seen within a test
 
@@ -110,7 +110,7 @@ def scaler_gauges(name: str = "chat") -> dict[str, float]:
     evaluation once it has acted, gone once its daemon has exited."""
     return {
         sample.name: sample.value
-        for family in parser.text_string_to_metric_families(metrics.render().decode())
+        for family in parser.text_string_to_metric_families(operator_metrics.render().decode())
         if family.name.startswith("llama_operator_autoscaler_")
         for sample in family.samples
         if sample.labels.get("name") == name

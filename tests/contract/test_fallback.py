@@ -47,7 +47,7 @@ from kube import (
     writes,
 )
 
-from llama_operator import metrics
+from llama_operator.runtime import operator_metrics
 
 PRIMARY_MODEL = "meta-llama/Llama-3.1-8B-Instruct"
 SMALL = "meta-llama/Llama-3.2-1B-Instruct"
@@ -196,7 +196,9 @@ def with_reason(cluster: ApplyingEmulator, reason: str) -> list[dict[str, Any]]:
 def failovers(event: str) -> float:
     """The operator's failover count of ``event`` so far (``fallback_started``), counted when
     its reconcile ends, before its Events are posted (the whole process: take a difference)."""
-    value = metrics.REGISTRY.get_sample_value("llama_operator_failovers_total", {"event": event})
+    value = operator_metrics.REGISTRY.get_sample_value(
+        "llama_operator_failovers_total", {"event": event}
+    )
     return float(value or 0.0)
 
 

@@ -39,7 +39,7 @@ from kube import (
 )
 
 import hubserver
-from llama_operator import builders
+from llama_operator.serving import builders
 
 LLAMA_31 = "meta-llama/Llama-3.1-8B-Instruct"
 AUP_31 = "https://llama.meta.com/llama3_1/use-policy"

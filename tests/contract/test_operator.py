@@ -25,7 +25,8 @@ from kube import (
     writes,
 )
 
-from llama_operator import builders, handlers
+from llama_operator.runtime import handlers
+from llama_operator.serving import builders
 
 
 class TestCreate:

@@ -13,7 +13,8 @@ import kmock
 import pytest
 from kube import LLAMA, NAMESPACE, llama
 
-from llama_operator import cli, finalizers
+from llama_operator import cli
+from llama_operator.runtime import finalizers
 
 OURS = finalizers.FINALIZER
 OTHER = "example.com/other"

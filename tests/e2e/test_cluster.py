@@ -23,7 +23,8 @@ import pytest
 from kubernetes import client as kclient
 from kubernetes import config as kconfig
 
-from llama_operator import api, crd
+from llama_operator import api
+from llama_operator.api import crd
 
 pytestmark = pytest.mark.e2e
 
@@ -76,7 +77,6 @@ def namespace(api_client: kclient.ApiClient) -> Iterator[str]:
 @pytest.fixture
 def operator_config(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The operator's handlers registered, and its config: the GPU pool no node matches."""
-    from llama_operator import handlers as _handlers  # noqa: F401, PLC0415 - registers them
 
     config_file = tmp_path / "config.yaml"
     config_file.write_text(POOLS)

@@ -55,7 +55,9 @@ from pathlib import Path
 
 import pytest
 
-from llama_operator import api, config, engines, profiles
+from llama_operator import api
+from llama_operator.planning import config, engine_profiles
+from llama_operator.serving import engines
 from plans import make_plan
 
 CRATE = Path(__file__).parent / "tgi_log_filter"
@@ -107,7 +109,7 @@ def operator_directive() -> str:
         name="chat", spec=spec, plan=plan, settings=config.OperatorConfig()
     )
     values = [item["value"] for item in container["env"] if item["name"] == "LOG_LEVEL"]
-    assert values == [profiles.get("tgi").env["LOG_LEVEL"]], container["env"]
+    assert values == [engine_profiles.get("tgi").env["LOG_LEVEL"]], container["env"]
     return str(values[0])
 
 

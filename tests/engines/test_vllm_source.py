@@ -4,7 +4,7 @@
 facts were read from (``verifiedWith``). For each such release V this reads vLLM's own
 Python source, unpacked from V's wheel on PyPI into ``.cache/engines/vllm-V/`` by
 ``hack/get_engine_sources.py`` (run by ``make setup``), and checks that the profile
-``profiles.get("vllm", V)`` picks says what the source says: flags, environment
+``engine_profiles.get("vllm", V)`` picks says what the source says: flags, environment
 variables, metric names, finish reasons, quantization methods and out-of-memory log
 lines. It also checks that the hand-written metrics page the fake pods serve
 (``tests/fixtures/metrics/vllm.prom``, filled in by ``tests/podserver.py``) is the page
@@ -30,14 +30,16 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 import podserver
-from llama_operator import api, capacity, gpus, profiles
+from llama_operator import api
+from llama_operator.operations import capacity
+from llama_operator.planning import engine_profiles, gpus
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 ENGINES = ROOT / ".cache" / "engines"
-PROFILES = profiles.profiles("vllm")
+PROFILES = engine_profiles.profiles("vllm")
 VERSIONS = sorted(
     {version for profile in PROFILES for version in profile.verifiedWith},
-    key=lambda version: profiles.parse_version(version) or (0, 0, 0),
+    key=lambda version: engine_profiles.parse_version(version) or (0, 0, 0),
 )
 # The release tests/fixtures/metrics/vllm.prom is written after (its header says so).
 FIXTURE_VERSION = "0.34.0"
@@ -138,14 +140,14 @@ def module_constant(version: str, relpath: str, name: str) -> ast.expr:
     return value
 
 
-def profile_of(version: str) -> profiles.Profile:
+def profile_of(version: str) -> engine_profiles.Profile:
     """The profile whose ``verifiedWith`` lists ``version``; it must be the one chosen."""
     listing = [profile for profile in PROFILES if version in profile.verifiedWith]
     assert len(listing) == 1, f"vLLM {version} is listed by {len(listing)} profiles"
-    chosen = profiles.get("vllm", version)
+    chosen = engine_profiles.get("vllm", version)
     assert chosen == listing[0], (
         f"vLLM {version} is listed by the profile since {listing[0].since}, but "
-        f"profiles.get picks the one since {chosen.since}"
+        f"engine_profiles.get picks the one since {chosen.since}"
     )
     return chosen
 
@@ -656,7 +658,7 @@ def quantization_methods(version: str) -> frozenset[str]:
     )
 
 
-def quantization_flags(profile: profiles.Profile) -> dict[str, str]:
+def quantization_flags(profile: engine_profiles.Profile) -> dict[str, str]:
     """flag value -> the planned quantization it serves, for those with a flag."""
     return {s.flag: q for q, s in profile.quantizations.items() if s.flag is not None}
 

@@ -225,7 +225,9 @@ class TestBuiltVirtualenv:
         self, image_venv: pathlib.Path, image_env: dict[str, str], tmp_path: pathlib.Path
     ) -> None:
         # What `run` loads (Kopf plus every handler), from the installed copy, not the tree.
-        code = "import llama_operator, llama_operator.handlers; print(llama_operator.__file__)"
+        code = (
+            "import llama_operator, llama_operator.runtime.handlers; print(llama_operator.__file__)"
+        )
         done = subprocess.run(
             [str(image_venv / "bin" / "python"), "-c", code],
             env=image_env,

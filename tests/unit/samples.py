@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from llama_operator import api, status
+from llama_operator import api
+from llama_operator.reconcile import status
 
 # What the planner chooses for Llama-3.1-8B on the bundled L4 pool.
 PLAN = api.Plan(

@@ -14,14 +14,18 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import podserver
-from llama_operator import analysis, api, crd, podmetrics, profiles
+from llama_operator import api
+from llama_operator.api import crd
+from llama_operator.operations import canary_analysis
+from llama_operator.planning import engine_profiles
+from llama_operator.serving import engine_metrics
 
 INF = math.inf
-Histogram = podmetrics.Histogram
+Histogram = engine_metrics.Histogram
 # The outcomes of the engines' default releases; "error" is vLLM's server failure, the
 # kind ``errors`` stands for in the helpers below.
-VLLM = profiles.get("vllm").outcomes
-TGI = profiles.get("tgi").outcomes
+VLLM = engine_profiles.get("vllm").outcomes
+TGI = engine_profiles.get("tgi").outcomes
 
 
 def traffic(
@@ -31,22 +35,22 @@ def traffic(
     ttft: Histogram | None = None,
     *,
     outcomes: Mapping[str, float] | None = None,
-) -> podmetrics.Traffic:
-    return podmetrics.Traffic(
+) -> engine_metrics.Traffic:
+    return engine_metrics.Traffic(
         requests=requests,
-        outcomes=podmetrics.kinds({"error": errors, **(outcomes or {})}),
+        outcomes=engine_metrics.kinds({"error": errors, **(outcomes or {})}),
         latency=latency,
         ttft=ttft,
     )
 
 
-def failed(window: analysis.Window) -> float:
+def failed(window: canary_analysis.Window) -> float:
     """The window's failed requests, as vLLM counts them by default."""
     return window.failed(outcomes=VLLM)
 
 
 # The verdict on a vLLM canary (``outcomes=`` overrides it).
-judge = functools.partial(analysis.judge, outcomes=VLLM)
+judge = functools.partial(canary_analysis.judge, outcomes=VLLM)
 
 
 def hist(*buckets: tuple[float, float]) -> Histogram:
@@ -66,11 +70,11 @@ def win(
     ttft: float | None = None,
     pods: int = 2,
     outcomes: Mapping[str, float] | None = None,
-) -> analysis.Window:
-    return analysis.Window(
+) -> canary_analysis.Window:
+    return canary_analysis.Window(
         pods=pods,
         requests=requests,
-        outcomes=podmetrics.kinds({"error": errors, **(outcomes or {})}),
+        outcomes=engine_metrics.kinds({"error": errors, **(outcomes or {})}),
         latency=spread(latency, requests) if latency is not None else None,
         ttft=spread(ttft, requests) if ttft is not None else None,
     )
@@ -86,7 +90,7 @@ class TestWindow:
             "a": traffic(130, 5, hist((1.0, 60), (INF, 130))),
             "b": traffic(20, 1, hist((1.0, 15), (INF, 20))),
         }
-        got = analysis.window(baseline, current)
+        got = canary_analysis.window(baseline, current)
         assert (got.pods, got.requests, failed(got)) == (2, 40, 4)
         assert got.latency == hist((1.0, 20), (INF, 40))
         assert got.ttft is None
@@ -95,38 +99,38 @@ class TestWindow:
     def test_a_new_pod_is_ignored_until_baselined(self) -> None:
         baseline = {"a": traffic(100, 0)}
         current = {"a": traffic(110, 1), "new": traffic(5000, 4000)}
-        got = analysis.window(baseline, current)
+        got = canary_analysis.window(baseline, current)
         assert (got.pods, got.requests, failed(got)) == (1, 10, 1)
 
     def test_a_pod_gone_since_the_baseline_is_ignored(self) -> None:
-        got = analysis.window({"a": traffic(100), "gone": traffic(50)}, {"a": traffic(104)})
+        got = canary_analysis.window({"a": traffic(100), "gone": traffic(50)}, {"a": traffic(104)})
         assert (got.pods, got.requests) == (1, 4)
 
     def test_a_restarted_pod_contributes_its_current_values(self) -> None:
         baseline = {"a": traffic(500, 20, hist((1.0, 400), (INF, 500)))}
         current = {"a": traffic(12, 3, hist((1.0, 2), (INF, 12)))}
-        got = analysis.window(baseline, current)
+        got = canary_analysis.window(baseline, current)
         assert (got.pods, got.requests, failed(got)) == (1, 12, 3)
         assert got.latency == hist((1.0, 2), (INF, 12))
 
     def test_errors_going_down_is_a_restart_too(self) -> None:
-        got = analysis.window({"a": traffic(10, 5)}, {"a": traffic(30, 2)})
+        got = canary_analysis.window({"a": traffic(10, 5)}, {"a": traffic(30, 2)})
         assert (got.requests, failed(got)) == (30, 2)
 
     def test_changed_bounds_take_the_current_histogram(self) -> None:
         baseline = {"a": traffic(100, 0, hist((1.0, 90), (INF, 100)))}
         current = {"a": traffic(110, 0, hist((0.5, 3), (2.0, 9), (INF, 10)))}
-        got = analysis.window(baseline, current)
+        got = canary_analysis.window(baseline, current)
         assert got.requests == 10
         assert got.latency == hist((0.5, 3), (2.0, 9), (INF, 10))
 
     def test_a_histogram_that_went_down_is_taken_whole(self) -> None:
         baseline = {"a": traffic(100, 0, ttft=hist((1.0, 90), (INF, 100)))}
         current = {"a": traffic(105, 0, ttft=hist((1.0, 4), (INF, 5)))}
-        assert analysis.window(baseline, current).ttft == hist((1.0, 4), (INF, 5))
+        assert canary_analysis.window(baseline, current).ttft == hist((1.0, 4), (INF, 5))
 
     def test_a_histogram_new_since_the_baseline_is_all_new(self) -> None:
-        got = analysis.window(
+        got = canary_analysis.window(
             {"a": traffic(3, 3)}, {"a": traffic(8, 3, latency=hist((1.0, 4), (INF, 5)))}
         )
         assert got.latency == hist((1.0, 4), (INF, 5))
@@ -134,7 +138,7 @@ class TestWindow:
     def test_a_histogram_no_longer_exposed_is_left_out(self) -> None:
         baseline = {"a": traffic(1, 0, hist((1.0, 1), (INF, 1))), "b": traffic(1)}
         current = {"a": traffic(2), "b": traffic(3, 0, hist((1.0, 2), (INF, 2)))}
-        assert analysis.window(baseline, current).latency == hist((1.0, 2), (INF, 2))
+        assert canary_analysis.window(baseline, current).latency == hist((1.0, 2), (INF, 2))
 
     def test_fake_pods_between_two_scrapes(self) -> None:
         pods = {
@@ -142,14 +146,14 @@ class TestWindow:
             for name in ("a", "b")
         }
 
-        def scrape() -> dict[str, podmetrics.Traffic]:
-            found = {n: podmetrics.traffic(p.text(), engine="vllm") for n, p in pods.items()}
+        def scrape() -> dict[str, engine_metrics.Traffic]:
+            found = {n: engine_metrics.traffic(p.text(), engine="vllm") for n, p in pods.items()}
             return {n: t for n, t in found.items() if t is not None}
 
         baseline = scrape()
         for pod in pods.values():
             pod.advance()
-        got = analysis.window(baseline, scrape())
+        got = canary_analysis.window(baseline, scrape())
         assert (got.pods, got.requests) == (2, 40)
         assert failed(got) == pytest.approx(2)
         assert got.latency is not None
@@ -159,13 +163,13 @@ class TestWindow:
         assert got.p95_ttft() == pytest.approx(0.08 + 0.02 * 0.95)  # 0.1 s lands in le=0.1
 
     def test_no_requests(self) -> None:
-        got = analysis.window({"a": traffic(7)}, {"a": traffic(7)})
+        got = canary_analysis.window({"a": traffic(7)}, {"a": traffic(7)})
         assert got.error_rate(outcomes=VLLM) is None
         assert got.p95_latency() is None
         assert got.numbers(outcomes=VLLM) == api.AnalysisNumbers(pods=1, requests=0)
 
     def test_numbers_are_rounded_for_status(self) -> None:
-        window = analysis.Window(
+        window = canary_analysis.Window(
             pods=3,
             requests=1234.5678,
             outcomes=(("abort", 2.0 / 3), ("error", 1), ("repetition", 0.001)),
@@ -180,7 +184,7 @@ class TestWindow:
             p95TimeToFirstTokenSeconds=0.00095,
             outcomes={"abort": 0.67, "error": 1.0},  # 0.001 rounds to nothing: left out
         )
-        window = analysis.Window(3, 3, (("error", 1),), None, None)
+        window = canary_analysis.Window(3, 3, (("error", 1),), None, None)
         assert window.numbers(outcomes=VLLM).errorRate == 0.3333
 
 
@@ -198,33 +202,33 @@ class TestQuantile:
         ],
     )
     def test_linear_interpolation(self, q: float, expected: float) -> None:
-        assert analysis.quantile(q, self.BUCKETS) == pytest.approx(expected)
+        assert canary_analysis.quantile(q, self.BUCKETS) == pytest.approx(expected)
 
     def test_a_rank_in_the_inf_bucket_is_the_highest_finite_bound(self) -> None:
         histogram = hist((1.0, 10), (2.0, 30), (INF, 100))
-        assert analysis.quantile(0.95, histogram) == 2.0
-        assert analysis.quantile(0.3, histogram) == 2.0  # rank 30 is still (1, 2]'s top
-        assert analysis.quantile(0.31, histogram) == 2.0
+        assert canary_analysis.quantile(0.95, histogram) == 2.0
+        assert canary_analysis.quantile(0.3, histogram) == 2.0  # rank 30 is still (1, 2]'s top
+        assert canary_analysis.quantile(0.31, histogram) == 2.0
 
     def test_empty_and_missing(self) -> None:
-        assert analysis.quantile(0.95, None) is None
-        assert analysis.quantile(0.95, hist((1.0, 0), (INF, 0))) is None
-        assert analysis.quantile(0.95, hist()) is None
-        assert analysis.quantile(0.95, hist((INF, 5))) is None  # no finite bound to give
+        assert canary_analysis.quantile(0.95, None) is None
+        assert canary_analysis.quantile(0.95, hist((1.0, 0), (INF, 0))) is None
+        assert canary_analysis.quantile(0.95, hist()) is None
+        assert canary_analysis.quantile(0.95, hist((INF, 5))) is None  # no finite bound to give
 
     def test_zero_is_the_lower_bound_of_the_first_bucket_used(self) -> None:
-        assert analysis.quantile(0.0, hist((1.0, 0), (2.0, 0), (4.0, 8), (INF, 8))) == 2.0
-        assert analysis.quantile(0.0, self.BUCKETS) == 0.0
+        assert canary_analysis.quantile(0.0, hist((1.0, 0), (2.0, 0), (4.0, 8), (INF, 8))) == 2.0
+        assert canary_analysis.quantile(0.0, self.BUCKETS) == 0.0
 
     def test_not_monotonic_buckets_are_fixed_as_prometheus_does(self) -> None:
         # Bucket 2.0 lower than 1.0 (series scraped a moment apart): read as 10.
         histogram = hist((1.0, 10), (2.0, 8), (4.0, 20), (INF, 20))
-        assert analysis.quantile(0.5, histogram) == 1.0
-        assert analysis.quantile(0.75, histogram) == pytest.approx(3.0)
+        assert canary_analysis.quantile(0.5, histogram) == 1.0
+        assert canary_analysis.quantile(0.75, histogram) == pytest.approx(3.0)
 
     def test_q_outside_zero_to_one(self) -> None:
         with pytest.raises(ValueError, match="outside"):
-            analysis.quantile(1.5, self.BUCKETS)
+            canary_analysis.quantile(1.5, self.BUCKETS)
 
 
 @st.composite
@@ -260,7 +264,10 @@ class TestProperties:
         self, histogram: Histogram, a: float, b: float
     ) -> None:
         low, high = sorted((a, b))
-        q_low, q_high = analysis.quantile(low, histogram), analysis.quantile(high, histogram)
+        q_low, q_high = (
+            canary_analysis.quantile(low, histogram),
+            canary_analysis.quantile(high, histogram),
+        )
         if histogram.count == 0:
             assert q_low is None
             assert q_high is None
@@ -287,12 +294,12 @@ class TestProperties:
             name: traffic(histogram.count, histogram.count / 3, histogram, histogram)
             for name, histogram in pods.items()
         }
-        got = analysis.window(scrape, dict(scrape))
+        got = canary_analysis.window(scrape, dict(scrape))
         assert (got.pods, got.requests, failed(got)) == (len(pods), 0, 0)
         assert all(count == 0 for _, count in got.outcomes)
         for merged in (got.latency, got.ttft):
             assert merged is None or all(count == 0 for _, count in merged.buckets)
-            assert analysis.quantile(0.95, merged) is None
+            assert canary_analysis.quantile(0.95, merged) is None
 
 
 def thresholds(**fields: object) -> api.Analysis:
@@ -353,7 +360,7 @@ class TestJudge:
     def test_aborted_requests_are_windowed_like_the_others(self) -> None:
         before = {"a": traffic(100, 1, outcomes={"abort": 3})}
         after = {"a": traffic(150, 2, outcomes={"abort": 8})}
-        got = analysis.window(before, after)
+        got = canary_analysis.window(before, after)
         assert (got.requests, failed(got), dict(got.outcomes)["abort"]) == (50, 1, 5)
 
     def test_error_rate_at_the_threshold_passes(self) -> None:
@@ -397,11 +404,11 @@ class TestJudge:
 
     @pytest.mark.parametrize(
         "stable",
-        [None, win(0), analysis.Window(2, 10, (), hist((1.0, 0), (INF, 0)), None)],
+        [None, win(0), canary_analysis.Window(2, 10, (), hist((1.0, 0), (INF, 0)), None)],
         ids=["no-stable-pods", "no-stable-traffic", "empty-histogram"],
     )
     def test_the_ratio_is_skipped_without_a_stable_p95(
-        self, stable: analysis.Window | None
+        self, stable: canary_analysis.Window | None
     ) -> None:
         got = judge(
             canary=win(50, latency=100.0), stable=stable, analysis=thresholds(maxLatencyRatio=1.2)
@@ -410,7 +417,7 @@ class TestJudge:
         assert "latency ratio: stable p95 latency not known" in got.message
 
     def test_a_stable_p95_of_zero_skips_the_ratio(self) -> None:
-        stable = analysis.Window(2, 10, (), hist((0.0, 10), (INF, 10)), None)
+        stable = canary_analysis.Window(2, 10, (), hist((0.0, 10), (INF, 10)), None)
         assert stable.p95_latency() == 0.0
         got = judge(
             canary=win(50, latency=3.0), stable=stable, analysis=thresholds(maxLatencyRatio=1.2)
@@ -500,13 +507,13 @@ def tgi_page(success: float, **failures: float) -> str:
     return page
 
 
-def scraped(engine: api.Engine, before: str, after: str) -> analysis.Window:
+def scraped(engine: api.Engine, before: str, after: str) -> canary_analysis.Window:
     """The window of one pod between two pages, read as the canary reads them."""
-    first = podmetrics.traffic(before, engine=engine)
-    second = podmetrics.traffic(after, engine=engine)
+    first = engine_metrics.traffic(before, engine=engine)
+    second = engine_metrics.traffic(after, engine=engine)
     assert first is not None
     assert second is not None
-    return analysis.window({"pod": first}, {"pod": second})
+    return canary_analysis.window({"pod": first}, {"pod": second})
 
 
 class TestWhatCountsAsFailed:
@@ -563,14 +570,14 @@ class TestWhatCountsAsFailed:
                 "tgi",
                 tgi_page(10),
                 tgi_page(57) + "# TYPE tgi_request_failure counter\ntgi_request_failure 3\n",
-                podmetrics.UNKNOWN,
+                engine_metrics.UNKNOWN,
             ),
         ],
     )
     def test_a_kind_the_profile_does_not_know_fails(
         self, engine: api.Engine, before: str, after: str, kind: str
     ) -> None:
-        outcomes = profiles.get(engine).outcomes
+        outcomes = engine_profiles.get(engine).outcomes
         assert kind not in outcomes.known
         got = judge(
             canary=scraped(engine, before, after),
@@ -659,7 +666,7 @@ class TestWhatCountsAsFailed:
     def test_the_stable_is_judged_by_its_own_engine(self) -> None:
         # A canary that moves from TGI to vLLM: the stable's overloaded requests are
         # TGI's 429s, not failures; an unknown kind to vLLM's profile would count.
-        got = analysis.judge(
+        got = canary_analysis.judge(
             canary=win(100),
             stable=win(100, outcomes={"overloaded": 50}),
             analysis=thresholds(),
@@ -668,7 +675,7 @@ class TestWhatCountsAsFailed:
         )
         assert got.stable is not None
         assert got.stable.errorRate == 0
-        alike = analysis.judge(
+        alike = canary_analysis.judge(
             canary=win(100),
             stable=win(100, outcomes={"overloaded": 50}),
             analysis=thresholds(),
@@ -680,7 +687,7 @@ class TestWhatCountsAsFailed:
     def test_a_kind_going_down_is_a_restart(self) -> None:
         before = {"a": traffic(100, outcomes={"abort": 9})}
         after = {"a": traffic(120, outcomes={"abort": 2})}
-        got = analysis.window(before, after)
+        got = canary_analysis.window(before, after)
         assert (got.requests, dict(got.outcomes)["abort"]) == (120, 2)
 
     def test_a_kind_new_since_the_baseline_counts_from_zero(self) -> None:
@@ -689,13 +696,13 @@ class TestWhatCountsAsFailed:
 
     def test_fake_tgi_pods_fail_on_generation_errors(self) -> None:
         pod = podserver.FakePod("tgi", rate=40, error_rate=0.05)
-        before = podmetrics.traffic(pod.text(), engine="tgi")
+        before = engine_metrics.traffic(pod.text(), engine="tgi")
         pod.advance()
-        after = podmetrics.traffic(pod.text(), engine="tgi")
+        after = engine_metrics.traffic(pod.text(), engine="tgi")
         assert before is not None
         assert after is not None
         got = judge(
-            canary=analysis.window({"p": before}, {"p": after}),
+            canary=canary_analysis.window({"p": before}, {"p": after}),
             stable=None,
             analysis=thresholds(),
             outcomes=TGI,
@@ -708,7 +715,7 @@ class TestCountAsErrors:
 
     def test_the_kinds_are_the_profiles_other_kinds(self) -> None:
         def other(engine: api.Engine) -> set[str]:
-            return {kind for p in profiles.profiles(engine) for kind in p.outcomes.other}
+            return {kind for p in engine_profiles.profiles(engine) for kind in p.outcomes.other}
 
         assert set(typing.get_args(api.VllmOutcomeKind)) == other("vllm")
         assert set(typing.get_args(api.TgiOutcomeKind)) == other("tgi")
@@ -737,7 +744,7 @@ class TestCountAsErrors:
             assert allowed in message
         # The server failures the message says always count are the profiles' own.
         for engine in ("vllm", "tgi"):
-            for failure in profiles.get(engine).outcomes.serverFailures:
+            for failure in engine_profiles.get(engine).outcomes.serverFailures:
                 assert failure in message
 
     def test_a_list_of_kinds_is_taken(self) -> None:

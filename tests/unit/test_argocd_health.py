@@ -27,7 +27,10 @@ from hack import generate_argocd, generate_chart
 from hypothesis import strategies as st
 from lupa import lua51
 
-from llama_operator import api, conditions, config, status
+from llama_operator import api
+from llama_operator.api import conditions
+from llama_operator.planning import config
+from llama_operator.reconcile import status
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 ARGOCD = ROOT / "manifests" / "argocd"

@@ -1,4 +1,4 @@
-"""autoscaler.decide: the built-in scaler's decision, as examples and as properties."""
+"""autoscaling.decide: the built-in scaler's decision, as examples and as properties."""
 
 from __future__ import annotations
 
@@ -12,31 +12,32 @@ import hypothesis
 import pytest
 from hypothesis import strategies as st
 
-from llama_operator import api, autoscaler
+from llama_operator import api
+from llama_operator.operations import autoscaling
 
-POLICY = autoscaler.Policy(
+POLICY = autoscaling.Policy(
     min_replicas=1, max_replicas=10, target=8.0, scale_up_step=4, window_seconds=300.0
 )
 SETTINGS = hypothesis.settings(max_examples=300, deadline=None)
 
 
-def samples(*values: float | None) -> list[autoscaler.Sample]:
-    return [autoscaler.Sample(f"pod-{i}", v) for i, v in enumerate(values)]
+def samples(*values: float | None) -> list[autoscaling.Sample]:
+    return [autoscaling.Sample(f"pod-{i}", v) for i, v in enumerate(values)]
 
 
 def decide(
     values: Sequence[float | None],
     *,
     current: int,
-    state: autoscaler.State | None = None,
+    state: autoscaling.State | None = None,
     now: float = 1000.0,
-    policy: autoscaler.Policy = POLICY,
-) -> autoscaler.Decision:
-    return autoscaler.decide(
+    policy: autoscaling.Policy = POLICY,
+) -> autoscaling.Decision:
+    return autoscaling.decide(
         policy=policy,
         samples=samples(*values),
         current=current,
-        state=state or autoscaler.State(),
+        state=state or autoscaling.State(),
         now=now,
     )
 
@@ -45,7 +46,7 @@ def run_trace(
     loads: Sequence[float], *, start: int = 1, interval: float = 5.0, pods_scraped: bool = True
 ) -> list[int]:
     """Replicas after each evaluation of a load trace (total queue spread over the pods)."""
-    replicas, state, result = start, autoscaler.State(), []
+    replicas, state, result = start, autoscaling.State(), []
     for step, load in enumerate(loads):
         per_pod = load / replicas if replicas else 0.0
         values: list[float | None] = [per_pod] * replicas
@@ -60,9 +61,9 @@ def run_trace(
 class TestPolicy:
     def test_from_the_spec(self) -> None:
         spec = api.Autoscaling(minReplicas=2, maxReplicas=6, metric="kvCache", scaleUpStep=2)
-        policy = autoscaler.Policy.of(spec)
-        assert policy == autoscaler.Policy(2, 6, 0.8, 2, 300.0)
-        assert autoscaler.Policy.of(api.Autoscaling(targetQueueLength=3)).target == 3
+        policy = autoscaling.Policy.of(spec)
+        assert policy == autoscaling.Policy(2, 6, 0.8, 2, 300.0)
+        assert autoscaling.Policy.of(api.Autoscaling(targetQueueLength=3)).target == 3
 
 
 class TestDecide:
@@ -95,7 +96,7 @@ class TestDecide:
         assert decide([0.0], current=14).reason == "Bounds"
 
     def test_scale_down_waits_for_a_full_window(self) -> None:
-        state = autoscaler.State()
+        state = autoscaling.State()
         for t in range(0, 300, 5):
             d = decide([1.0] * 4, current=4, state=state, now=float(t))
             assert d.replicas == 4, t
@@ -105,26 +106,26 @@ class TestDecide:
         assert (down.reason, down.replicas) == ("ScaleDown", 1)
 
     def test_scale_down_goes_to_the_highest_recommendation_of_the_window(self) -> None:
-        state = autoscaler.State(((0.0, 3), (200.0, 1)))
+        state = autoscaling.State(((0.0, 3), (200.0, 1)))
         d = decide([1.0] * 4, current=4, state=state, now=400.0)
         assert (d.reason, d.replicas) == ("ScaleDown", 3)  # 3 still held at t=100
         d = decide([1.0] * 4, current=4, state=state, now=500.0)
         assert (d.reason, d.replicas) == ("ScaleDown", 1)
 
     def test_no_scale_down_while_a_pod_cannot_be_scraped(self) -> None:
-        state = autoscaler.State(((0.0, 1),))
+        state = autoscaling.State(((0.0, 1),))
         d = decide([0.0, 0.0, None], current=3, state=state, now=1000.0)
         assert (d.reason, d.replicas) == ("Stabilizing", 3)
         assert "cannot be scraped" in d.message
 
     def test_state_round_trips_through_status_and_tolerates_garbage(self) -> None:
-        state = autoscaler.State(((10.0, 2), (20.5, 3)))
-        assert autoscaler.State.from_status(state.as_status()) == state
-        assert autoscaler.State.from_status("nonsense") == autoscaler.State()
-        assert autoscaler.State.from_status([[1, "x"], [2.0, 3]]) == autoscaler.State(((2.0, 3),))
+        state = autoscaling.State(((10.0, 2), (20.5, 3)))
+        assert autoscaling.State.from_status(state.as_status()) == state
+        assert autoscaling.State.from_status("nonsense") == autoscaling.State()
+        assert autoscaling.State.from_status([[1, "x"], [2.0, 3]]) == autoscaling.State(((2.0, 3),))
 
     def test_window_state_stays_small(self) -> None:
-        state = autoscaler.State()
+        state = autoscaling.State()
         for t in range(0, 3600, 5):
             state = decide([float(t % 17)], current=1, state=state, now=float(t)).state
         assert all(since >= 3600 - 5 - 300 - 5 for since, _ in state.recommendations[1:])
@@ -134,9 +135,9 @@ class TestDecide:
         history: list[dict[str, object]] = []
         for i in range(15):
             d = decide([9.0 * (i + 1)], current=1)
-            entry = autoscaler.history_entry(d, current=1, now=f"t{i}", metric="queue", target=8.0)
-            history = autoscaler.merge_history(history, entry)
-        assert len(history) == autoscaler.HISTORY
+            entry = autoscaling.history_entry(d, current=1, now=f"t{i}", metric="queue", target=8.0)
+            history = autoscaling.merge_history(history, entry)
+        assert len(history) == autoscaling.HISTORY
         assert history[-1]["time"] == "t14"
         assert set(history[-1]) == {
             "time",
@@ -155,7 +156,7 @@ class TestDecide:
 values = st.floats(min_value=0, max_value=500, allow_nan=False)
 pod_values = st.lists(st.one_of(values, st.none()), min_size=0, max_size=12)
 policies = st.builds(
-    autoscaler.Policy,
+    autoscaling.Policy,
     min_replicas=st.integers(0, 3),
     max_replicas=st.integers(3, 20),
     target=st.floats(min_value=0.5, max_value=50),
@@ -167,7 +168,7 @@ policies = st.builds(
 @SETTINGS
 @hypothesis.given(policy=policies, observed=pod_values, current=st.integers(0, 25))
 def test_never_outside_bounds_and_never_more_than_one_step_up(
-    policy: autoscaler.Policy, observed: list[float | None], current: int
+    policy: autoscaling.Policy, observed: list[float | None], current: int
 ) -> None:
     d = decide(observed, current=current, policy=policy)
     assert policy.min_replicas <= d.replicas <= policy.max_replicas
@@ -183,10 +184,10 @@ def test_never_outside_bounds_and_never_more_than_one_step_up(
     current=st.integers(1, 20),
 )
 def test_monotone_in_load(
-    policy: autoscaler.Policy, observed: list[float], extra: float, current: int
+    policy: autoscaling.Policy, observed: list[float], extra: float, current: int
 ) -> None:
     hypothesis.assume(policy.min_replicas <= current <= policy.max_replicas)
-    state = autoscaler.State(((0.0, current),))
+    state = autoscaling.State(((0.0, current),))
     lower = decide(observed, current=current, policy=policy, state=state)
     more = [observed[0] + extra, *observed[1:]]
     higher = decide(more, current=current, policy=policy, state=state)
@@ -202,13 +203,13 @@ def test_monotone_in_load(
     history=st.lists(st.tuples(st.floats(0, 1000), st.integers(0, 20)), max_size=6),
 )
 def test_never_scales_down_on_missing_data(
-    policy: autoscaler.Policy,
+    policy: autoscaling.Policy,
     observed: list[float | None],
     current: int,
     history: list[tuple[float, int]],
 ) -> None:
     hypothesis.assume(policy.min_replicas <= current <= policy.max_replicas)
-    state = autoscaler.State(tuple(sorted(history)))
+    state = autoscaling.State(tuple(sorted(history)))
     assert decide(observed, current=current, policy=policy, state=state).replicas >= current
 
 
@@ -261,8 +262,8 @@ def test_a_pod_that_cannot_be_scraped_never_lets_replicas_fall(loads: list[float
 
 @pytest.mark.parametrize("window", [0.0, 60.0])
 def test_scale_down_after_the_window_on_a_trace(window: float) -> None:
-    policy = autoscaler.Policy(1, 10, 8.0, 4, window)
-    replicas, state = 6, autoscaler.State()
+    policy = autoscaling.Policy(1, 10, 8.0, 4, window)
+    replicas, state = 6, autoscaling.State()
     seen = []
     for step in range(40):
         d = decide([1.0] * replicas, current=replicas, state=state, now=step * 5.0, policy=policy)
@@ -278,16 +279,16 @@ class TestRunningFloor:
 
     def test_busy_replicas_with_an_empty_queue_are_not_scaled_down(self) -> None:
         # Learn the capacity: pods with a queue run 16 each.
-        busy = [autoscaler.Sample(f"p{i}", 4.0, running=16.0) for i in range(4)]
-        learned = autoscaler.decide(
-            policy=self.policy, samples=busy, current=4, state=autoscaler.State(), now=0.0
+        busy = [autoscaling.Sample(f"p{i}", 4.0, running=16.0) for i in range(4)]
+        learned = autoscaling.decide(
+            policy=self.policy, samples=busy, current=4, state=autoscaling.State(), now=0.0
         )
         assert learned.state.capacity == 16.0
         # Then the queue empties, the pods still run 14 each: 56 running needs 4 replicas.
-        keeping = [autoscaler.Sample(f"p{i}", 0.0, running=14.0) for i in range(4)]
+        keeping = [autoscaling.Sample(f"p{i}", 0.0, running=14.0) for i in range(4)]
         state = learned.state
         for t in range(5, 2000, 5):
-            d = autoscaler.decide(
+            d = autoscaling.decide(
                 policy=self.policy, samples=keeping, current=4, state=state, now=float(t)
             )
             state = d.state
@@ -295,24 +296,24 @@ class TestRunningFloor:
         assert "56 running at 16 per saturated replica" in d.message
 
     def test_lighter_running_load_scales_down_to_what_it_needs(self) -> None:
-        state = autoscaler.State(((0.0, 2),), capacity=16.0)  # 2 all window long
-        light = [autoscaler.Sample(f"p{i}", 0.0, running=6.0) for i in range(4)]  # 24 running
-        d = autoscaler.decide(policy=self.policy, samples=light, current=4, state=state, now=400)
+        state = autoscaling.State(((0.0, 2),), capacity=16.0)  # 2 all window long
+        light = [autoscaling.Sample(f"p{i}", 0.0, running=6.0) for i in range(4)]  # 24 running
+        d = autoscaling.decide(policy=self.policy, samples=light, current=4, state=state, now=400)
         assert (d.reason, d.replicas) == ("ScaleDown", 2)
 
     def test_without_a_learned_capacity_there_is_no_floor(self) -> None:
-        light = [autoscaler.Sample(f"p{i}", 0.0, running=15.0) for i in range(4)]
-        d = autoscaler.decide(
+        light = [autoscaling.Sample(f"p{i}", 0.0, running=15.0) for i in range(4)]
+        d = autoscaling.decide(
             policy=self.policy,
             samples=light,
             current=4,
-            state=autoscaler.State(((0.0, 1),)),
+            state=autoscaling.State(((0.0, 1),)),
             now=400,
         )
         assert d.replicas == 1
 
     def test_the_capacity_survives_in_status(self) -> None:
-        state = autoscaler.State.from_status([[1.0, 2]]).with_capacity(12.5)
+        state = autoscaling.State.from_status([[1.0, 2]]).with_capacity(12.5)
         assert state.capacity == 12.5
-        assert autoscaler.State().with_capacity("x").capacity is None
-        assert autoscaler.State().with_capacity(True).capacity is None
+        assert autoscaling.State().with_capacity("x").capacity is None
+        assert autoscaling.State().with_capacity(True).capacity is None

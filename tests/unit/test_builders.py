@@ -1,4 +1,4 @@
-"""Unit tests for ``llama_operator.builders``: one class per builder."""
+"""Unit tests for ``llama_operator.serving.builders``: one class per builder."""
 
 from __future__ import annotations
 
@@ -7,15 +7,18 @@ from typing import Any
 
 import pytest
 
-from llama_operator import api, builders, catalog, config, facts, licenses, planner, pools
+from llama_operator import api
+from llama_operator.licensing import terms
+from llama_operator.planning import catalog, config, facts, planner, pools
+from llama_operator.serving import builders
 
 SETTINGS = config.OperatorConfig()
 POOLS = {pool.name: pool for pool in config.default_pools()}
 UID = "0b7c6d1e-1111-4222-8333-444455556666"
 
 
-def detection(spec: api.LlamaDeploymentSpec) -> licenses.Detection:
-    return licenses.detect(model_id=spec.model.id, override=None)
+def detection(spec: api.LlamaDeploymentSpec) -> terms.Detection:
+    return terms.detect(model_id=spec.model.id, override=None)
 
 
 def make_spec(**raw: Any) -> api.LlamaDeploymentSpec:
@@ -251,7 +254,7 @@ class TestService:
             uid=UID,
             service_name="chat",
             variant="primary",
-            detection=licenses.detect(model_id="meta-llama/Llama-3.1-8B-Instruct", override=None),
+            detection=terms.detect(model_id="meta-llama/Llama-3.1-8B-Instruct", override=None),
         )
         assert (service["apiVersion"], service["kind"]) == ("v1", "Service")
         assert service["metadata"]["name"] == "chat"
@@ -280,7 +283,7 @@ class TestService:
             uid=UID,
             service_name="chat-primary",
             variant="primary",
-            detection=licenses.detect(model_id="meta-llama/Llama-3.1-8B-Instruct", override=None),
+            detection=terms.detect(model_id="meta-llama/Llama-3.1-8B-Instruct", override=None),
         )
         container_ports = {
             port["name"]

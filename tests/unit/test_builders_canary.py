@@ -10,7 +10,8 @@ import pytest
 from test_builders import SETTINGS, UID, build, detection, make_spec, plan_for
 
 from gateway import validate_httproute
-from llama_operator import api, builders, engines
+from llama_operator import api
+from llama_operator.serving import builders, engines
 
 
 def primary(spec: api.LlamaDeploymentSpec) -> dict[str, Any]:

@@ -8,7 +8,9 @@ from typing import Any
 import pytest
 
 import podserver
-from llama_operator import api, capacity, podmetrics
+from llama_operator import api
+from llama_operator.operations import capacity
+from llama_operator.serving import engine_metrics
 
 
 def plan(**changes: Any) -> api.Plan:
@@ -84,7 +86,7 @@ class TestParse:
         assert capacity.parse(page(engine="vllm-legacy"), engine="vllm") is None
 
     def test_an_error_page_is_an_error(self) -> None:
-        with pytest.raises(podmetrics.MetricsError):
+        with pytest.raises(engine_metrics.MetricsError):
             capacity.parse("<html>502 Bad Gateway</html>", engine="vllm")
 
     def test_tgi_publishes_none(self) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from llama_operator import catalog
+from llama_operator.planning import catalog
 
 B = 1e9
 

@@ -26,8 +26,10 @@ import pytest
 from test_crd import api_server_errors, wrap
 from test_reconcile_rollout import Client, ready
 
-from llama_operator import api, builders, conditions, reconcile
-from llama_operator import config as operator_config
+from llama_operator import api, reconcile
+from llama_operator.api import conditions
+from llama_operator.planning import config as operator_config
+from llama_operator.serving import builders
 
 DNS_1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 DNS_1123_SUBDOMAIN = re.compile(

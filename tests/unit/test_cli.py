@@ -11,7 +11,8 @@ import pytest
 import yaml
 
 import llama_operator
-from llama_operator import cli, crd
+from llama_operator import cli
+from llama_operator.api import crd
 
 ROOT = pathlib.Path(__file__).parents[2]
 EXAMPLES = ROOT / "manifests" / "examples"
@@ -243,7 +244,7 @@ class TestRun:
             [
                 "run",
                 "-m",
-                "llama_operator.handlers",
+                "llama_operator.runtime.handlers",
                 "-n",
                 "ai",
                 "--liveness",
@@ -257,7 +258,7 @@ class TestRun:
         seen: list[list[str]] = []
         monkeypatch.setattr(cli.kopf_cli, "main", lambda args, prog_name: seen.append(args))
         assert cli.main(["run"]) == 0
-        assert seen == [["run", "-m", "llama_operator.handlers", "--all-namespaces"]]
+        assert seen == [["run", "-m", "llama_operator.runtime.handlers", "--all-namespaces"]]
 
 
 class TestNoInput:

@@ -21,7 +21,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from llama_operator import api, crd
+from llama_operator import api
+from llama_operator.api import crd
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 CRD_FILE = ROOT / "crds" / "llamadeployments.llamaops.dev.yaml"
@@ -35,7 +36,9 @@ STATUS_SCHEMA: dict[str, Any] = OPENAPI["properties"]["status"]
 TYPES = {"object", "array", "string", "integer", "number", "boolean"}
 INT_OR_STRING_ANY_OF = [{"type": "integer"}, {"type": "string"}]
 MODEL_ID = "meta-llama/Llama-3.1-8B-Instruct"
-REGENERATE = "is out of date with llama_operator/api.py: run `make generate` and commit the result"
+REGENERATE = (
+    "is out of date with llama_operator/api/__init__.py: run `make generate` and commit the result"
+)
 
 
 # -- helpers: walking the schema ----------------------------------------------------------

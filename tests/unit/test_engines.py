@@ -1,4 +1,4 @@
-"""Unit tests for ``llama_operator.engines``: from a Plan to the engine container."""
+"""Unit tests for ``llama_operator.serving.engines``: from a Plan to the engine container."""
 
 from __future__ import annotations
 
@@ -6,8 +6,10 @@ from typing import Any
 
 import pytest
 
-from llama_operator import api, catalog, config, engines, facts, planner, profiles
-from llama_operator.engines import flags
+from llama_operator import api
+from llama_operator.planning import catalog, config, engine_profiles, facts, planner
+from llama_operator.serving import engines
+from llama_operator.serving.engines import flags
 from plans import make_plan
 
 SETTINGS = config.OperatorConfig()
@@ -183,7 +185,7 @@ class TestTgi:
     def test_unsupported_quantization_raises(self) -> None:
         # The Plan type allows every quantization; an unmapped one must not pass silently.
         with pytest.raises(ValueError, match=r"TGI 3\.0\.0\+ cannot serve quantization 'int3'"):
-            flags.quantization(profile=profiles.get("tgi"), quantization="int3")  # type: ignore[arg-type]
+            flags.quantization(profile=engine_profiles.get("tgi"), quantization="int3")  # type: ignore[arg-type]
 
     def test_engine_args_appended_last(self) -> None:
         spec = make_spec(engineArgs=["--max-batch-prefill-tokens", "8192"])
@@ -278,7 +280,7 @@ class TestSharedContainer:
         # LOG_LEVEL filters them (tests/engines/test_tgi_log_filter.py proves the
         # directive with a real tracing-subscriber).
         env = {item["name"]: item.get("value") for item in render(engine="tgi")["env"]}
-        assert env["LOG_LEVEL"] == profiles.get("tgi").env["LOG_LEVEL"]
+        assert env["LOG_LEVEL"] == engine_profiles.get("tgi").env["LOG_LEVEL"]
         assert "text_generation_launcher=warn" in env["LOG_LEVEL"]
 
     @pytest.mark.parametrize("engine", ["vllm", "tgi"])
@@ -356,23 +358,23 @@ class TestImage:
 
 class TestMetricsTable:
     def test_same_signals_for_every_engine(self) -> None:
-        assert set(profiles.get("vllm").metrics) == set(profiles.get("tgi").metrics)
+        assert set(engine_profiles.get("vllm").metrics) == set(engine_profiles.get("tgi").metrics)
 
     def test_kv_cache_keeps_renamed_fallback(self) -> None:
-        for profile in profiles.profiles("vllm"):
+        for profile in engine_profiles.profiles("vllm"):
             assert profile.metrics["kvCache"] == (
                 "vllm:kv_cache_usage_perc",
                 "vllm:gpu_cache_usage_perc",
             )
 
     def test_queue_names(self) -> None:
-        assert profiles.get("vllm").metrics["queue"][0] == "vllm:num_requests_waiting"
-        assert profiles.get("tgi").metrics["queue"][0] == "tgi_queue_size"
+        assert engine_profiles.get("vllm").metrics["queue"][0] == "vllm:num_requests_waiting"
+        assert engine_profiles.get("tgi").metrics["queue"][0] == "tgi_queue_size"
 
     def test_engine_prefixes(self) -> None:
         prefixes: dict[api.Engine, str] = {"vllm": "vllm:", "tgi": "tgi_"}
         for engine, prefix in prefixes.items():
-            for profile in profiles.profiles(engine):
+            for profile in engine_profiles.profiles(engine):
                 for names in profile.metrics.values():
                     assert all(name.startswith(prefix) for name in names)
 
@@ -380,7 +382,7 @@ class TestMetricsTable:
     def test_every_profile_serves_probes_and_metrics_where_services_expect(
         self, engine: api.Engine
     ) -> None:
-        for profile in profiles.profiles(engine):
+        for profile in engine_profiles.profiles(engine):
             assert (profile.healthPath, profile.metricsPath) == (
                 engines.HEALTH_PATH,
                 engines.METRICS_PATH,
@@ -398,10 +400,10 @@ class TestEngineModules:
 
     @pytest.mark.parametrize(
         "profile",
-        [*profiles.profiles("vllm"), *profiles.profiles("tgi")],
+        [*engine_profiles.profiles("vllm"), *engine_profiles.profiles("tgi")],
         ids=lambda p: f"{p.engine}-{p.since}",
     )
-    def test_rendered_flags_are_the_profiles(self, profile: profiles.Profile) -> None:
+    def test_rendered_flags_are_the_profiles(self, profile: engine_profiles.Profile) -> None:
         for quantization in profile.quantizations:
             dtype = "float16" if quantization in ("awq", "gptq") else "bfloat16"
             args = render(
@@ -419,4 +421,4 @@ class TestEngineModules:
     @pytest.mark.parametrize("engine", ["vllm", "tgi"])
     def test_command_is_the_profiles(self, engine: api.Engine) -> None:
         container = render(engine=engine)
-        assert container.get("command", []) == list(profiles.get(engine).command)
+        assert container.get("command", []) == list(engine_profiles.get(engine).command)

@@ -1,4 +1,4 @@
-"""Unit and contract tests for ``llama_operator.external_scalers``.
+"""Unit and contract tests for ``llama_operator.serving.scalers``.
 
 The HorizontalPodAutoscaler is validated with the official OpenAPI schemas in
 ``kubernetes-validate`` (strict), for the same Kubernetes versions as
@@ -20,7 +20,9 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from llama_operator import api, builders, config, external_scalers
+from llama_operator import api
+from llama_operator.planning import config
+from llama_operator.serving import builders, scalers
 
 SETTINGS = config.OperatorConfig()
 UID = "0b7c6d1e-1111-4222-8333-444455556666"
@@ -43,7 +45,7 @@ def autoscaling(**raw: Any) -> api.Autoscaling:
 def keda(
     engine: api.Engine = "vllm", settings: config.OperatorConfig = SETTINGS, **raw: Any
 ) -> dict[str, Any]:
-    return external_scalers.scaled_object(
+    return scalers.scaled_object(
         name="chat",
         namespace="ai",
         uid=UID,
@@ -56,7 +58,7 @@ def keda(
 def hpa(
     engine: api.Engine = "vllm", settings: config.OperatorConfig = SETTINGS, **raw: Any
 ) -> dict[str, Any]:
-    return external_scalers.horizontal_pod_autoscaler(
+    return scalers.horizontal_pod_autoscaler(
         name="chat",
         namespace="ai",
         uid=UID,
@@ -91,7 +93,7 @@ def keda_schema() -> jsonschema.Draft202012Validator:
 
 class TestPodRegex:
     def test_form(self) -> None:
-        assert external_scalers.pod_regex("chat") == "chat-primary-[a-z0-9]+-[a-z0-9]+"
+        assert scalers.pod_regex("chat") == "chat-primary-[a-z0-9]+-[a-z0-9]+"
 
     @pytest.mark.parametrize(
         ("pod", "matches"),
@@ -107,11 +109,11 @@ class TestPodRegex:
     )
     def test_matches_only_the_primary_pods(self, pod: str, matches: bool) -> None:
         # Prometheus anchors =~ at both ends, as fullmatch does.
-        regex = external_scalers.pod_regex("chat")
+        regex = scalers.pod_regex("chat")
         assert (re.fullmatch(regex, pod) is not None) is matches
 
     def test_dot_in_a_name_is_literal(self) -> None:
-        regex = external_scalers.pod_regex("chat.v2")
+        regex = scalers.pod_regex("chat.v2")
         assert re.fullmatch(regex, "chat.v2-primary-7d9c8b6f5-x2x9k")
         assert not re.fullmatch(regex, "chatxv2-primary-7d9c8b6f5-x2x9k")
         assert "\\" not in regex  # nothing a PromQL string literal would need escaped
@@ -135,23 +137,23 @@ class TestQuantities:
         ],
     )
     def test_quantity_is_canonical(self, value: float, expected: str) -> None:
-        assert external_scalers.quantity(value) == expected
+        assert scalers.quantity(value) == expected
 
     def test_quantity_refuses_zero(self) -> None:
         with pytest.raises(ValueError, match="positive"):
-            external_scalers.quantity(0)
+            scalers.quantity(0)
 
     @pytest.mark.parametrize(
         ("value", "expected"),
         [(8, "8"), (8.0, "8"), (0.8, "0.8"), (0, "0"), (2.5, "2.5"), (1e-05, "0.00001")],
     )
     def test_decimal_string(self, value: float, expected: str) -> None:
-        assert external_scalers.decimal_string(value) == expected
+        assert scalers.decimal_string(value) == expected
 
 
 class TestBehavior:
     def test_carries_the_builtin_policy(self) -> None:
-        behavior = external_scalers.behavior(
+        behavior = scalers.behavior(
             autoscaling(scaleUpStep=2, intervalSeconds=10, scaleDownDelaySeconds=600)
         )
         assert behavior == {
@@ -163,13 +165,13 @@ class TestBehavior:
         }
 
     def test_window_longer_than_an_hpa_accepts_is_refused(self) -> None:
-        with pytest.raises(external_scalers.ScalerError) as caught:
-            external_scalers.behavior(autoscaling(scaleDownDelaySeconds=3601))
+        with pytest.raises(scalers.ScalerError) as caught:
+            scalers.behavior(autoscaling(scaleDownDelaySeconds=3601))
         assert caught.value.field == "spec.autoscaling.scaleDownDelaySeconds"
         assert "3600" in str(caught.value)
 
     def test_longest_window_an_hpa_accepts(self) -> None:
-        behavior = external_scalers.behavior(autoscaling(scaleDownDelaySeconds=3600))
+        behavior = scalers.behavior(autoscaling(scaleDownDelaySeconds=3600))
         assert behavior["scaleDown"]["stabilizationWindowSeconds"] == 3600
 
 
@@ -295,7 +297,7 @@ class TestScaledObject:
     def test_scale_to_zero_needs_a_signal_from_in_front_of_the_pods(self) -> None:
         # The engine's metrics vanish with its pods: without an activation query from a
         # gateway or ingress nothing could ever wake the endpoint, so it is refused.
-        with pytest.raises(external_scalers.ScalerError) as caught:
+        with pytest.raises(scalers.ScalerError) as caught:
             keda(minReplicas=0)
         assert caught.value.field == "spec.autoscaling.minReplicas"
         assert "autoscaling.activationQuery" in str(caught.value)
@@ -319,12 +321,12 @@ class TestScaledObject:
         assert float(activation["metadata"]["threshold"]) >= 1e9
 
     def test_a_bad_activation_template_names_the_key(self) -> None:
-        with pytest.raises(external_scalers.ScalerError) as caught:
+        with pytest.raises(scalers.ScalerError) as caught:
             keda(minReplicas=0, settings=settings_with(activationQuery="sum(${pods})"))
         assert caught.value.field == "autoscaling.activationQuery"
 
     def test_kv_cache_on_tgi_is_refused(self) -> None:
-        with pytest.raises(external_scalers.ScalerError) as caught:
+        with pytest.raises(scalers.ScalerError) as caught:
             keda(engine="tgi", metric="kvCache")
         assert caught.value.field == "spec.autoscaling.metric"
         assert str(caught.value) == (
@@ -346,20 +348,20 @@ class TestScaledObject:
 
     def test_a_query_blanked_in_the_config_is_refused(self) -> None:
         settings = settings_with(queries={"vllm": {"queue": ""}})
-        with pytest.raises(external_scalers.ScalerError) as caught:
+        with pytest.raises(scalers.ScalerError) as caught:
             keda(settings=settings, metric="queue")
         assert caught.value.field == "autoscaling.queries.vllm.queue"
         assert "set autoscaling.queries.vllm.queue" in str(caught.value)
 
     def test_an_engine_without_queries_is_refused(self) -> None:
         settings = settings_with(queries={"tgi": {"queue": ""}})
-        with pytest.raises(external_scalers.ScalerError) as caught:
+        with pytest.raises(scalers.ScalerError) as caught:
             keda(engine="tgi", settings=settings)
         assert caught.value.field == "autoscaling.queries.tgi.queue"
 
     def test_unknown_placeholder_names_the_config_key(self) -> None:
         settings = settings_with(queries={"vllm": {"queue": 'sum(q{pod=~"${pod}"})'}})
-        with pytest.raises(external_scalers.ScalerError) as caught:
+        with pytest.raises(scalers.ScalerError) as caught:
             keda(settings=settings)
         assert caught.value.field == "autoscaling.queries.vllm.queue"
 
@@ -433,13 +435,13 @@ class TestHorizontalPodAutoscaler:
         assert hpa(**raw)["spec"]["behavior"] == keda_behavior["behavior"]
 
     def test_kv_cache_on_tgi_is_refused(self) -> None:
-        with pytest.raises(external_scalers.ScalerError) as caught:
+        with pytest.raises(scalers.ScalerError) as caught:
             hpa(engine="tgi", metric="kvCache")
         assert caught.value.field == "spec.autoscaling.metric"
 
     def test_config_without_the_pod_metric_is_refused(self) -> None:
         settings = settings_with(podMetrics={"vllm": {"inflight": ""}})
-        with pytest.raises(external_scalers.ScalerError) as caught:
+        with pytest.raises(scalers.ScalerError) as caught:
             hpa(settings=settings, metric="inflight")
         assert caught.value.field == "autoscaling.podMetrics.vllm.inflight"
         assert "set autoscaling.podMetrics.vllm.inflight" in str(caught.value)
@@ -447,8 +449,8 @@ class TestHorizontalPodAutoscaler:
     def test_min_replicas_zero_is_refused(self) -> None:
         # The API refuses this combination; a spec that bypassed it still fails readably.
         bypassed = api.Autoscaling(engine="hpa", minReplicas=0)
-        with pytest.raises(external_scalers.ScalerError) as caught:
-            external_scalers.horizontal_pod_autoscaler(
+        with pytest.raises(scalers.ScalerError) as caught:
+            scalers.horizontal_pod_autoscaler(
                 name="chat",
                 namespace="ai",
                 uid=UID,
@@ -467,7 +469,7 @@ class TestForSpec:
         return api.parse_spec(raw)
 
     def build(self, autoscaling: dict[str, Any] | None) -> list[dict[str, Any]]:
-        return external_scalers.for_spec(
+        return scalers.for_spec(
             name="chat",
             namespace="ai",
             uid=UID,
@@ -507,8 +509,8 @@ class TestForSpec:
         assert hashes[0] == hashes[1] != hashes[2]
 
     def test_errors_pass_through(self) -> None:
-        with pytest.raises(external_scalers.ScalerError):
-            external_scalers.for_spec(
+        with pytest.raises(scalers.ScalerError):
+            scalers.for_spec(
                 name="chat",
                 namespace="ai",
                 uid=UID,
@@ -534,7 +536,7 @@ class TestHorizontalPodAutoscalerValidates:
     @pytest.mark.parametrize("version", VERSIONS)
     @pytest.mark.parametrize("raw", HPA_VARIANTS, ids=json.dumps)
     def test_valid(self, raw: dict[str, Any], version: str) -> None:
-        [obj] = external_scalers.for_spec(
+        [obj] = scalers.for_spec(
             name="chat",
             namespace="ai",
             uid=UID,
@@ -674,7 +676,7 @@ class TestScaledObjectValidates:
         engine: api.Engine,
         raw: dict[str, Any],
     ) -> None:
-        [obj] = external_scalers.for_spec(
+        [obj] = scalers.for_spec(
             name="chat",
             namespace="ai",
             uid=UID,

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from llama_operator import api, catalog, facts
+from llama_operator import api
+from llama_operator.planning import catalog, facts
 
 LLAMA_31_8B_CONFIG: dict[str, object] = {
     "architectures": ["LlamaForCausalLM"],

@@ -20,7 +20,9 @@ import hypothesis
 import pytest
 from hypothesis import strategies as st
 
-from llama_operator import api, conditions, events, failover, health
+from llama_operator import api
+from llama_operator.api import conditions, events
+from llama_operator.operations import failover, health
 
 T0 = 1_750_000_000  # the clock's start, seconds since the epoch
 PRIMARY_MODEL = "meta-llama/Llama-3.1-70B-Instruct"

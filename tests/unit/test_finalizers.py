@@ -15,7 +15,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from llama_operator import api, cli, finalizers, k8s, metrics
+from llama_operator import api, cli
+from llama_operator.clients import k8s
+from llama_operator.runtime import finalizers, operator_metrics
 
 OURS = finalizers.FINALIZER
 OTHER = "example.com/other"
@@ -31,8 +33,8 @@ class TestReleasePatch:
         assert OURS == "llamaops.dev/finalizer" == f"{api.GROUP}/finalizer"
         # Imported here, not at the top: importing the handlers binds the timer interval,
         # which the contract tests' conftest shortens before it imports them itself.
-        handlers = importlib.import_module("llama_operator.handlers")
-        monkeypatch.setattr(metrics, "serve", lambda: None)
+        handlers = importlib.import_module("llama_operator.runtime.handlers")
+        monkeypatch.setattr(operator_metrics, "serve", lambda: None)
         monkeypatch.setattr(k8s.Client, "from_environment", lambda **_: None)
         monkeypatch.delenv("LLAMA_OPERATOR_CONFIG", raising=False)
         settings = kopf.OperatorSettings()

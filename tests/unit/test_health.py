@@ -15,7 +15,8 @@ import hypothesis
 import pytest
 from hypothesis import strategies as st
 
-from llama_operator import health, profiles
+from llama_operator.operations import health
+from llama_operator.planning import engine_profiles
 
 NO_GPU = "0/3 nodes are available: 3 Insufficient nvidia.com/gpu."
 NO_NODE = (
@@ -476,8 +477,8 @@ class TestMemoryPatternsFromTheProfile:
     def test_the_profiles_patterns_are_used(self) -> None:
         exited_for = running(ready=False, restarts=1, **exited("Not enough memory to handle 9"))
         pods = [pod("p", containers=[exited_for])]
-        tgi = profiles.get("tgi").outOfMemoryLogs
-        vllm = profiles.get("vllm").outOfMemoryLogs
+        tgi = engine_profiles.get("tgi").outOfMemoryLogs
+        vllm = engine_profiles.get("vllm").outOfMemoryLogs
         assert health.of(desired=1, ready=0, pods=pods, memory_patterns=tgi).out_of_memory
         # vLLM never prints TGI's warm-up line: a vLLM pod is not judged by it.
         assert health.of(desired=1, ready=0, pods=pods, memory_patterns=vllm).out_of_memory is None
@@ -486,7 +487,7 @@ class TestMemoryPatternsFromTheProfile:
         every = {
             pattern
             for engine in ("vllm", "tgi")
-            for profile in profiles.profiles(engine)  # type: ignore[arg-type]
+            for profile in engine_profiles.profiles(engine)  # type: ignore[arg-type]
             for pattern in profile.outOfMemoryLogs
         }
         assert set(health.default_memory_patterns()) == every

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from llama_operator import hub
+from llama_operator.clients import hub
 
 
 @pytest.fixture(autouse=True)

@@ -15,7 +15,7 @@ import pytest
 from huggingface_hub.utils import _http as hf_http
 
 import hubserver
-from llama_operator import hub
+from llama_operator.clients import hub
 
 TOKEN = "hf_fixtureTokenGrantedXq7Lr2Vb9Kd"
 OTHER = "hf_fixtureTokenOtherPz3Mw8Nc1Ty"

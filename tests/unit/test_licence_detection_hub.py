@@ -11,7 +11,8 @@ import pytest
 import yaml
 
 import hubserver
-from llama_operator import api, cli, hub, reconcile
+from llama_operator import api, cli, reconcile
+from llama_operator.clients import hub
 
 
 class NoSecrets:

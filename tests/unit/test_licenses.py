@@ -8,9 +8,11 @@ from typing import Any
 
 import pytest
 import yaml
+from llama_operator.licensing.terms import REGISTRY
 
-from llama_operator import catalog, cli, licenses
-from llama_operator.licenses import REGISTRY
+from llama_operator import cli
+from llama_operator.licensing import terms
+from llama_operator.planning import catalog
 
 ROOT = pathlib.Path(__file__).parents[2]
 EXAMPLES = ROOT / "manifests" / "examples"
@@ -109,7 +111,7 @@ class TestRegistry:
         assert "research" in REGISTRY["mrl"].restricted
         assert [lic.id for lic in REGISTRY.values() if lic.restricted] == ["mrl", "mnpl"]
         assert "non-production" in (REGISTRY["mnpl"].restricted or "")
-        assert licenses.from_card("other", "mnpl") is REGISTRY["mnpl"]
+        assert terms.from_card("other", "mnpl") is REGISTRY["mnpl"]
         assert any("100 million" in c for c in REGISTRY["qwen"].clauses)
         assert any("passed on to users" in c for c in REGISTRY["gemma"].clauses)
         assert any("bind users" in c for c in REGISTRY["deepseek"].clauses)
@@ -265,27 +267,27 @@ class TestDetect:
         ids=[f"{k['model_id']}-{s}" for k, _, s in DETECTIONS],
     )
     def test_table(self, kwargs: dict[str, Any], license_id: str | None, source: str) -> None:
-        found = licenses.detect(**kwargs)
+        found = terms.detect(**kwargs)
         assert found.id == license_id
         assert found.source == source
         assert found.detail
 
     def test_unknown_override_names_the_allowed_ids(self) -> None:
-        found = licenses.detect(model_id="acme/x", override="llama5")
+        found = terms.detect(model_id="acme/x", override="llama5")
         assert "spec.license.id" in found.detail
         assert "'llama5'" in found.detail
         assert all(license_id in found.detail for license_id in ALL_IDS)
 
     def test_unknown_says_which_field_to_set(self) -> None:
-        found = licenses.detect(model_id="acme/x", override=None)
+        found = terms.detect(model_id="acme/x", override=None)
         assert found.license is None
         assert "set spec.license.id" in found.detail
 
     def test_override_is_case_insensitive(self) -> None:
-        assert licenses.detect(model_id="acme/x", override="Llama3.1").id == "llama3.1"
+        assert terms.detect(model_id="acme/x", override="Llama3.1").id == "llama3.1"
 
     def test_inheritance_says_what_the_card_claimed(self) -> None:
-        found = licenses.detect(
+        found = terms.detect(
             model_id="deepseek-ai/DeepSeek-R1-Distill-Llama-8B",
             override=None,
             card_license="mit",
@@ -295,7 +297,7 @@ class TestDetect:
         assert "'mit'" in found.detail
 
     def test_card_beats_catalog(self) -> None:
-        found = licenses.detect(
+        found = terms.detect(
             model_id="meta-llama/Llama-3.1-8B",
             override=None,
             card_license="llama3.1",
@@ -304,7 +306,7 @@ class TestDetect:
         assert found.source == "card"
 
     def test_catalog_licence_unknown_to_the_registry_falls_through(self) -> None:
-        found = licenses.detect(
+        found = terms.detect(
             model_id="meta-llama/Llama-3.1-8B", override=None, catalog_license="nope"
         )
         assert (found.id, found.source) == ("llama3.1", "pattern")
@@ -324,25 +326,23 @@ class TestMultimodal:
         ],
     )
     def test_multimodal(self, model_id: str, expected: bool) -> None:
-        assert licenses.multimodal(model_id) is expected
+        assert terms.multimodal(model_id) is expected
 
     def test_eu_notice_for_multimodal_models_under_3_2_and_later(self) -> None:
         vision = "meta-llama/Llama-3.2-11B-Vision-Instruct"
-        notice = licenses.eu_multimodal_notice(REGISTRY["llama3.2"], vision)
+        notice = terms.eu_multimodal_notice(REGISTRY["llama3.2"], vision)
         assert notice is not None
         assert "EU" in notice
         assert REGISTRY["llama3.2"].aup_url is not None
         assert REGISTRY["llama3.2"].aup_url in notice
 
     def test_no_eu_notice_otherwise(self) -> None:
+        assert terms.eu_multimodal_notice(REGISTRY["llama3.2"], "meta-llama/Llama-3.2-1B") is None
         assert (
-            licenses.eu_multimodal_notice(REGISTRY["llama3.2"], "meta-llama/Llama-3.2-1B") is None
-        )
-        assert (
-            licenses.eu_multimodal_notice(REGISTRY["llama3.1"], "meta-llama/Llama-3.2-11B-Vision")
+            terms.eu_multimodal_notice(REGISTRY["llama3.1"], "meta-llama/Llama-3.2-11B-Vision")
             is None
         )
-        assert licenses.eu_multimodal_notice(None, "meta-llama/Llama-4-Scout-17B-16E") is None
+        assert terms.eu_multimodal_notice(None, "meta-llama/Llama-4-Scout-17B-16E") is None
 
 
 class TestCli:

@@ -8,18 +8,11 @@ from typing import Any
 import pytest
 import yaml
 
-from llama_operator import (
-    api,
-    builders,
-    catalog,
-    conditions,
-    config,
-    facts,
-    licenses,
-    licensing,
-    planner,
-    pools,
-)
+from llama_operator import api
+from llama_operator.api import conditions
+from llama_operator.licensing import gating, terms
+from llama_operator.planning import catalog, config, facts, planner, pools
+from llama_operator.serving import builders
 
 FIXTURE = pathlib.Path(__file__).parents[1] / "fixtures" / "licenses.yaml"
 EXPECTED: dict[str, dict[str, Any]] = yaml.safe_load(FIXTURE.read_text(encoding="utf-8"))[
@@ -37,8 +30,8 @@ LLAMA_MODELS = {
 }
 
 
-def detected(model_id: str, override: str | None = None) -> licenses.Detection:
-    return licenses.detect(model_id=model_id, override=override)
+def detected(model_id: str, override: str | None = None) -> terms.Detection:
+    return terms.detect(model_id=model_id, override=override)
 
 
 def verdict(
@@ -48,11 +41,11 @@ def verdict(
     override: str | None = None,
     previous: dict[str, Any] | None = None,
     serving: bool = False,
-) -> licensing.Verdict:
+) -> gating.Verdict:
     spec_license = None
     if accept is not None or override is not None:
         spec_license = api.License(accept=bool(accept), id=override)
-    return licensing.license_verdict(
+    return gating.license_verdict(
         detection=detected(model_id, override),
         model_id=model_id,
         spec_license=spec_license,
@@ -61,7 +54,7 @@ def verdict(
     )
 
 
-def check(v: licensing.Verdict, type_: str) -> conditions.Check:
+def check(v: gating.Verdict, type_: str) -> conditions.Check:
     (found,) = [c for c in v.checks if c.type == type_]
     return found
 
@@ -99,7 +92,7 @@ class TestNoticeInTheConfigMap:
 
     def test_readme_lists_the_obligations(self) -> None:
         model_id = LLAMA_MODELS["llama3.2"].replace("3B-Instruct", "11B-Vision-Instruct")
-        readme = licenses.readme(detected(model_id), model_id)
+        readme = terms.readme(detected(model_id), model_id)
         assert "Licence: Llama 3.2 Community License (llama3.2)" in readme
         assert 'display "Built with Llama"' in readme
         assert "700 million monthly active users" in readme
@@ -182,7 +175,7 @@ class TestAcceptanceGate:
         assert not v.accepted
         c = check(v, conditions.LICENSE_ACCEPTED)
         assert (c.status, c.reason) == ("False", "NotAccepted")
-        lic = licenses.REGISTRY[license_id]
+        lic = terms.REGISTRY[license_id]
         assert lic.aup_url is not None
         assert lic.aup_url in c.message
         assert "spec.license.accept: true" in c.message
@@ -276,9 +269,9 @@ class TestAccess:
         *,
         token: bool,
         gated: bool | None,
-        answer: licensing.AccessAnswer | None,
+        answer: gating.AccessAnswer | None,
     ) -> conditions.Check | None:
-        return licensing.access_check(
+        return gating.access_check(
             model_id=self.model,
             page=self.page,
             token_referenced=token,
@@ -287,26 +280,26 @@ class TestAccess:
         )
 
     def test_granted(self) -> None:
-        c = self.access(token=True, gated=True, answer=licensing.AccessAnswer("Granted", "ok"))
+        c = self.access(token=True, gated=True, answer=gating.AccessAnswer("Granted", "ok"))
         assert c is not None
         assert (c.status, c.reason) == ("True", "Granted")
-        assert not licensing.holds(c)
+        assert not gating.holds(c)
 
     @pytest.mark.parametrize("reason", ["NotGranted", "NotFound", "BadToken", "SecretMissing"])
-    def test_denials_hold_serving(self, reason: licensing.AccessReason) -> None:
-        answer = licensing.AccessAnswer(reason, f"denied; see {self.page}")
+    def test_denials_hold_serving(self, reason: gating.AccessReason) -> None:
+        answer = gating.AccessAnswer(reason, f"denied; see {self.page}")
         c = self.access(token=True, gated=True, answer=answer)
         assert c is not None
         assert (c.status, c.reason) == ("False", reason)
         assert c.message == answer.message
-        assert licensing.holds(c)
+        assert gating.holds(c)
 
     def test_unreachable_hub_is_unknown_and_does_not_hold(self) -> None:
-        answer = licensing.AccessAnswer("Unreachable", "the Hub could not be reached")
+        answer = gating.AccessAnswer("Unreachable", "the Hub could not be reached")
         c = self.access(token=True, gated=None, answer=answer)
         assert c is not None
         assert (c.status, c.reason) == ("Unknown", "HubUnreachable")
-        assert not licensing.holds(c)
+        assert not gating.holds(c)
 
     def test_not_asked_leaves_the_condition_alone(self) -> None:
         assert self.access(token=True, gated=True, answer=None) is None
@@ -317,7 +310,7 @@ class TestAccess:
         assert (c.status, c.reason) == ("False", "TokenRequired")
         assert self.page in c.message
         assert "spec.model.tokenSecretRef" in c.message
-        assert licensing.holds(c)
+        assert gating.holds(c)
 
     def test_not_gated_and_unknown(self) -> None:
         c = self.access(token=False, gated=False, answer=None)
@@ -326,13 +319,13 @@ class TestAccess:
         c = self.access(token=False, gated=None, answer=None)
         assert c is not None
         assert (c.status, c.reason) == ("Unknown", "NotChecked")
-        assert not licensing.holds(c)
+        assert not gating.holds(c)
 
 
 class TestStatus:
     def test_license_status_carries_the_facts_and_drops_empty_fields(self) -> None:
         found = detected(LLAMA_MODELS["llama2"])
-        result = licensing.license_status(detection=found, accepted=True, config_map="c-license")
+        result = gating.license_status(detection=found, accepted=True, config_map="c-license")
         assert result == {
             "id": "llama2",
             "name": "Llama 2 Community License",
@@ -366,7 +359,7 @@ class TestHubConfig:
 
 def test_permissive_ancestors_pass_nothing_on() -> None:
     # A fine-tune of an Apache-2.0 model may be published under its own terms.
-    found = licenses.detect(
+    found = terms.detect(
         model_id="org/tune",
         override=None,
         card_license="mit",
@@ -375,7 +368,7 @@ def test_permissive_ancestors_pass_nothing_on() -> None:
     )
     assert (found.id, found.source) == ("mit", "card")
     # A Qwen-licensed ancestor, named by its repository, does pass its licence on.
-    found = licenses.detect(
+    found = terms.detect(
         model_id="org/tune",
         override=None,
         card_license="apache-2.0",

@@ -26,7 +26,8 @@ from typing import Any
 import pytest
 import yaml
 
-from llama_operator import api, catalog, facts, gpus, profiles, sizing
+from llama_operator import api
+from llama_operator.planning import catalog, engine_profiles, facts, gpus, sizing
 
 FIXTURE = (
     pathlib.Path(__file__).parents[1] / "fixtures" / "engine-memory" / "vllm-startup-logs.yaml"
@@ -34,7 +35,7 @@ FIXTURE = (
 LOGS: dict[str, dict[str, Any]] = {
     entry["id"]: entry for entry in yaml.safe_load(FIXTURE.read_text())
 }
-VLLM = profiles.get("vllm").memory
+VLLM = engine_profiles.get("vllm").memory
 H100 = gpus.KNOWN["NVIDIA-H100-80GB-HBM3"]
 
 

@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 from test_crd import api_server_errors, operator_error, wrap
 
-from llama_operator import api, k8s
+from llama_operator import api
+from llama_operator.clients import k8s
 
 MODEL = {"id": "meta-llama/Llama-3.1-8B-Instruct"}
 

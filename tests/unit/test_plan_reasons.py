@@ -15,7 +15,9 @@ import pytest
 from test_planner import pool, request_for
 from test_reconcile import SETTINGS, SPEC, body, run
 
-from llama_operator import api, conditions, config, facts, planner, pools
+from llama_operator import api
+from llama_operator.api import conditions
+from llama_operator.planning import config, facts, planner, pools
 
 # 7 attention heads (and 7 KV heads): only tensorParallel 1 divides them.
 SEVEN_HEADS = facts.ModelFacts(

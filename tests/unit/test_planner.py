@@ -16,7 +16,8 @@ import hypothesis
 import pytest
 from hypothesis import strategies as st
 
-from llama_operator import api, catalog, config, facts, gpus, planner, pools, sizing
+from llama_operator import api
+from llama_operator.planning import catalog, config, facts, gpus, planner, pools, sizing
 
 SETTINGS = hypothesis.settings(
     max_examples=200, deadline=None, suppress_health_check=[hypothesis.HealthCheck.too_slow]

@@ -22,7 +22,10 @@ import pytest
 import yaml
 
 import pss
-from llama_operator import api, builders, catalog, config, facts, licenses, planner, reconcile
+from llama_operator import api, reconcile
+from llama_operator.licensing import terms
+from llama_operator.planning import catalog, config, facts, planner
+from llama_operator.serving import builders
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "manifests" / "examples").glob("*.yaml"))
@@ -879,7 +882,7 @@ def render(case: Rendered) -> list[dict[str, Any]]:
     meta, raw = _document(case)
     settings = config.OperatorConfig()
     spec, plan, pool = _plans(raw)
-    detection = licenses.detect(model_id=spec.model.id, override=None)
+    detection = terms.detect(model_id=spec.model.id, override=None)
     common: dict[str, Any] = {"name": meta["name"], "namespace": meta["namespace"], "uid": UID}
     primary = builders.build_all(
         **common, spec=spec, plan=plan, pool=pool, settings=settings, detection=detection

@@ -1,4 +1,4 @@
-"""podmetrics.traffic: finished requests, their outcomes by kind and latency histograms."""
+"""engine_metrics.traffic: finished requests, their outcomes by kind and latency histograms."""
 
 from __future__ import annotations
 
@@ -9,23 +9,23 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 import podserver
-from llama_operator import podmetrics
+from llama_operator.serving import engine_metrics
 
 INF = math.inf
 MODEL = 'model_name="meta-llama/Llama-3.1-8B-Instruct"'
 
 
-def bounds(histogram: podmetrics.Histogram | None) -> list[float]:
+def bounds(histogram: engine_metrics.Histogram | None) -> list[float]:
     assert histogram is not None
     return [bound for bound, _ in histogram.buckets]
 
 
-def at(histogram: podmetrics.Histogram | None, bound: float) -> float:
+def at(histogram: engine_metrics.Histogram | None, bound: float) -> float:
     assert histogram is not None
     return dict(histogram.buckets)[bound]
 
 
-def kinds(found: podmetrics.Traffic | None) -> dict[str, float]:
+def kinds(found: engine_metrics.Traffic | None) -> dict[str, float]:
     """The requests that did not end normally, by kind."""
     assert found is not None
     return dict(found.outcomes)
@@ -33,7 +33,7 @@ def kinds(found: podmetrics.Traffic | None) -> dict[str, float]:
 
 class TestFakePodPages:
     def test_vllm_history(self) -> None:
-        found = podmetrics.traffic(podserver.FakePod("vllm").text(), engine="vllm")
+        found = engine_metrics.traffic(podserver.FakePod("vllm").text(), engine="vllm")
         assert found is not None
         # 118 stop + 9 length + 1 abort + 0 error (+ 0 repetition): the normal ends are not
         # listed by kind, the others are, at 0 too.
@@ -48,7 +48,7 @@ class TestFakePodPages:
         assert (at(found.ttft, 0.1), at(found.ttft, 1.0), at(found.ttft, INF)) == (71, 120, 128)
 
     def test_tgi_history(self) -> None:
-        found = podmetrics.traffic(podserver.FakePod("tgi").text(), engine="tgi")
+        found = engine_metrics.traffic(podserver.FakePod("tgi").text(), engine="tgi")
         assert found is not None
         assert found.requests == 215  # 212 successes + 3 failures
         assert kinds(found) == {"generation": 3}
@@ -63,10 +63,10 @@ class TestFakePodPages:
 
     def test_vllm_traffic_lands_where_the_pod_says(self) -> None:
         pod = podserver.FakePod("vllm", rate=50, error_rate=0.1, latency=1.0, ttft=0.3)
-        before = podmetrics.traffic(pod.text(), engine="vllm")
+        before = engine_metrics.traffic(pod.text(), engine="vllm")
         pod.advance()
         pod.advance()
-        after = podmetrics.traffic(pod.text(), engine="vllm")
+        after = engine_metrics.traffic(pod.text(), engine="vllm")
         assert before is not None
         assert after is not None
         assert after.requests - before.requests == 100
@@ -83,7 +83,7 @@ class TestFakePodPages:
     def test_tgi_traffic_lands_where_the_pod_says(self) -> None:
         pod = podserver.FakePod("tgi", rate=20, error_rate=0.25, latency=2.0, ttft=0.05)
         pod.advance()
-        found = podmetrics.traffic(pod.text(), engine="tgi")
+        found = engine_metrics.traffic(pod.text(), engine="tgi")
         assert found is not None
         assert found.requests == 235
         assert kinds(found) == {"generation": 8}
@@ -99,21 +99,21 @@ class TestFakePodPages:
         pod = podserver.FakePod(engine, rate=10)
         pod.advance()
         pod.restart()
-        found = podmetrics.traffic(pod.text(), engine=engine)  # type: ignore[arg-type]
+        found = engine_metrics.traffic(pod.text(), engine=engine)  # type: ignore[arg-type]
         assert found is not None  # the counters are there, at zero: not "not exposed"
         assert found.requests == 0
         assert all(count == 0 for count in kinds(found).values())
         assert found.latency is not None
         assert found.latency.count == 0
         pod.advance()
-        again = podmetrics.traffic(pod.text(), engine=engine)  # type: ignore[arg-type]
+        again = engine_metrics.traffic(pod.text(), engine=engine)  # type: ignore[arg-type]
         assert again is not None
         assert again.requests == 10
 
     def test_fractional_rates_render_and_read_back(self) -> None:
         pod = podserver.FakePod("tgi", rate=2.5, error_rate=0.5)
         pod.advance()
-        found = podmetrics.traffic(pod.text(), engine="tgi")
+        found = engine_metrics.traffic(pod.text(), engine="tgi")
         assert found is not None
         assert found.requests == 217.5
         assert kinds(found) == {"generation": 4.25}
@@ -121,7 +121,7 @@ class TestFakePodPages:
     def test_gauges_still_read_the_same(self) -> None:
         pod = podserver.FakePod("vllm", waiting=4, running=6, rate=3)
         pod.advance()
-        assert podmetrics.read(pod.text(), engine="vllm", signal="queue") == (4, 6)
+        assert engine_metrics.read(pod.text(), engine="vllm", signal="queue") == (4, 6)
 
     def test_a_scrape_advances_the_counters(self) -> None:
         with podserver.FakePod("vllm", rate=5, error_rate=0.2) as pod:
@@ -129,7 +129,7 @@ class TestFakePodPages:
             for _ in range(2):
                 with urllib.request.urlopen(url, timeout=5) as response:
                     page = response.read().decode()
-        found = podmetrics.traffic(page, engine="vllm")
+        found = engine_metrics.traffic(page, engine="vllm")
         assert found is not None
         assert found.requests == 138
         assert found.outcome("error") == pytest.approx(2)  # 20% of 10 new requests
@@ -137,7 +137,9 @@ class TestFakePodPages:
         assert pod.scrapes == 2
 
     def test_the_older_vllm_page_has_no_counters(self) -> None:
-        assert podmetrics.traffic(podserver.FakePod("vllm-legacy").text(), engine="vllm") is None
+        assert (
+            engine_metrics.traffic(podserver.FakePod("vllm-legacy").text(), engine="vllm") is None
+        )
 
 
 class TestCounterShapes:
@@ -174,7 +176,7 @@ class TestCounterShapes:
             'vllm:request_success_total{finished_reason="abort"} 2\n'
             'vllm:request_success_total{finished_reason="error"} 1\n'
         )
-        found = podmetrics.traffic(page, engine="vllm")
+        found = engine_metrics.traffic(page, engine="vllm")
         assert found is not None
         assert found.requests == 10
         assert kinds(found) == {"abort": 2, "error": 1}
@@ -188,14 +190,14 @@ class TestCounterShapes:
             f'{failure}tgi_request_failure{{err="generation"}} 3\n'
             'tgi_request_failure{err="overloaded"} 2\n'
         )
-        found = podmetrics.traffic(page, engine="tgi")
+        found = engine_metrics.traffic(page, engine="tgi")
         assert found is not None
         assert found.requests == 45
         assert kinds(found) == {"generation": 3, "overloaded": 2}
 
     def test_tgi_before_its_first_failure(self) -> None:
         # TGI registers a counter at its first increment: no failure yet, no failure line.
-        found = podmetrics.traffic(
+        found = engine_metrics.traffic(
             "# TYPE tgi_request_success counter\ntgi_request_success 9\n", engine="tgi"
         )
         assert found is not None
@@ -205,7 +207,7 @@ class TestCounterShapes:
 
     def test_tgi_with_failures_only(self) -> None:
         page = '# TYPE tgi_request_failure counter\ntgi_request_failure{err="validation"} 4\n'
-        found = podmetrics.traffic(page, engine="tgi")
+        found = engine_metrics.traffic(page, engine="tgi")
         assert found is not None
         assert found.requests == 4
         assert kinds(found) == {"validation": 4}
@@ -222,7 +224,7 @@ class TestHandWrittenPages:
             'vllm:request_success_total{finished_reason="timeout"} 1\n'  # one added later
             "vllm:request_success_total 10\n"  # no reason at all: finished, not failed
         )
-        found = podmetrics.traffic(page, engine="vllm")
+        found = engine_metrics.traffic(page, engine="vllm")
         assert found is not None
         # Every reason but stop and length is listed; which are failures is the analysis'.
         assert found.requests == 91
@@ -237,7 +239,7 @@ class TestHandWrittenPages:
             f'vllm:request_success_total{{{MODEL},finished_reason="error"}} 2\n'
             f'vllm:request_success_total{{{MODEL},finished_reason="repetition"}} 3\n'
         )
-        found = podmetrics.traffic(page, engine="vllm", version="0.34.0")
+        found = engine_metrics.traffic(page, engine="vllm", version="0.34.0")
         assert found is not None
         assert found.requests == 44
         assert found.outcomes == (("abort", 4), ("error", 2), ("repetition", 3))  # by kind
@@ -259,7 +261,7 @@ class TestHandWrittenPages:
             "# TYPE tgi_request_failure counter\n"
             + "".join(f'tgi_request_failure{{err="{err}"}} {n}\n' for err, n in failures.items())
         )
-        found = podmetrics.traffic(page, engine="tgi", version="3.3.7")
+        found = engine_metrics.traffic(page, engine="tgi", version="3.3.7")
         assert found is not None
         assert found.requests == 129  # 100 successes + 29 failures of any kind
         assert kinds(found) == failures
@@ -271,14 +273,14 @@ class TestHandWrittenPages:
             "tgi_request_failure 2\n"
             'tgi_request_failure{err=""} 1\n'
         )
-        found = podmetrics.traffic(page, engine="tgi")
+        found = engine_metrics.traffic(page, engine="tgi")
         assert found is not None
         assert found.requests == 13
-        assert kinds(found) == {podmetrics.UNKNOWN: 3}
+        assert kinds(found) == {engine_metrics.UNKNOWN: 3}
 
     def test_traffic_is_hashable(self) -> None:
-        one = podmetrics.Traffic(12, podmetrics.kinds({"error": 1, "abort": 2}), None, None)
-        two = podmetrics.Traffic(12, (("abort", 2), ("error", 1)), None, None)
+        one = engine_metrics.Traffic(12, engine_metrics.kinds({"error": 1, "abort": 2}), None, None)
+        two = engine_metrics.Traffic(12, (("abort", 2), ("error", 1)), None, None)
         assert one == two
         assert hash(one) == hash(two)
 
@@ -297,11 +299,11 @@ class TestHandWrittenPages:
             'vllm:e2e_request_latency_seconds_bucket{engine="1",le="1.0"} 20\n'
             'vllm:e2e_request_latency_seconds_bucket{engine="1",le="+Inf"} 22\n'
         )
-        found = podmetrics.traffic(page, engine="vllm")
+        found = engine_metrics.traffic(page, engine="vllm")
         assert found is not None
         assert found.requests == 33
         assert kinds(found) == {"abort": 3}
-        assert found.latency == podmetrics.Histogram(buckets=((1.0, 24), (INF, 33)))
+        assert found.latency == engine_metrics.Histogram(buckets=((1.0, 24), (INF, 33)))
         assert found.ttft is None
 
     def test_a_renamed_histogram_is_none(self) -> None:
@@ -312,7 +314,7 @@ class TestHandWrittenPages:
             'vllm:e2e_request_latency_seconds_v2_bucket{le="1.0"} 5\n'
             'vllm:e2e_request_latency_seconds_v2_bucket{le="+Inf"} 5\n'
         )
-        found = podmetrics.traffic(page, engine="vllm")
+        found = engine_metrics.traffic(page, engine="vllm")
         assert found is not None
         assert found.requests == 5
         assert (found.latency, found.ttft) == (None, None)
@@ -322,7 +324,7 @@ class TestHandWrittenPages:
             'vllm:request_success_total{finished_reason="stop"} 5\n'
             'vllm:time_to_first_token_seconds_bucket{le="1.0"} 5\n'
         )
-        found = podmetrics.traffic(page, engine="vllm")
+        found = engine_metrics.traffic(page, engine="vllm")
         assert found is not None
         assert found.ttft is None
 
@@ -334,7 +336,7 @@ class TestHandWrittenPages:
             'vllm:request_success_created{finished_reason="stop"} 1.7e+09\n'
             "vllm:some_histogram_bucket{le= broken\n"  # a family traffic does not read
         )
-        found = podmetrics.traffic(page, engine="vllm")
+        found = engine_metrics.traffic(page, engine="vllm")
         assert found is not None
         assert found.requests == 5
 
@@ -348,8 +350,8 @@ class TestHandWrittenPages:
         ],
     )
     def test_not_prometheus_text_is_an_error(self, page: str) -> None:
-        with pytest.raises(podmetrics.MetricsError):
-            podmetrics.traffic(page, engine="vllm")
+        with pytest.raises(engine_metrics.MetricsError):
+            engine_metrics.traffic(page, engine="vllm")
 
     @pytest.mark.parametrize(
         "page",
@@ -361,26 +363,26 @@ class TestHandWrittenPages:
     )
     @pytest.mark.parametrize("engine", ["vllm", "tgi"])
     def test_no_counters_is_none(self, page: str, engine: str) -> None:
-        assert podmetrics.traffic(page, engine=engine) is None  # type: ignore[arg-type]
+        assert engine_metrics.traffic(page, engine=engine) is None  # type: ignore[arg-type]
 
 
 class TestMerge:
     def test_equal_layouts_add_per_bucket(self) -> None:
-        one = podmetrics.Histogram(buckets=((1.0, 2), (2.0, 5), (INF, 6)))
-        two = podmetrics.Histogram(buckets=((1.0, 1), (2.0, 1), (INF, 4)))
-        assert podmetrics.merge([one, two]) == podmetrics.Histogram(
+        one = engine_metrics.Histogram(buckets=((1.0, 2), (2.0, 5), (INF, 6)))
+        two = engine_metrics.Histogram(buckets=((1.0, 1), (2.0, 1), (INF, 4)))
+        assert engine_metrics.merge([one, two]) == engine_metrics.Histogram(
             buckets=((1.0, 3), (2.0, 6), (INF, 10))
         )
 
     def test_different_layouts_stay_cumulative(self) -> None:
-        one = podmetrics.Histogram(buckets=((1.0, 2), (INF, 6)))
-        two = podmetrics.Histogram(buckets=((0.5, 1), (2.0, 3), (INF, 4)))
+        one = engine_metrics.Histogram(buckets=((1.0, 2), (INF, 6)))
+        two = engine_metrics.Histogram(buckets=((0.5, 1), (2.0, 3), (INF, 4)))
         # At 0.5 the first has nothing it can vouch for; at 1.0 the second still has 1.
-        assert podmetrics.merge([one, two]) == podmetrics.Histogram(
+        assert engine_metrics.merge([one, two]) == engine_metrics.Histogram(
             buckets=((0.5, 1), (1.0, 3), (2.0, 5), (INF, 10))
         )
 
     def test_nothing_to_merge(self) -> None:
-        assert podmetrics.merge([]) is None
-        assert podmetrics.merge([podmetrics.Histogram(buckets=())]) is None
-        assert podmetrics.Histogram(buckets=()).count == 0.0
+        assert engine_metrics.merge([]) is None
+        assert engine_metrics.merge([engine_metrics.Histogram(buckets=())]) is None
+        assert engine_metrics.Histogram(buckets=()).count == 0.0

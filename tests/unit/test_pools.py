@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from llama_operator import config, gpus, pools
+from llama_operator.planning import config, gpus, pools
 
 CATALOGUE = """
 pools:

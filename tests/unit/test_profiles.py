@@ -12,7 +12,10 @@ from typing import Any
 import pytest
 from test_engines import make_plan
 
-from llama_operator import api, conditions, config, planner, profiles, security
+from llama_operator import api
+from llama_operator.api import conditions
+from llama_operator.planning import config, engine_profiles, planner
+from llama_operator.serving import security
 
 
 class TestVersions:
@@ -31,7 +34,7 @@ class TestVersions:
         ],
     )
     def test_parse_version(self, text: str, expected: tuple[int, int, int] | None) -> None:
-        assert profiles.parse_version(text) == expected
+        assert engine_profiles.parse_version(text) == expected
 
     @pytest.mark.parametrize(
         ("image", "expected"),
@@ -48,7 +51,7 @@ class TestVersions:
         ],
     )
     def test_tag_version(self, image: str, expected: str | None) -> None:
-        assert profiles.tag_version(image) == expected
+        assert engine_profiles.tag_version(image) == expected
 
 
 class TestProfiles:
@@ -57,7 +60,7 @@ class TestProfiles:
         assert images.vllm == "vllm/vllm-openai:v0.34.0"
         assert images.tgi == "ghcr.io/huggingface/text-generation-inference:3.3.7"
         for engine, image in (("vllm", images.vllm), ("tgi", images.tgi)):
-            resolved = profiles.resolve(engine=engine, image=image)  # type: ignore[arg-type]
+            resolved = engine_profiles.resolve(engine=engine, image=image)  # type: ignore[arg-type]
             assert resolved.verified, resolved.note
             assert resolved.version == resolved.profile.default
 
@@ -73,10 +76,10 @@ class TestProfiles:
         ],
     )
     def test_a_version_gets_the_profile_of_its_release(self, version: str, since: str) -> None:
-        assert profiles.get("vllm", version).since == since
+        assert engine_profiles.get("vllm", version).since == since
 
     def test_a_release_replaces_whole_keys_and_keeps_the_rest(self) -> None:
-        before, after = profiles.get("vllm", "0.27.1"), profiles.get("vllm", "0.28.0")
+        before, after = engine_profiles.get("vllm", "0.27.1"), engine_profiles.get("vllm", "0.28.0")
         assert before.serves("bitsandbytes-nf4")
         assert not after.serves("bitsandbytes-nf4")
         assert after.flags == before.flags
@@ -97,19 +100,19 @@ class TestProfiles:
     )
     def test_verified_range(self, version: str, verified: bool) -> None:
         assert (
-            profiles.resolve(engine="vllm", image=f"vllm/vllm-openai:v{version}").verified
+            engine_profiles.resolve(engine="vllm", image=f"vllm/vllm-openai:v{version}").verified
             is verified
         )
 
     def test_every_engine_runs_as_declared(self) -> None:
         # vLLM starts as a non-root UID given USER; TGI's image cannot (its profile says why).
-        assert not any(p.runAsRoot for p in profiles.profiles("vllm"))
-        assert all(p.runAsRoot for p in profiles.profiles("tgi"))
-        assert all({"USER", "LOGNAME"} <= p.env.keys() for p in profiles.profiles("vllm"))
+        assert not any(p.runAsRoot for p in engine_profiles.profiles("vllm"))
+        assert all(p.runAsRoot for p in engine_profiles.profiles("tgi"))
+        assert all({"USER", "LOGNAME"} <= p.env.keys() for p in engine_profiles.profiles("vllm"))
 
     def test_outcomes_are_disjoint(self) -> None:
         for engine in ("vllm", "tgi"):
-            for profile in profiles.profiles(engine):  # type: ignore[arg-type]
+            for profile in engine_profiles.profiles(engine):  # type: ignore[arg-type]
                 kinds = profile.outcomes
                 groups = [set(kinds.normal), set(kinds.serverFailures), set(kinds.other)]
                 assert sum(map(len, groups)) == len(kinds.known), profile.since
@@ -117,7 +120,7 @@ class TestProfiles:
 
 class TestResolve:
     def test_from_the_tag(self) -> None:
-        resolved = profiles.resolve(engine="vllm", image="vllm/vllm-openai:v0.24.0")
+        resolved = engine_profiles.resolve(engine="vllm", image="vllm/vllm-openai:v0.24.0")
         assert (resolved.version, resolved.origin, resolved.verified) == ("0.24.0", "tag", True)
         assert resolved.note == (
             "vLLM 0.24.0 (from the image tag); facts checked against vLLM 0.24.0, 0.27.1"
@@ -125,7 +128,7 @@ class TestResolve:
 
     def test_from_the_operator_config(self) -> None:
         image = "registry.example.com/vllm@sha256:" + "b" * 64
-        resolved = profiles.resolve(engine="vllm", image=image, versions={image: "0.27.1"})
+        resolved = engine_profiles.resolve(engine="vllm", image=image, versions={image: "0.27.1"})
         assert (resolved.version, resolved.origin, resolved.verified) == ("0.27.1", "config", True)
         assert resolved.profile.serves("bitsandbytes-nf4")
         assert "from images.versions in the operator config" in resolved.note
@@ -133,13 +136,13 @@ class TestResolve:
     def test_the_config_wins_over_a_tag(self) -> None:
         # A mirror that tags its own builds "v2.0" is still the release the config says.
         image = "registry.example.com/vllm:v2.0"
-        resolved = profiles.resolve(engine="vllm", image=image, versions={image: "0.34.0"})
+        resolved = engine_profiles.resolve(engine="vllm", image=image, versions={image: "0.34.0"})
         assert resolved.version == "0.34.0"
 
     def test_unknown_is_assumed_the_default_and_says_how_to_fix_it(self) -> None:
-        resolved = profiles.resolve(engine="vllm", image="registry.example.com/vllm:prod")
+        resolved = engine_profiles.resolve(engine="vllm", image="registry.example.com/vllm:prod")
         assert (resolved.version, resolved.origin, resolved.verified) == (None, "assumed", False)
-        assert resolved.profile == profiles.get("vllm")
+        assert resolved.profile == engine_profiles.get("vllm")
         assert "images.versions" in resolved.note
 
     def test_config_rejects_a_version_that_is_not_one(self) -> None:
@@ -150,7 +153,7 @@ class TestResolve:
 class TestConditions:
     def test_engine_profile_verified(self) -> None:
         check = security.engine_profile_check(
-            profiles.resolve(engine="vllm", image="vllm/vllm-openai:v0.34.0")
+            engine_profiles.resolve(engine="vllm", image="vllm/vllm-openai:v0.34.0")
         )
         assert (check.type, check.status, check.reason) == (
             conditions.ENGINE_PROFILE,
@@ -166,7 +169,7 @@ class TestConditions:
         ],
     )
     def test_engine_profile_false_names_the_fix(self, image: str, reason: str) -> None:
-        check = security.engine_profile_check(profiles.resolve(engine="vllm", image=image))
+        check = security.engine_profile_check(engine_profiles.resolve(engine="vllm", image=image))
         assert (check.status, check.reason) == ("False", reason)
         assert "planned with the facts of vLLM" in check.message
 

@@ -7,7 +7,11 @@ from typing import Any
 
 import pytest
 
-from llama_operator import api, builders, config, facts, hub, licensing, reconcile
+from llama_operator import api, reconcile
+from llama_operator.clients import hub
+from llama_operator.licensing import gating
+from llama_operator.planning import config, facts
+from llama_operator.serving import builders
 
 
 class RecordingClient:
@@ -364,13 +368,11 @@ def cards(table: dict[str, hub.Card], calls: list[str] | None = None) -> reconci
     return fetch
 
 
-def answering(
-    reason: licensing.AccessReason, calls: list[str] | None = None
-) -> reconcile.AccessCheck:
-    def check(model: api.ModelSpec, namespace: str) -> licensing.AccessAnswer:
+def answering(reason: gating.AccessReason, calls: list[str] | None = None) -> reconcile.AccessCheck:
+    def check(model: api.ModelSpec, namespace: str) -> gating.AccessAnswer:
         if calls is not None:
             calls.append(model.id)
-        return licensing.AccessAnswer(reason, f"{reason} for {model.id}")
+        return gating.AccessAnswer(reason, f"{reason} for {model.id}")
 
     return check
 
@@ -522,7 +524,7 @@ class TestAccessGate:
     spec = GATED_SPEC
 
     @pytest.mark.parametrize("reason", ["NotGranted", "BadToken", "NotFound", "SecretMissing"])
-    def test_no_access_creates_no_serving_pods(self, reason: licensing.AccessReason) -> None:
+    def test_no_access_creates_no_serving_pods(self, reason: gating.AccessReason) -> None:
         outcome, client = run(body(self.spec), access=answering(reason))
         assert "Deployment" not in kinds(client)
         c = condition(outcome, "ModelAccessible")

@@ -14,7 +14,10 @@ from typing import Any
 
 from test_reconcile import RecordingClient, applied_by_us, body, remembered
 
-from llama_operator import api, capacity, config, k8s, planner, reconcile
+from llama_operator import api, reconcile
+from llama_operator.clients import k8s
+from llama_operator.operations import capacity
+from llama_operator.planning import config, planner
 
 SETTINGS = config.OperatorConfig(
     pools=config.default_pools(),

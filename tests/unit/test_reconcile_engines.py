@@ -8,7 +8,8 @@ from typing import Any
 
 from test_reconcile import SETTINGS, SPEC, body, run
 
-from llama_operator import conditions, config
+from llama_operator.api import conditions
+from llama_operator.planning import config
 
 OLD_VLLM = config.OperatorConfig(
     pools=SETTINGS.pools,

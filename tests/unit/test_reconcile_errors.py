@@ -16,7 +16,9 @@ from typing import Any
 import pytest
 from test_reconcile import SPEC, RecordingClient, body, run
 
-from llama_operator import conditions, k8s, reconcile
+from llama_operator import reconcile
+from llama_operator.api import conditions
+from llama_operator.clients import k8s
 
 NOW = "2026-01-01T00:00:00Z"
 REFUSED = k8s.APIError(

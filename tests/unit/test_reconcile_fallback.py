@@ -9,7 +9,8 @@ from typing import Any
 from test_reconcile import SETTINGS, applied_by_us, body
 from test_reconcile_rollout import Client, merged, ready
 
-from llama_operator import builders, reconcile
+from llama_operator import reconcile
+from llama_operator.serving import builders
 
 PRIMARY_MODEL = "meta-llama/Llama-3.1-8B-Instruct"
 FALLBACK_MODEL = "meta-llama/Llama-3.2-1B-Instruct"

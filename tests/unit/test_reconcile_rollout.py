@@ -12,7 +12,10 @@ from typing import Any
 
 from test_reconcile import SETTINGS, RecordingClient, applied_by_us, body
 
-from llama_operator import analysis, api, builders, k8s, reconcile
+from llama_operator import api, reconcile
+from llama_operator.clients import k8s
+from llama_operator.operations import canary_analysis
+from llama_operator.serving import builders
 
 SPEC: dict[str, Any] = {
     "model": {"id": "meta-llama/Llama-3.1-8B-Instruct"},
@@ -196,7 +199,7 @@ def step(
     return outcome, client, merged(status, outcome.status_patch)
 
 
-PASSED = analysis.Judgement(
+PASSED = canary_analysis.Judgement(
     result="Passed",
     canary=api.AnalysisNumbers(pods=1, requests=40, errorRate=0.0),
     stable=api.AnalysisNumbers(pods=3, requests=120, errorRate=0.0),
@@ -222,7 +225,7 @@ class TestWholeRollout:
         # A judgement is asked for only while the canary is in traffic.
         asked: list[reconcile.MeasureRequest] = []
 
-        def measure(request: reconcile.MeasureRequest) -> analysis.Judgement:
+        def measure(request: reconcile.MeasureRequest) -> canary_analysis.Judgement:
             asked.append(request)
             return PASSED
 

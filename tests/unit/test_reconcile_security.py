@@ -13,7 +13,8 @@ from typing import Any
 from test_reconcile import applied_by_us, body, remembered, settle
 from test_reconcile_rollout import Client
 
-from llama_operator import config, reconcile
+from llama_operator import reconcile
+from llama_operator.planning import config
 
 SETTINGS = config.OperatorConfig(pools=config.default_pools())
 MODEL = {"id": "meta-llama/Llama-3.1-8B-Instruct"}

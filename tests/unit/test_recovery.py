@@ -1,10 +1,10 @@
-"""recovery.decide and recovery.apply: re-planning onto the next GPU pool, and memory
+"""replanning.decide and replanning.apply: re-planning onto the next GPU pool, and memory
 headroom after out-of-memory failures, with the real planner and catalog.
 
 Each test runs ``Sim``: an injected clock, a planner request built from a spec the way
 the operator builds one (``planner.request_for`` on the bundled pool catalogue), and
 status.recovery carried from one reconcile to the next as JSON through the API server.
-After each change the plan is made again from ``recovery.apply`` on that request, as the
+After each change the plan is made again from ``replanning.apply`` on that request, as the
 reconcile does, and the change lands in the history with the pool the plan moved to.
 """
 
@@ -19,7 +19,9 @@ import hypothesis
 import pytest
 from hypothesis import strategies as st
 
-from llama_operator import api, catalog, config, health, planner, recovery, sizing
+from llama_operator import api
+from llama_operator.operations import health, replanning
+from llama_operator.planning import catalog, config, planner, sizing
 
 T0 = 1_750_000_000
 HASH = "3f2a9c0d11e4b7a8"  # Plan.inputsHash of the spec (model, engine, placement)
@@ -84,7 +86,7 @@ class Sim:
     plan: api.Plan | None = None
     error: planner.PlanError | None = None
     history: list[api.PlanChange] = dataclasses.field(default_factory=list)
-    log: list[tuple[dict[str, Any] | None, dict[str, Any], recovery.Outcome]] = dataclasses.field(
+    log: list[tuple[dict[str, Any] | None, dict[str, Any], replanning.Outcome]] = dataclasses.field(
         default_factory=list
     )
 
@@ -99,11 +101,11 @@ class Sim:
 
     def replan(self) -> None:
         try:
-            self.plan, self.error = planner.plan(recovery.apply(self.request, self.state)), None
+            self.plan, self.error = planner.plan(replanning.apply(self.request, self.state)), None
         except planner.PlanError as error:
             self.plan, self.error = None, error
 
-    def tick(self, after: int, primary: health.Health | None) -> recovery.Outcome:
+    def tick(self, after: int, primary: health.Health | None) -> replanning.Outcome:
         self.now += after
         seen: dict[str, Any] = {
             "policy": self.policy,
@@ -113,7 +115,7 @@ class Sim:
             "now": float(self.now),
             "wall": wall(self.now),
         }
-        out = recovery.decide(state=self.state, **seen)
+        out = replanning.decide(state=self.state, **seen)
         self.log.append((self.written, seen, out))
         self.written = json.loads(json.dumps(out.state.model_dump(mode="json", exclude_none=True)))
         if out.change is not None:
@@ -124,10 +126,10 @@ class Sim:
             entry = out.change.model_copy(
                 update={"toPool": self.plan.pool if self.plan is not None else None}
             )
-            self.history = recovery.merge_history(self.history, entry)
+            self.history = replanning.merge_history(self.history, entry)
         return out
 
-    def at(self, t: int, primary: health.Health | None) -> recovery.Outcome:
+    def at(self, t: int, primary: health.Health | None) -> replanning.Outcome:
         assert T0 + t > self.now
         return self.tick(T0 + t - self.now, primary)
 
@@ -151,7 +153,7 @@ class TestUnschedulable:
         sim = Sim()
         for t in (10, 120, 299):
             out = sim.at(t, pending(since=T0))
-            assert out == recovery.Outcome(api.RecoveryStatus(inputsHash=HASH), None), t
+            assert out == replanning.Outcome(api.RecoveryStatus(inputsHash=HASH), None), t
         out = sim.at(300, pending(since=T0))
         assert out.change == api.PlanChange(
             time=wall(T0 + 300),
@@ -235,7 +237,7 @@ class TestUnschedulable:
         state = sim.state
         assert state is not None
         assert sim.plan is not None
-        out = recovery.decide(
+        out = replanning.decide(
             policy=policy(),
             state=state,
             inputs_hash=HASH,
@@ -244,7 +246,7 @@ class TestUnschedulable:
             now=float(T0 + 3600),
             wall=wall(T0 + 3600),
         )
-        assert out == recovery.Outcome(state, None)
+        assert out == replanning.Outcome(state, None)
 
     def test_switched_off(self) -> None:
         sim = Sim(policy=policy(replanOnUnschedulable=False))
@@ -261,7 +263,7 @@ class TestUnschedulable:
     def test_without_pods_read_or_without_a_plan(self) -> None:
         state = api.RecoveryStatus(inputsHash=HASH)
         for plan, primary in ((None, pending(since=T0)), (Sim().plan, None)):
-            out = recovery.decide(
+            out = replanning.decide(
                 policy=policy(),
                 state=state,
                 inputs_hash=HASH,
@@ -270,7 +272,7 @@ class TestUnschedulable:
                 now=float(T0 + 3600),
                 wall=wall(T0 + 3600),
             )
-            assert out == recovery.Outcome(state, None)
+            assert out == replanning.Outcome(state, None)
 
     def test_without_a_scheduler_message(self) -> None:
         sim = Sim()
@@ -294,8 +296,8 @@ class TestExhausted:
         assert sim.error is not None
         assert sim.error.field == "spec.placement.pools"
         with pytest.raises(planner.PlanError):
-            planner.plan(recovery.apply(request_for(), sim.state))
-        assert recovery.exhausted(sim.state) == (
+            planner.plan(replanning.apply(request_for(), sim.state))
+        assert replanning.exhausted(sim.state) == (
             "; after re-planning: "
             f"pool l4 excluded since {wall(T0 + 300)} (Unschedulable: {NO_GPU}); "
             f"pool a10g excluded since {wall(T0 + 600)} (Unschedulable: {NO_GPU}); "
@@ -311,14 +313,14 @@ class TestExhausted:
             excludedPools=[api.ExcludedPool(pool="l4", since=wall(T0), reason="Unschedulable")],
             headroom=2,
         )
-        assert recovery.exhausted(state) == (
+        assert replanning.exhausted(state) == (
             f"; after re-planning: pool l4 excluded since {wall(T0)} (Unschedulable: ); "
             "4 GiB per GPU of added headroom"
         )
 
     @pytest.mark.parametrize("state", [None, api.RecoveryStatus(inputsHash=HASH)])
     def test_nothing_taken_away(self, state: api.RecoveryStatus | None) -> None:
-        assert recovery.exhausted(state) == ""
+        assert replanning.exhausted(state) == ""
 
     def test_a_long_scheduler_message_is_cut(self) -> None:
         long = "0/300 nodes are available: " + "x" * 1000
@@ -329,7 +331,7 @@ class TestExhausted:
             len(out.change.message) == len("pods unschedulable on pool l4 for more than 5m: ") + 300
         )
         assert len(out.state.excludedPools[0].message) == 500
-        assert len(recovery.exhausted(out.state)) < 300
+        assert len(replanning.exhausted(out.state)) < 300
 
 
 class TestRetryPools:
@@ -431,7 +433,7 @@ class TestOutOfMemory:
         # At most MAX_HEADROOM steps.
         assert sim.at(3900, killed(at=T0 + 3850)).change is None
         assert sim.state is not None
-        assert sim.state.headroom == recovery.MAX_HEADROOM == 3
+        assert sim.state.headroom == replanning.MAX_HEADROOM == 3
         assert [c.reason for c in sim.history] == ["OutOfMemory"] * 3
 
     def test_an_engine_exit_for_lack_of_gpu_memory(self) -> None:
@@ -488,10 +490,10 @@ class TestHeadroomPlans:
     @staticmethod
     def plans(request: planner.Request) -> list[tuple[str, int, str, int] | None]:
         result = []
-        for steps in range(recovery.MAX_HEADROOM + 1):
+        for steps in range(replanning.MAX_HEADROOM + 1):
             state = api.RecoveryStatus(inputsHash=HASH, headroom=steps)
             try:
-                result.append(shape(planner.plan(recovery.apply(request, state))))
+                result.append(shape(planner.plan(replanning.apply(request, state))))
             except planner.PlanError:
                 result.append(None)
         return result
@@ -532,11 +534,11 @@ class TestHeadroomPlans:
     def test_the_memory_per_gpu_left_grows_by_the_step(self) -> None:
         request = request_for(optimize="cost", pools=["l4"])
         (l4,) = request.pools
-        for steps in range(recovery.MAX_HEADROOM + 1):
+        for steps in range(replanning.MAX_HEADROOM + 1):
             state = api.RecoveryStatus(headroom=steps)
-            applied = recovery.apply(request, state)
+            applied = replanning.apply(request, state)
             # Headroom adds to the calibrated overhead; it does not replace it.
-            assert applied.headroom_gib == request.headroom_gib + steps * recovery.HEADROOM_GIB
+            assert applied.headroom_gib == request.headroom_gib + steps * replanning.HEADROOM_GIB
             assert applied.overhead_gib is request.overhead_gib is None
             plan = planner.plan(applied)
             # The overhead the engine profile charges a GPU of this plan, headroom aside.
@@ -550,13 +552,13 @@ class TestHeadroomPlans:
             ).total
             assert plan.memory is not None
             assert plan.memory.overheadGiB == pytest.approx(
-                calibrated + steps * recovery.HEADROOM_GIB, abs=0.01
+                calibrated + steps * replanning.HEADROOM_GIB, abs=0.01
             )
             # What the plan leaves free of the engine's share of each GPU.
             share = l4.memory_gib * plan.gpuMemoryUtilization
             assert plan.estimatedGPUMemoryGiB <= share + 0.01
             assert share - (plan.weightsGiB + plan.kvCacheGiB) / plan.gpusPerReplica >= (
-                calibrated + steps * recovery.HEADROOM_GIB - 0.02
+                calibrated + steps * replanning.HEADROOM_GIB - 0.02
             )
 
 
@@ -571,7 +573,7 @@ class TestState:
         state = sim.state
         assert state is not None
         assert (state.headroom, len(state.excludedPools)) == (1, 1)
-        out = recovery.decide(
+        out = replanning.decide(
             policy=policy(),
             state=state,
             inputs_hash="another-spec",
@@ -580,9 +582,9 @@ class TestState:
             now=float(T0 + 500),
             wall=wall(T0 + 500),
         )
-        assert out == recovery.Outcome(api.RecoveryStatus(inputsHash="another-spec"), None)
+        assert out == replanning.Outcome(api.RecoveryStatus(inputsHash="another-spec"), None)
         # And a kill before the spec change counts again for the new spec.
-        out = recovery.decide(
+        out = replanning.decide(
             policy=policy(),
             state=state,
             inputs_hash="another-spec",
@@ -594,7 +596,7 @@ class TestState:
         assert out.state.headroom == 1
 
     def test_a_first_reconcile(self) -> None:
-        out = recovery.decide(
+        out = replanning.decide(
             policy=policy(),
             state=None,
             inputs_hash=HASH,
@@ -603,7 +605,7 @@ class TestState:
             now=float(T0),
             wall=wall(T0),
         )
-        assert out == recovery.Outcome(api.RecoveryStatus(inputsHash=HASH), None)
+        assert out == replanning.Outcome(api.RecoveryStatus(inputsHash=HASH), None)
 
     def test_continues_as_if_never_stopped(self) -> None:
         sim = Sim(policy=policy(retryPoolsAfter="30m"))
@@ -620,14 +622,14 @@ class TestState:
         for written, seen, out in sim.log:
             kept = json.loads(json.dumps(written)) if written is not None else None
             state = api.RecoveryStatus.model_validate(kept, strict=False) if kept else None
-            assert recovery.decide(state=state, **seen) == out
+            assert replanning.decide(state=state, **seen) == out
 
 
 class TestApply:
     def test_nothing_to_apply(self) -> None:
         request = request_for()
-        assert recovery.apply(request, None) is request
-        assert recovery.apply(request, api.RecoveryStatus(inputsHash=HASH)) is request
+        assert replanning.apply(request, None) is request
+        assert replanning.apply(request, api.RecoveryStatus(inputsHash=HASH)) is request
 
     def test_excluded_pools_and_headroom(self) -> None:
         request = request_for()
@@ -638,7 +640,7 @@ class TestApply:
             ],
             headroom=2,
         )
-        applied = recovery.apply(request, state)
+        applied = replanning.apply(request, state)
         assert [p.name for p in applied.pools] == ["l4", "l40s"]
         # Headroom adds to the overhead; runtimeOverheadGiB (None: calibrated) stays as it is.
         assert applied.headroom_gib == request.headroom_gib + 4.0 == 4.0
@@ -648,9 +650,9 @@ class TestApply:
 
 class TestInputsHash:
     def test_unchanged_without_re_planning(self) -> None:
-        assert recovery.inputs_hash(HASH, None) == HASH
-        assert recovery.inputs_hash(HASH, api.RecoveryStatus(inputsHash=HASH)) == HASH
-        assert recovery.inputs_hash(HASH, api.RecoveryStatus(lastChange=wall(T0))) == HASH
+        assert replanning.inputs_hash(HASH, None) == HASH
+        assert replanning.inputs_hash(HASH, api.RecoveryStatus(inputsHash=HASH)) == HASH
+        assert replanning.inputs_hash(HASH, api.RecoveryStatus(lastChange=wall(T0))) == HASH
 
     def test_changes_with_exclusions_and_headroom(self) -> None:
         def excluded(*names: str, headroom: int = 0) -> api.RecoveryStatus:
@@ -663,7 +665,7 @@ class TestInputsHash:
             )
 
         hashes = {
-            recovery.inputs_hash(HASH, state)
+            replanning.inputs_hash(HASH, state)
             for state in (
                 excluded("l4"),
                 excluded("l4", "a10g"),
@@ -676,11 +678,11 @@ class TestInputsHash:
         assert HASH not in hashes
         assert all(len(h) == 16 for h in hashes)
         # What is excluded counts, not in which order or since when.
-        assert recovery.inputs_hash(HASH, excluded("l4", "a10g")) == recovery.inputs_hash(
+        assert replanning.inputs_hash(HASH, excluded("l4", "a10g")) == replanning.inputs_hash(
             HASH, excluded("a10g", "l4")
         )
         # Another spec, another hash.
-        assert recovery.inputs_hash("other", excluded("l4")) != recovery.inputs_hash(
+        assert replanning.inputs_hash("other", excluded("l4")) != replanning.inputs_hash(
             HASH, excluded("l4")
         )
 
@@ -691,16 +693,16 @@ def test_merge_history_keeps_the_last_ten() -> None:
     ]
     history: list[api.PlanChange] | None = None
     for entry in entries:
-        history = recovery.merge_history(history, entry)
-    assert history == entries[-recovery.HISTORY :]
-    assert recovery.merge_history(None, entries[0]) == [entries[0]]
+        history = replanning.merge_history(history, entry)
+    assert history == entries[-replanning.HISTORY :]
+    assert replanning.merge_history(None, entries[0]) == [entries[0]]
 
 
 def test_policy_of() -> None:
     spec = api.parse_spec({"model": {"id": SMALL}})
-    assert recovery.policy_of(spec) == api.Failover()
+    assert replanning.policy_of(spec) == api.Failover()
     spec = api.parse_spec({"model": {"id": SMALL}, "failover": {"retryPoolsAfter": "1h"}})
-    assert recovery.policy_of(spec).retryPoolsAfter == "1h"
+    assert replanning.policy_of(spec).retryPoolsAfter == "1h"
 
 
 # --- 4. properties -------------------------------------------------------------------
@@ -755,7 +757,7 @@ class TestProperties:
 
             names = [x.pool for x in state.excludedPools]
             assert len(names) == len(set(names))
-            assert 0 <= state.headroom <= recovery.MAX_HEADROOM
+            assert 0 <= state.headroom <= replanning.MAX_HEADROOM
             if sim.plan is not None:
                 assert sim.plan.pool not in names
             else:
@@ -771,7 +773,7 @@ class TestProperties:
                     assert since is None or sim.now - max(since, last_t or 0) < period
                     at = primary.out_of_memory_at
                     fresh = at is not None and (last_t is None or at > last_t)
-                    assert not fresh or state.headroom == recovery.MAX_HEADROOM
+                    assert not fresh or state.headroom == replanning.MAX_HEADROOM
                 continue
             created = float(sim.now)
             assert state.lastChange == wall(sim.now)

@@ -14,7 +14,10 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from llama_operator import api, builders, catalog, config, facts, licenses, planner, reconcile
+from llama_operator import api, reconcile
+from llama_operator.licensing import terms
+from llama_operator.planning import catalog, config, facts, planner
+from llama_operator.serving import builders
 
 EXAMPLES = sorted((pathlib.Path(__file__).parents[2] / "manifests" / "examples").glob("*.yaml"))
 OLDEST = "1.30"
@@ -41,7 +44,7 @@ def render(path: pathlib.Path) -> list[dict[str, Any]]:
         plan=plan,
         pool=pool,
         settings=config.OperatorConfig(),
-        detection=licenses.detect(model_id=spec.model.id, override=None),
+        detection=terms.detect(model_id=spec.model.id, override=None),
     )
 
 

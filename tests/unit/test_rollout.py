@@ -19,7 +19,9 @@ import hypothesis
 import pytest
 from hypothesis import strategies as st
 
-from llama_operator import analysis, api, conditions, rollout
+from llama_operator import api
+from llama_operator.api import conditions
+from llama_operator.operations import canary_analysis, rollout
 
 T0 = 1_750_000_000  # the clock's start, seconds since the epoch
 STEPS: tuple[tuple[int, str | None], ...] = ((10, "1m"), (50, "2m"))
@@ -74,17 +76,19 @@ def serving(revision: str | None, replicas: int) -> rollout.Variant:
     )
 
 
-def judged(result: analysis.Result) -> analysis.Judgement:
-    """A judgement as ``analysis.judge`` makes it, with real-looking numbers."""
+def judged(result: canary_analysis.Result) -> canary_analysis.Judgement:
+    """A judgement as ``canary_analysis.judge`` makes it, with real-looking numbers."""
     stable = api.AnalysisNumbers(pods=3, requests=360.0, errorRate=0.00556, p95LatencySeconds=1.2)
     if result == "Inconclusive":
         canary = api.AnalysisNumbers(pods=1, requests=3.0, errorRate=0.0)
-        return analysis.Judgement(result, canary, stable, (), WAITING)
+        return canary_analysis.Judgement(result, canary, stable, (), WAITING)
     if result == "Failed":
         canary = api.AnalysisNumbers(pods=1, requests=120.0, errorRate=0.25, p95LatencySeconds=1.5)
-        return analysis.Judgement(result, canary, stable, ("error rate 0.25 > 0.02",), FAILED)
+        return canary_analysis.Judgement(
+            result, canary, stable, ("error rate 0.25 > 0.02",), FAILED
+        )
     canary = api.AnalysisNumbers(pods=1, requests=120.0, errorRate=0.00833, p95LatencySeconds=1.3)
-    return analysis.Judgement(result, canary, stable, (), PASSED)
+    return canary_analysis.Judgement(result, canary, stable, (), PASSED)
 
 
 def status_of(decision: rollout.Decision) -> dict[str, Any]:
@@ -146,7 +150,7 @@ class Sim:
     def observe(
         self,
         *,
-        judgement: analysis.Judgement | None = None,
+        judgement: canary_analysis.Judgement | None = None,
         action: rollout.Action | None = None,
         failure: str | None = None,
     ) -> rollout.Observed:
@@ -170,7 +174,7 @@ class Sim:
         self,
         after: int = 10,
         *,
-        judgement: analysis.Judgement | None = None,
+        judgement: canary_analysis.Judgement | None = None,
         action: rollout.Action | None = None,
         failure: str | None = None,
     ) -> rollout.Decision:

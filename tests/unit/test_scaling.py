@@ -7,7 +7,7 @@ from typing import Any
 import aiohttp
 
 import podserver
-from llama_operator import scaling
+from llama_operator.runtime import autoscaling_loop
 
 
 class RecordingClient:
@@ -46,7 +46,7 @@ def body(*, replicas: int = 1, status: dict[str, Any] | None = None) -> dict[str
 
 
 def test_ready_endpoints_skip_not_ready_pods_and_bracket_ipv6() -> None:
-    found = scaling.ready_endpoints(
+    found = autoscaling_loop.ready_endpoints(
         [
             slice_of(8000, ("a", True), ("b", False), ("c", None)),
             {**slice_of(8000, ("d", True)), "addressType": "IPv6"},
@@ -63,7 +63,7 @@ async def test_a_tick_scales_through_the_scale_subresource_and_records_the_decis
     client = RecordingClient()
     with podserver.FakePod(waiting=20, running=16) as pod:
         async with aiohttp.ClientSession() as session:
-            tick = await scaling.tick(
+            tick = await autoscaling_loop.tick(
                 body=body(),
                 slices=[slice_of(pod.port, ("chat-primary-x-1", True))],
                 session=session,
@@ -88,7 +88,7 @@ async def test_a_restarted_scaler_starts_a_new_window() -> None:
     client = RecordingClient()
     with podserver.FakePod(waiting=0, running=0) as pod:
         async with aiohttp.ClientSession() as session:
-            fresh = await scaling.tick(
+            fresh = await autoscaling_loop.tick(
                 body=body(replicas=4, status=stored),
                 slices=[slice_of(pod.port, ("p", True))],
                 session=session,
@@ -97,7 +97,7 @@ async def test_a_restarted_scaler_starts_a_new_window() -> None:
                 wall="2026-01-01T00:00:00Z",
                 resume=True,
             )
-            carried = await scaling.tick(
+            carried = await autoscaling_loop.tick(
                 body=body(replicas=4, status=stored),
                 slices=[slice_of(pod.port, ("p", True))],
                 session=session,
@@ -117,14 +117,15 @@ class TestQueuePerPod:
     def test_averages_the_ready_pods_that_answer(self) -> None:
         with podserver.FakePod(waiting=12) as one, podserver.FakePod(waiting=4) as two:
             slices = [slice_of(one.port, ("a", True)), slice_of(two.port, ("b", True))]
-            assert scaling.queue_per_pod(slices, engine="vllm") == 8.0
+            assert autoscaling_loop.queue_per_pod(slices, engine="vllm") == 8.0
 
     def test_a_pod_that_fails_is_left_out_and_none_means_none(self) -> None:
         with podserver.FakePod(waiting=6) as one, podserver.FakePod(waiting=100) as broken:
             broken.status = 500
             slices = [slice_of(one.port, ("a", True)), slice_of(broken.port, ("b", True))]
-            assert scaling.queue_per_pod(slices, engine="vllm") == 6.0
+            assert autoscaling_loop.queue_per_pod(slices, engine="vllm") == 6.0
             assert (
-                scaling.queue_per_pod([slice_of(broken.port, ("b", True))], engine="vllm") is None
+                autoscaling_loop.queue_per_pod([slice_of(broken.port, ("b", True))], engine="vllm")
+                is None
             )
-        assert scaling.queue_per_pod([], engine="vllm") is None
+        assert autoscaling_loop.queue_per_pod([], engine="vllm") is None

@@ -11,7 +11,8 @@ import socket
 import pytest
 
 import podserver
-from llama_operator import podmetrics, scraper
+from llama_operator.clients import scraper
+from llama_operator.serving import engine_metrics
 
 
 def closed_port() -> int:
@@ -30,7 +31,7 @@ def test_every_pod_gets_a_page_in_the_order_given() -> None:
         pages = scraper.fetch_blocking(
             [endpoint("b", second.port), endpoint("a", first.port)],
             timeout=5.0,
-            parse=lambda text: podmetrics.value(text, engine="vllm", signal="queue"),
+            parse=lambda text: engine_metrics.value(text, engine="vllm", signal="queue"),
         )
     assert [(page.pod, page.value, page.read) for page in pages] == [
         ("b", 5.0, True),
@@ -69,7 +70,7 @@ def test_a_failing_pod_says_why_and_the_others_are_still_read() -> None:
 
 def test_a_page_the_parser_rejects_is_a_failed_pod_not_an_error() -> None:
     def reject(text: str) -> float:
-        raise podmetrics.MetricsError("not Prometheus text")
+        raise engine_metrics.MetricsError("not Prometheus text")
 
     with podserver.FakePod() as pod:
         (page,) = scraper.fetch_blocking([endpoint("p", pod.port)], timeout=5.0, parse=reject)

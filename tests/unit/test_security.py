@@ -17,8 +17,11 @@ import pytest
 from test_engines import make_plan
 
 from labelselector import matches
-from llama_operator import api, builders, catalog, config, engines, facts, licenses, planner
-from llama_operator import security as sec
+from llama_operator import api
+from llama_operator.licensing import terms
+from llama_operator.planning import catalog, config, facts, planner
+from llama_operator.serving import builders, engines
+from llama_operator.serving import security as sec
 
 SETTINGS = config.OperatorConfig()
 OPTIONAL = config.OperatorConfig(security=config.Security(defaultAuthMode="optional"))
@@ -262,7 +265,7 @@ def rendered_pod_labels(name: str) -> dict[str, dict[str, str]]:
         "plan": planned,
         "pool": pool,
         "settings": SETTINGS,
-        "detection": licenses.detect(model_id=MODEL, override=None),
+        "detection": terms.detect(model_id=MODEL, override=None),
     }
     objects = [
         *builders.build_all(**common),

@@ -28,8 +28,12 @@ from test_reconcile_rollout import ready
 from test_reconcile_security import KEYED, applied, condition
 from test_reconcile_security import run as run_secured
 
-from llama_operator import api, conditions, engines, failover, profiles
-from llama_operator.engines import overrides
+from llama_operator import api
+from llama_operator.api import conditions
+from llama_operator.operations import failover
+from llama_operator.planning import engine_profiles
+from llama_operator.serving import engines
+from llama_operator.serving.engines import overrides
 from plans import make_plan
 
 MODEL_ID = "meta-llama/Llama-3.1-8B-Instruct"
@@ -253,16 +257,18 @@ class TestTgiOverrides:
 class TestProfiles:
     @pytest.mark.parametrize(
         "profile",
-        [p for engine in ("vllm", "tgi") for p in profiles.profiles(engine)],
+        [p for engine in ("vllm", "tgi") for p in engine_profiles.profiles(engine)],
         ids=lambda p: f"{p.engine}-{p.since}",
     )
-    def test_every_planned_setting_says_what_to_do_instead(self, profile: profiles.Profile) -> None:
+    def test_every_planned_setting_says_what_to_do_instead(
+        self, profile: engine_profiles.Profile
+    ) -> None:
         settings = set(profile.flags) | set(profile.flagAliases)
         assert settings <= set(overrides.FIELDS), settings - set(overrides.FIELDS)
 
     def test_the_operators_secret_flags_cover_every_engines(self) -> None:
         for engine in ("vllm", "tgi"):
-            for profile in profiles.profiles(engine):
+            for profile in engine_profiles.profiles(engine):
                 assert set(profile.secretFlags) <= set(api.SECRET_FLAGS), profile.engine
 
 

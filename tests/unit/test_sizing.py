@@ -16,14 +16,15 @@ import hypothesis
 import pytest
 from hypothesis import strategies as st
 
-from llama_operator import api, catalog, facts, gpus, profiles, sizing
+from llama_operator import api
+from llama_operator.planning import catalog, engine_profiles, facts, gpus, sizing
 
 KIB = 1024
 GB = 1e9
 QUANTIZATIONS: tuple[api.Quantization, ...] = typing.get_args(api.Quantization)
 SETTINGS = hypothesis.settings(max_examples=200, deadline=None)
-VLLM = profiles.get("vllm").memory
-TGI = profiles.get("tgi").memory
+VLLM = engine_profiles.get("vllm").memory
+TGI = engine_profiles.get("tgi").memory
 
 
 def model(repo_id: str) -> facts.ModelFacts:
@@ -276,7 +277,7 @@ def shapes(draw: st.DrawFn) -> dict[str, typing.Any]:
     }
 
 
-def room_per_gpu(fit: sizing.Fit, memory: profiles.MemoryFacts) -> float:
+def room_per_gpu(fit: sizing.Fit, memory: engine_profiles.MemoryFacts) -> float:
     """A GPU's budget less everything charged to it but weights and KV cache."""
     assert fit.overhead is not None
     inside = fit.outside_gib if memory.budget == "freeAfterWarmup" else 0.0
@@ -290,7 +291,7 @@ def charge_growth_bound(shape: dict[str, typing.Any], tp: int) -> float:
     only shrinks); the first also moves the CUDA context from its TP-1 to its TP>=2 figure:
     inside TGI's budget, and beside vLLM's, whose fraction is capped in hundredths so it fits.
     """
-    memory: profiles.MemoryFacts = shape["memory"]
+    memory: engine_profiles.MemoryFacts = shape["memory"]
     growth = memory.communicationGiBPerDoubling if shape["overhead_gib"] is None else 0.0
     if tp == 1:
         context = memory.cudaContextGiB.parallel - memory.cudaContextGiB.single
@@ -321,7 +322,7 @@ def test_more_gpus_never_reduce_kv_cache_or_feasibility(shape: dict[str, typing.
     """
     degrees = (1, 2, 4, 8, 16, 32, 64)
     fits = [sizing.fit(tensor_parallel=tp, **shape) for tp in degrees]
-    memory: profiles.MemoryFacts = shape["memory"]
+    memory: engine_profiles.MemoryFacts = shape["memory"]
     correction = min(shape["kv_correction"], 1.0)
     pinned = shape["max_model_len"] is not None
     for tp, (fewer, more) in zip(degrees, itertools.pairwise(fits), strict=False):
@@ -351,7 +352,7 @@ def test_more_gpus_never_reduce_kv_cache_or_feasibility(shape: dict[str, typing.
 @SETTINGS
 @hypothesis.given(shapes())
 def test_feasible_fits_fit(shape: dict[str, typing.Any]) -> None:
-    memory: profiles.MemoryFacts = shape["memory"]
+    memory: engine_profiles.MemoryFacts = shape["memory"]
     for tp in (1, 2, 4, 8):
         fit = sizing.fit(tensor_parallel=tp, **shape)
         if not fit.feasible:

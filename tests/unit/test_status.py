@@ -7,7 +7,8 @@ from typing import Any
 import pytest
 import samples
 
-from llama_operator import conditions, status
+from llama_operator.api import conditions
+from llama_operator.reconcile import status
 
 PLAN = samples.PLAN
 T0, T1 = "2026-01-01T00:00:00Z", "2026-01-01T00:05:00Z"
