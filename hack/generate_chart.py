@@ -1,6 +1,6 @@
 """Generate the chart's CRD template and the plain manifests, all from one source.
 
-The pipeline: ``llama_operator/api/__init__.py`` -> ``crds/`` (``llama-operator crds``) -> this
+The pipeline: ``llama_operator/api/`` -> ``crds/`` (``llama-operator crds``) -> this
 script, which (1) wraps the CRD in ``charts/llama-operator/templates/crds/`` behind
 ``crds.enabled``, adding the ``crds.keep`` and Argo CD sync-wave annotations, and
 (2) renders ``manifests/crds.yaml`` and ``manifests/install.yaml`` with ``helm template``

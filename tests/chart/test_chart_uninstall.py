@@ -17,7 +17,8 @@ import pytest
 import yaml
 
 import pss
-from llama_operator import api, cli
+from llama_operator import api
+from llama_operator.cli import arguments, cluster
 from llama_operator.runtime import finalizers
 
 HOOK = "llama-operator-release-finalizers"
@@ -164,8 +165,8 @@ def test_the_cli_accepts_the_jobs_arguments() -> None:
         [container] = job(chartkit.render(chartkit.VALUE_SETS[name]))["spec"]["template"]["spec"][
             "containers"
         ]
-        args = cli._parser().parse_args(container["args"])
-        assert args.func is cli._cmd_release_finalizers
+        args = arguments.parser().parse_args(container["args"])
+        assert args.func is cluster.cmd_release_finalizers
         assert args.wait == 60
         assert args.namespaces == chartkit.VALUE_SETS[name].get("watchNamespaces")
 

@@ -42,6 +42,7 @@ from kube import (
 )
 
 from llama_operator.clients import hub
+from llama_operator.runtime import handlers as _handlers  # noqa: F401 - registers them with Kopf
 from stopping import thread_stacks
 
 

@@ -77,6 +77,7 @@ def namespace(api_client: kclient.ApiClient) -> Iterator[str]:
 @pytest.fixture
 def operator_config(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The operator's handlers registered, and its config: the GPU pool no node matches."""
+    from llama_operator.runtime import handlers as _handlers  # noqa: F401, PLC0415 - registers them
 
     config_file = tmp_path / "config.yaml"
     config_file.write_text(POOLS)

@@ -84,12 +84,11 @@ def reconcile_once(
     outcome = reconcile.reconcile(
         body=body(name, spec, status),
         settings=SETTINGS,
-        client=client,  # type: ignore[arg-type]
-        lookup=lambda kind, ns, child: live.get((kind, child)),
-        gpu_nodes=[],
-        fetch=None,
-        now=NOW,
-        handled={},
+        cluster=reconcile.Cluster(
+            client=client,  # type: ignore[arg-type]
+            lookup=lambda kind, ns, child: live.get((kind, child)),
+        ),
+        clock=reconcile.Clock(now=NOW),
     )
     return outcome, client
 

@@ -13,6 +13,7 @@ import yaml
 import llama_operator
 from llama_operator import cli
 from llama_operator.api import crd
+from llama_operator.cli import cluster
 
 ROOT = pathlib.Path(__file__).parents[2]
 EXAMPLES = ROOT / "manifests" / "examples"
@@ -238,7 +239,7 @@ class TestRun:
         self, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         seen: list[list[str]] = []
-        monkeypatch.setattr(cli.kopf_cli, "main", lambda args, prog_name: seen.append(args))
+        monkeypatch.setattr(cluster.kopf_cli, "main", lambda args, prog_name: seen.append(args))
         assert cli.main(["run", "-n", "ai", "--liveness", "http://0.0.0.0:8080/healthz"]) == 0
         assert seen == [
             [
@@ -256,7 +257,7 @@ class TestRun:
         self, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         seen: list[list[str]] = []
-        monkeypatch.setattr(cli.kopf_cli, "main", lambda args, prog_name: seen.append(args))
+        monkeypatch.setattr(cluster.kopf_cli, "main", lambda args, prog_name: seen.append(args))
         assert cli.main(["run"]) == 0
         assert seen == [["run", "-m", "llama_operator.runtime.handlers", "--all-namespaces"]]
 

@@ -36,9 +36,7 @@ STATUS_SCHEMA: dict[str, Any] = OPENAPI["properties"]["status"]
 TYPES = {"object", "array", "string", "integer", "number", "boolean"}
 INT_OR_STRING_ANY_OF = [{"type": "integer"}, {"type": "string"}]
 MODEL_ID = "meta-llama/Llama-3.1-8B-Instruct"
-REGENERATE = (
-    "is out of date with llama_operator/api/__init__.py: run `make generate` and commit the result"
-)
+REGENERATE = "is out of date with llama_operator/api/: run `make generate` and commit the result"
 
 
 # -- helpers: walking the schema ----------------------------------------------------------

@@ -919,12 +919,12 @@ class TestProperties:
                 # Never to a variant without a ready pod.
                 if d.active == "primary":
                     assert sim.primary.ready > 0
-                    before = by_index[failover._index(active)]
+                    before = by_index[api.fallback_index(active)]
                     held = healthy_from is not None and sim.now - healthy_from >= hold
                     # Back before the hold-down only when the fallback has nothing left.
                     assert held or not before.servable or before.ready == 0
                 else:
-                    to = by_index[failover._index(d.active)]
+                    to = by_index[api.fallback_index(d.active)]
                     assert to.servable
                     assert to.ready > 0
                     assert not any(c.servable and c.ready for c in seen if c.index < to.index) or (
@@ -1003,9 +1003,9 @@ class TestProperties:
 
 def test_variant_names() -> None:
     assert [failover.name_of(i) for i in range(3)] == ["fallback-0", "fallback-1", "fallback-2"]
-    assert failover._index("fallback-7") == 7
-    assert failover._index("primary") == -1
-    assert failover._index("fallback-x") == -1
+    assert api.fallback_index("fallback-7") == 7
+    assert api.fallback_index("primary") is None
+    assert api.fallback_index("fallback-x") is None
 
 
 def test_policy_of() -> None:

@@ -16,6 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from llama_operator import api, cli
+from llama_operator.cli import arguments
 from llama_operator.clients import k8s
 from llama_operator.runtime import finalizers, operator_metrics
 
@@ -310,9 +311,11 @@ class TestRelease:
 
 class TestCommand:
     def test_arguments(self) -> None:
-        args = cli._parser().parse_args(["release-finalizers", "-n", "a", "--namespace", "b"])
+        args = arguments.parser().parse_args(["release-finalizers", "-n", "a", "--namespace", "b"])
         assert (args.namespaces, args.wait) == (["a", "b"], 0.0)
-        assert cli._parser().parse_args(["release-finalizers", "--wait", "60"]).namespaces is None
+        assert (
+            arguments.parser().parse_args(["release-finalizers", "--wait", "60"]).namespaces is None
+        )
 
     @pytest.mark.parametrize("wait", ["-1", "soon", "nan"])
     def test_wait_must_be_seconds(self, wait: str, capsys: pytest.CaptureFixture[str]) -> None:

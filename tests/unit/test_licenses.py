@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 import yaml
-from llama_operator.licensing.terms import REGISTRY
 
 from llama_operator import cli
 from llama_operator.licensing import terms
+from llama_operator.licensing.terms import REGISTRY
 from llama_operator.planning import catalog
 
 ROOT = pathlib.Path(__file__).parents[2]

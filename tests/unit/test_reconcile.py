@@ -95,16 +95,16 @@ def run(
     outcome = reconcile.reconcile(
         body=b,
         settings=settings,
-        client=client,  # type: ignore[arg-type]
-        lookup=lambda kind, ns, name: (live or {}).get((kind, name)),
-        gpu_nodes=[],
-        fetch=fetch,
-        now="2026-01-01T00:00:00Z",
-        card=card,
-        access=access,
-        unwatched=remembered(live) if unwatched is None else unwatched,
-        generations=applied_by_us(live) if generations is None else generations,
-        clock=lambda: clock,
+        cluster=reconcile.Cluster(
+            client=client,  # type: ignore[arg-type]
+            lookup=lambda kind, ns, name: (live or {}).get((kind, name)),
+        ),
+        clock=reconcile.Clock(now="2026-01-01T00:00:00Z", monotonic=lambda: clock),
+        readers=reconcile.Readers(fetch=fetch, card=card, access=access),
+        memory=reconcile.Memory(
+            unwatched=remembered(live) if unwatched is None else unwatched,
+            generations=applied_by_us(live) if generations is None else generations,
+        ),
     )
     return outcome, client
 
@@ -300,14 +300,12 @@ class TestDrift:
         reconcile.reconcile(
             body=body(SPEC),
             settings=SETTINGS,
-            client=client,  # type: ignore[arg-type]
-            lookup=lambda kind, ns, name: live.get((kind, name)),
-            gpu_nodes=[],
-            fetch=None,
-            now="2026-01-01T00:00:00Z",
-            generations=generations,
-            unwatched=remembered(live),
-            clock=lambda: NOW,
+            cluster=reconcile.Cluster(
+                client=client,  # type: ignore[arg-type]
+                lookup=lambda kind, ns, name: live.get((kind, name)),
+            ),
+            clock=reconcile.Clock(now="2026-01-01T00:00:00Z", monotonic=lambda: NOW),
+            memory=reconcile.Memory(generations=generations, unwatched=remembered(live)),
         )
         return client
 

@@ -93,16 +93,16 @@ def run(
     outcome = reconcile.reconcile(
         body=b,
         settings=settings,
-        client=client,  # type: ignore[arg-type]
-        lookup=lambda kind, ns, obj_name: (live or {}).get((kind, obj_name)),
-        gpu_nodes=[],
-        fetch=None,
-        now=NOW,
-        unwatched=remembered(live),
-        generations=applied_by_us(live),
-        clock=lambda: 1000.0,
-        kv_capacity=reader,
-        corrections=reconcile.corrections_reader(client, settings),  # type: ignore[arg-type]
+        cluster=reconcile.Cluster(
+            client=client,  # type: ignore[arg-type]
+            lookup=lambda kind, ns, obj_name: (live or {}).get((kind, obj_name)),
+        ),
+        clock=reconcile.Clock(now=NOW, monotonic=lambda: 1000.0),
+        readers=reconcile.Readers(
+            kv_capacity=reader,
+            corrections=reconcile.corrections_reader(client, settings),  # type: ignore[arg-type]
+        ),
+        memory=reconcile.Memory(unwatched=remembered(live), generations=applied_by_us(live)),
     )
     return outcome, client
 

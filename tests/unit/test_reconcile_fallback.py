@@ -44,14 +44,14 @@ def run(
     outcome = reconcile.reconcile(
         body=body(spec, status),
         settings=SETTINGS,
-        client=client,  # type: ignore[arg-type]
-        lookup=lambda kind, ns, name: live.get((kind, name)),
-        gpu_nodes=[],
-        fetch=None,
-        now=now,
-        queue=queue,
+        cluster=reconcile.Cluster(
+            client=client,  # type: ignore[arg-type]
+            lookup=lambda kind, ns, name: live.get((kind, name)),
+        ),
+        clock=reconcile.Clock(now=now),
+        readers=reconcile.Readers(queue=queue),
         # The children in ``live`` were applied by this process (a restart is tested apart).
-        generations=applied_by_us(live),
+        memory=reconcile.Memory(generations=applied_by_us(live)),
     )
     for obj in client.applied:
         key = (obj["kind"], obj["metadata"]["name"])

@@ -67,11 +67,11 @@ def serving(spec: dict[str, Any]) -> tuple[dict[tuple[str, str], Any], dict[str,
     first = reconcile.reconcile(
         body=body(spec),
         settings=SETTINGS,
-        client=client,  # type: ignore[arg-type]
-        lookup=lambda kind, ns, name: None,
-        gpu_nodes=[],
-        fetch=None,
-        now=NOW,
+        cluster=reconcile.Cluster(
+            client=client,  # type: ignore[arg-type]
+            lookup=lambda kind, ns, name: None,
+        ),
+        clock=reconcile.Clock(now=NOW),
     )
     live = {
         (obj["kind"], obj["metadata"]["name"]): ready(obj, spec["replicas"])
@@ -97,15 +97,14 @@ def run(
     outcome = reconcile.reconcile(
         body=b,
         settings=SETTINGS,
-        client=client,  # type: ignore[arg-type]
-        lookup=lambda kind, ns, name: live.get((kind, name)),
-        gpu_nodes=[],
-        fetch=None,
-        now=now,
-        measure=measure,
-        handled={},
+        cluster=reconcile.Cluster(
+            client=client,  # type: ignore[arg-type]
+            lookup=lambda kind, ns, name: live.get((kind, name)),
+        ),
+        clock=reconcile.Clock(now=now),
+        readers=reconcile.Readers(measure=measure),
         # The children in ``live`` were applied by this process (a restart is tested apart).
-        generations=applied_by_us(live),
+        memory=reconcile.Memory(generations=applied_by_us(live)),
     )
     return outcome, client
 
@@ -325,13 +324,12 @@ class TestRefusedRoute:
             outcome = reconcile.reconcile(
                 body=body(routed, status),
                 settings=SETTINGS,
-                client=client,  # type: ignore[arg-type]
-                lookup=lambda kind, ns, name: None,
-                gpu_nodes=[],
-                fetch=None,
-                now=NOW,
-                unwatched=unwatched,
-                clock=lambda: clock,
+                cluster=reconcile.Cluster(
+                    client=client,  # type: ignore[arg-type]
+                    lookup=lambda kind, ns, name: None,
+                ),
+                clock=reconcile.Clock(now=NOW, monotonic=lambda: clock),
+                memory=reconcile.Memory(unwatched=unwatched),
             )
             return merged(status, outcome.status_patch)
 

@@ -46,15 +46,13 @@ def run(
     outcome = reconcile.reconcile(
         body=body(spec, status),
         settings=settings,
-        client=client,  # type: ignore[arg-type]
-        lookup=lambda kind, ns, name: (live or {}).get((kind, name)),
-        gpu_nodes=[],
-        fetch=None,
-        now="2026-01-01T00:00:00Z",
-        unwatched=remembered(live),
-        generations=applied_by_us(live),
-        clock=lambda: 1000.0,
-        api_key=key_check,
+        cluster=reconcile.Cluster(
+            client=client,  # type: ignore[arg-type]
+            lookup=lambda kind, ns, name: (live or {}).get((kind, name)),
+        ),
+        clock=reconcile.Clock(now="2026-01-01T00:00:00Z", monotonic=lambda: 1000.0),
+        readers=reconcile.Readers(api_key=key_check),
+        memory=reconcile.Memory(unwatched=remembered(live), generations=applied_by_us(live)),
     )
     return outcome, client
 

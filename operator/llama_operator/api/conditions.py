@@ -31,7 +31,7 @@ TRAFFIC = "Traffic"
 FALLBACK_ACTIVE = "FallbackActive"
 FALLBACKS_PLANNED = "FallbacksPlanned"
 # Whether the KV cache the running engine reports is what the plan promised
-# (capacity.py, docs/concepts/observed-capacity.md).
+# (operations.capacity, docs/concepts/observed-capacity.md).
 KV_CACHE_CAPACITY = "KVCacheCapacity"
 
 # Order in which types are listed in status (stable output, stable diffs).

@@ -12,7 +12,7 @@ for or a fallback serves), the calibration ConfigMap of KV-cache corrections (wh
 plan is made anew; one key merged into it when a pod reports less than planned), and
 single objects on demand; the reconcile loop otherwise reads children from Kopf indexes
 fed by watches. ``llama-operator release-finalizers``
-(``finalizers.py``) lists LlamaDeployments and JSON-patches their finalizers, which
+(``runtime.finalizers``) lists LlamaDeployments and JSON-patches their finalizers, which
 is all it does.
 
 It uses the official ``kubernetes`` client synchronously: Kopf runs our sync

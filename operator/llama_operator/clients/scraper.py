@@ -1,13 +1,15 @@
 """The one HTTP reader of the engines' /metrics pages: every pod at once, each bounded.
 
 Every reader of the serving pods' numbers goes through here: the built-in autoscaler's
-tick and the failover's queue read (``scaling.scrape``, ``scaling.queue_per_pod``), the
-KV cache each engine allocated (``scaling.capacity_per_pod``) and the canary analysis
-(``canary``). A caller says which pods (``Endpoint``: the pod's name and the URL of its
-page), how long each may take and how to read a page (a ``podmetrics`` or ``capacity``
-parser, text in); it gets one ``Page`` per pod, in the order given: the parser's answer,
-or why the pod could not be read. What a failed pod means (not scraped, left out) is
-the caller's to decide; nothing is logged here.
+tick and the failover's queue read (``runtime.autoscaling_loop.scrape``,
+``runtime.autoscaling_loop.queue_per_pod``), the KV cache each engine allocated
+(``runtime.autoscaling_loop.capacity_per_pod``) and the canary analysis
+(``runtime.canary_probe``). A caller says which pods (``Endpoint``: the pod's name and the
+URL of its page), how long each may take and how to read a page (a
+``serving.engine_metrics`` or ``operations.capacity`` parser, text in); it gets one
+``Page`` per pod, in the order given: the parser's answer, or why the pod could not be
+read. What a failed pod means (not scraped, left out) is the caller's to decide; nothing
+is logged here.
 
 A pod could not be read when it does not answer within the timeout, the connection
 fails, it answers anything but 200, its page is not text, or the parser finds no
@@ -16,8 +18,9 @@ concurrently, each under its own timeout, so one slow pod costs at most that tim
 never holds up the others; the response is released before its page is parsed.
 
 Where it sits: an I/O client like ``k8s`` and ``hub``, above the pure parsers
-(``podmetrics``, ``capacity``) and below its callers (``scaling``, ``canary``, and
-``handlers``, whose autoscaler daemon opens a ``session`` per tick).
+(``serving.engine_metrics``, ``operations.capacity``) and below its callers
+(``runtime.autoscaling_loop``, ``runtime.canary_probe``, and ``runtime.handlers``, whose
+autoscaler daemon opens a ``session`` per tick).
 """
 
 from __future__ import annotations

@@ -366,26 +366,10 @@ def detect(
     derivatives (every registry licence but the permissive apache-2.0 and mit, which do
     not override the fine-tune's own card).
     """
-    base_cards = base_cards or {}
     if override is not None:
-        chosen = REGISTRY.get(override.strip().lower())
-        if chosen is None:
-            return Detection(
-                None,
-                "spec",
-                f"spec.license.id {override!r} is not a known licence id; use one of "
-                f"{', '.join(REGISTRY)}",
-            )
-        return Detection(chosen, "spec", f"set by spec.license.id ({chosen.id})")
-
+        return _from_spec(override)
     card = from_card(card_license, card_license_name)
-    inherited: list[tuple[str, License]] = []  # (ancestor, the licence it passes on)
-    for base in base_models:
-        passed = by_pattern(base)
-        if passed is None and base in base_cards:
-            passed = from_card(*base_cards[base])
-        if passed is not None and passed.binds_derivatives:
-            inherited.append((base, passed))
+    inherited = _inherited(base_models, base_cards=base_cards or {})
     # A card that agrees with an ancestor is simply right; one that does not is overruled.
     if inherited and all(passed is not card for _, passed in inherited):
         base, passed = inherited[0]
@@ -413,7 +397,39 @@ def detect(
         return Detection(
             matched, "pattern", f"repository id {model_id} follows the {matched.name} naming"
         )
+    return _unknown(model_id, card_license=card_license, card_license_name=card_license_name)
 
+
+def _from_spec(override: str) -> Detection:
+    """spec.license.id, which wins over everything the operator could find itself."""
+    chosen = REGISTRY.get(override.strip().lower())
+    if chosen is None:
+        return Detection(
+            None,
+            "spec",
+            f"spec.license.id {override!r} is not a known licence id; use one of "
+            f"{', '.join(REGISTRY)}",
+        )
+    return Detection(chosen, "spec", f"set by spec.license.id ({chosen.id})")
+
+
+def _inherited(
+    base_models: Sequence[str], *, base_cards: Mapping[str, tuple[str | None, str | None]]
+) -> list[tuple[str, License]]:
+    """(ancestor, the licence it passes on), nearest ancestor first."""
+    inherited: list[tuple[str, License]] = []
+    for base in base_models:
+        passed = by_pattern(base)
+        if passed is None and base in base_cards:
+            passed = from_card(*base_cards[base])
+        if passed is not None and passed.binds_derivatives:
+            inherited.append((base, passed))
+    return inherited
+
+
+def _unknown(
+    model_id: str, *, card_license: str | None, card_license_name: str | None
+) -> Detection:
     seen = ""
     if card_license or card_license_name:
         seen = f" (its card says {_card_text(card_license, card_license_name)})"

@@ -3,9 +3,9 @@
 Pure: a function of (policy, observations, current replicas, previous state, clock),
 so the same decision can later split replicas between variants (canary, fallback),
 and a simulation or a test can replay any trace through it. The scrape loop in
-``handlers`` feeds it; ``State`` is kept in ``status.autoscaling`` (times are wall
-clock, seconds since the epoch) so a restarted operator continues with the same
-stabilisation window.
+``runtime.autoscaling_loop`` feeds it; ``State`` is kept in ``status.autoscaling``
+(times are wall clock, seconds since the epoch) so a restarted operator continues with
+the same stabilisation window.
 
 The formula (docs/concepts/autoscaling.md):
 
@@ -162,12 +162,36 @@ def decide(
             f"{current} replicas is outside [{policy.min_replicas}, {policy.max_replicas}]",
             state,
         )
-    scraped = [s.value for s in samples if s.value is not None]
-    missing = len(samples) - len(scraped)
-    if not scraped:
+    if not any(s.value is not None for s in samples):
         what = f"none of {len(samples)} ready pods could be scraped" if samples else "no ready pod"
         return Decision(current, None, None, "NoMetrics", f"{what}: replicas kept", state)
+    seen = _recommendation(policy=policy, samples=samples, state=state, now=now)
+    if seen.recommended > current:
+        replicas = min(seen.recommended, current + policy.scale_up_step)
+        return Decision(replicas, seen.recommended, seen.load, "ScaleUp", seen.inputs, seen.state)
+    if seen.recommended == current:
+        return Decision(current, seen.recommended, seen.load, "Steady", seen.inputs, seen.state)
+    return _down(policy=policy, seen=seen, current=current, now=now)
 
+
+@dataclasses.dataclass(frozen=True)
+class _Recommendation:
+    """This evaluation's recommendation, what it was made from, and the window with it."""
+
+    recommended: int
+    load: float
+    missing: int  # ready pods that could not be scraped
+    inputs: str  # the numbers, for the message
+    state: State
+
+
+def _recommendation(
+    *, policy: Policy, samples: Sequence[Sample], state: State, now: float
+) -> _Recommendation:
+    """The load over the ready pods (a pod not scraped counts as the busiest one), the
+    replicas it needs (at least the running floor), remembered in the window."""
+    scraped = [s.value for s in samples if s.value is not None]
+    missing = len(samples) - len(scraped)
     load = sum(scraped) + missing * max(scraped)
     recommended = recommend(policy, load)
     floor_note = ""
@@ -179,41 +203,44 @@ def decide(
         f"load {load:g} over {len(samples)} ready pod(s) ({missing} not scraped), "
         f"target {policy.target:g} per replica{floor_note}: {recommended} recommended"
     )
-    if recommended > current:
-        replicas = min(recommended, current + policy.scale_up_step)
-        return Decision(replicas, recommended, load, "ScaleUp", inputs, state)
-    if recommended == current:
-        return Decision(current, recommended, load, "Steady", inputs, state)
+    return _Recommendation(
+        recommended=recommended, load=load, missing=missing, inputs=inputs, state=state
+    )
 
+
+def _down(*, policy: Policy, seen: _Recommendation, current: int, now: float) -> Decision:
+    """Fewer replicas recommended: down to the window's highest recommendation, once the
+    window is full and every ready pod was scraped; until then, stabilizing."""
     window_start = now - policy.window_seconds
-    covered = bool(state.recommendations) and state.recommendations[0][0] <= window_start
-    stabilized = max(replicas for _, replicas in state.recommendations)
-    if missing:
+    pairs = seen.state.recommendations
+    covered = bool(pairs) and pairs[0][0] <= window_start
+    stabilized = max(replicas for _, replicas in pairs)
+    if seen.missing:
         return Decision(
             current,
-            recommended,
-            load,
+            seen.recommended,
+            seen.load,
             "Stabilizing",
-            f"{inputs}; not scaling down while {missing} ready pod(s) cannot be scraped",
-            state,
+            f"{seen.inputs}; not scaling down while {seen.missing} ready pod(s) cannot be scraped",
+            seen.state,
         )
     if not covered or stabilized >= current:
         return Decision(
             current,
-            recommended,
-            load,
+            seen.recommended,
+            seen.load,
             "Stabilizing",
-            f"{inputs}; the window's highest recommendation is {stabilized}"
+            f"{seen.inputs}; the window's highest recommendation is {stabilized}"
             + ("" if covered else f" and the window of {policy.window_seconds:g}s is not full"),
-            state,
+            seen.state,
         )
     return Decision(
         stabilized,
-        recommended,
-        load,
+        seen.recommended,
+        seen.load,
         "ScaleDown",
-        f"{inputs}; highest over the last {policy.window_seconds:g}s: {stabilized}",
-        state,
+        f"{seen.inputs}; highest over the last {policy.window_seconds:g}s: {stabilized}",
+        seen.state,
     )
 
 

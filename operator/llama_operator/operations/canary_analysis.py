@@ -1,10 +1,11 @@
 """Canary analysis: what each variant served between two scrapes, and the verdict on it.
 
-Pipeline position: the rollout scrapes the canary's and the stable pods' /metrics
-(``engine_metrics.traffic``, one ``Traffic`` per pod), keeps one scrape as the baseline, and
-at each interval calls ``window`` (baseline and now -> what each variant served in
-between) and ``judge`` (the canary's window against ``api.Analysis`` and the stable
-window) -> ``Judgement``, which it records in status.rollout.analysis and acts on.
+Pipeline position: the canary probe (``runtime.canary_probe``) scrapes the canary's and the
+stable pods' /metrics (``engine_metrics.traffic``, one ``Traffic`` per pod), keeps one scrape
+as the baseline, and at each interval calls ``window`` (baseline and now -> what each variant
+served in between) and ``judge`` (the canary's window against ``api.Analysis`` and the
+stable window) -> ``Judgement``, which the rollout records in status.rollout.analysis and
+acts on.
 
 What counts as a failed request: the engine's server failures (the profile's
 ``outcomes.serverFailures``: vLLM error; TGI generation, incomplete), any kind the profile
@@ -264,102 +265,141 @@ def judge(
     stable_numbers = (
         stable.numbers(outcomes=stable_kinds, count=counted) if stable is not None else None
     )
-
-    def verdict(result: Result, breaches: list[str], message: str) -> Judgement:
-        return Judgement(
-            result=result,
-            canary=numbers,
-            stable=stable_numbers,
-            breaches=tuple(breaches),
-            message=message,
-        )
-
     seen = _count(canary.requests)
     if canary.requests < analysis.minRequests:
-        return verdict(
-            "Inconclusive",
-            [],
-            f"{seen} of {analysis.minRequests} requests needed to judge the canary; "
-            "waiting for more",
-        )
-    if canary.requests <= 0:
-        return verdict(
-            "Passed", [], "no requests were seen; passed on time alone (minRequests is 0)"
-        )
-
-    checks: list[str] = [f"{seen} requests"]
-    breaches: list[str] = []
-
-    def check(
-        what: str,
-        value: float | None,
-        limit: float | None,
-        stable_value: Callable[[Window], float | None],
-        unit: str,
-    ) -> None:
-        if limit is None:
-            return
-        if value is None:
-            checks.append(f"{what}: not exposed")
-            return
-        shown = f"{what} {_show(value, unit)}"
-        against = f"max {_show(limit, unit)}"
-        if stable is not None:
-            other = stable_value(stable)
-            against += f" (stable {_show(other, unit) if other is not None else 'n/a'})"
-        if value > limit:
-            breaches.append(f"{shown} > {_show(limit, unit)}")
-            checks.append(f"{shown} > {against}")
-        else:
-            checks.append(f"{shown} <= {against}")
-
-    check(
-        "error rate",
-        canary.error_rate(outcomes=outcomes, count=counted),
-        analysis.maxErrorRate,
-        lambda window: window.error_rate(outcomes=stable_kinds, count=counted),
-        "",
+        lines = [
+            _Line(
+                f"{seen} of {analysis.minRequests} requests needed to judge the canary; "
+                "waiting for more"
+            )
+        ]
+        result: Result = "Inconclusive"
+    elif canary.requests <= 0:
+        lines = [_Line("no requests were seen; passed on time alone (minRequests is 0)")]
+        result = "Passed"
+    else:
+        lines = [
+            _Line(f"{seen} requests"),
+            *_checked(
+                canary=canary,
+                stable=stable,
+                analysis=analysis,
+                outcomes=outcomes,
+                stable_outcomes=stable_kinds,
+                counted=counted,
+            ),
+        ]
+        result = "Failed" if any(line.breach is not None for line in lines) else "Passed"
+    return Judgement(
+        result=result,
+        canary=numbers,
+        stable=stable_numbers,
+        breaches=tuple(line.breach for line in lines if line.breach is not None),
+        message="; ".join(line.text for line in lines),
     )
+
+
+@dataclasses.dataclass(frozen=True)
+class _Line:
+    """One check in a judgement's message, and its breach when a threshold is exceeded."""
+
+    text: str
+    breach: str | None = None  # the short phrase for Judgement.breaches
+
+
+def _checked(
+    *,
+    canary: Window,
+    stable: Window | None,
+    analysis: api.Analysis,
+    outcomes: engine_profiles.Outcomes,
+    stable_outcomes: engine_profiles.Outcomes,
+    counted: Collection[str],
+) -> list[_Line]:
+    """Every threshold of ``analysis`` that is set, in the order the message lists them."""
+    lines = [
+        _threshold(
+            "error rate",
+            canary.error_rate(outcomes=outcomes, count=counted),
+            analysis.maxErrorRate,
+            stable=stable,
+            stable_value=lambda window: window.error_rate(outcomes=stable_outcomes, count=counted),
+            unit="",
+        ),
+        _not_counted(canary, outcomes=outcomes, counted=counted),
+        _threshold(
+            "p95 latency",
+            canary.p95_latency(),
+            analysis.maxP95LatencySeconds,
+            stable=stable,
+            stable_value=Window.p95_latency,
+            unit="s",
+        ),
+        _threshold(
+            "p95 time to first token",
+            canary.p95_ttft(),
+            analysis.maxP95TimeToFirstTokenSeconds,
+            stable=stable,
+            stable_value=Window.p95_ttft,
+            unit="s",
+        ),
+        _latency_ratio(canary, stable=stable, ratio=analysis.maxLatencyRatio),
+    ]
+    return [line for line in lines if line is not None]
+
+
+def _threshold(
+    what: str,
+    value: float | None,
+    limit: float | None,
+    *,
+    stable: Window | None,
+    stable_value: Callable[[Window], float | None],
+    unit: str,
+) -> _Line | None:
+    """``what`` against its maximum, with the stable's value beside it; None when unset."""
+    if limit is None:
+        return None
+    if value is None:
+        return _Line(f"{what}: not exposed")
+    shown = f"{what} {_show(value, unit)}"
+    against = f"max {_show(limit, unit)}"
+    if stable is not None:
+        other = stable_value(stable)
+        against += f" (stable {_show(other, unit) if other is not None else 'n/a'})"
+    if value > limit:
+        return _Line(f"{shown} > {against}", breach=f"{shown} > {_show(limit, unit)}")
+    return _Line(f"{shown} <= {against}")
+
+
+def _not_counted(
+    canary: Window, *, outcomes: engine_profiles.Outcomes, counted: Collection[str]
+) -> _Line | None:
     left = canary.not_counted(outcomes=outcomes, count=counted)
-    if left:
-        # Seen, not counted (a client's cancel, bad input, our own 429s): a person reading
-        # the verdict should know they were there (spec.rollout.analysis.countAsErrors).
-        checks.append(
-            "not counted: " + ", ".join(f"{_count(value)} {kind}" for kind, value in left)
-        )
-    check(
-        "p95 latency",
-        canary.p95_latency(),
-        analysis.maxP95LatencySeconds,
-        Window.p95_latency,
-        "s",
-    )
-    check(
-        "p95 time to first token",
-        canary.p95_ttft(),
-        analysis.maxP95TimeToFirstTokenSeconds,
-        Window.p95_ttft,
-        "s",
-    )
-    ratio = analysis.maxLatencyRatio
-    if ratio is not None:
-        mine = canary.p95_latency()
-        theirs = stable.p95_latency() if stable is not None else None
-        if mine is None:
-            checks.append("latency ratio: canary p95 latency not exposed")
-        elif theirs is None or theirs <= 0:
-            # Nothing to compare with (no stable pods scraped, or no stable traffic in
-            # the window): the absolute thresholds still apply.
-            checks.append("latency ratio: stable p95 latency not known")
-        else:
-            shown = f"p95 latency {_show(mine, 's')}"
-            against = f"{_show(ratio, '')} x stable {_show(theirs, 's')}"
-            if mine > ratio * theirs:
-                breaches.append(f"{shown} > {against}")
-                checks.append(f"{shown} > {against}")
-            else:
-                checks.append(f"{shown} <= {against}")
-    return verdict("Failed" if breaches else "Passed", breaches, "; ".join(checks))
+    if not left:
+        return None
+    # Seen, not counted (a client's cancel, bad input, our own 429s): a person reading
+    # the verdict should know they were there (spec.rollout.analysis.countAsErrors).
+    return _Line("not counted: " + ", ".join(f"{_count(value)} {kind}" for kind, value in left))
+
+
+def _latency_ratio(canary: Window, *, stable: Window | None, ratio: float | None) -> _Line | None:
+    """The canary's p95 latency against ``ratio`` times the stable's; None when unset."""
+    if ratio is None:
+        return None
+    mine = canary.p95_latency()
+    theirs = stable.p95_latency() if stable is not None else None
+    if mine is None:
+        return _Line("latency ratio: canary p95 latency not exposed")
+    if theirs is None or theirs <= 0:
+        # Nothing to compare with (no stable pods scraped, or no stable traffic in
+        # the window): the absolute thresholds still apply.
+        return _Line("latency ratio: stable p95 latency not known")
+    shown = f"p95 latency {_show(mine, 's')}"
+    against = f"{_show(ratio, '')} x stable {_show(theirs, 's')}"
+    if mine > ratio * theirs:
+        return _Line(f"{shown} > {against}", breach=f"{shown} > {against}")
+    return _Line(f"{shown} <= {against}")
 
 
 def _significant(value: float | None, digits: int = 4) -> float | None:

@@ -1,13 +1,14 @@
 """Observed KV-cache capacity: what the running engine allocated, against what the plan said.
 
 Pipeline position: on the reconcile path, once the primary is rolled out on its current
-template. ``scaling.capacity_per_pod`` reads each ready pod's /metrics (only when ``due``:
-the set of ready pods changed since the last reading, because an engine sizes its KV
-cache once, at start-up) and ``parse`` turns each page into a ``PodCapacity``; ``observe``
-keeps the lowest pod against ``Plan.kvCacheTokens`` as ``status.plan.observed``;
-``condition`` decides ``KVCacheCapacity``; ``correction`` is the record the reconcile
-writes to the calibration ConfigMap, which ``ratios`` reads back for the next plans of the
-same model, engine release and GPU product (``planner.Request.kv_corrections``).
+template. ``autoscaling_loop.capacity_per_pod`` reads each ready pod's /metrics (only when
+``due``: the set of ready pods changed since the last reading, because an engine sizes its
+KV cache once, at start-up) and ``parse`` turns each page into a ``PodCapacity``;
+``observe`` keeps the lowest pod against ``Plan.kvCacheTokens`` as
+``status.plan.observed``; ``condition`` decides ``KVCacheCapacity``; ``correction`` is the
+record the reconcile writes to the calibration ConfigMap, which ``ratios`` reads back for
+the next plans of the same model, engine release and GPU product
+(``planner.Request.kv_corrections``).
 
 Pure: exposition text, plans and ConfigMap data in; numbers, conditions and records out.
 

@@ -1,12 +1,12 @@
-"""Pod health: what is wrong with a pod, and how the primary is doing.
+"""Pod health: what is wrong with a pod, how the primary is doing, and whether a canary failed.
 
 Pure: pods' status (and the Deployment's counts) in, typed records out. ``containers``
 is the one reader of pod and container state: each container's waiting reason and
 message, how its current and previous runs ended. Its callers judge from it with the
-waiting reasons each treats as broken, named here: the primary's health (below) and the
-canary's (``rollout.pod_failure``).
+waiting reasons each treats as broken, named here: the primary's health (``of``) and the
+canary's (``canary_failure``, which the rollout reads as ``rollout.pod_failure``).
 
-The primary's ``Health``: failover (``failover``) and re-planning (``recovery``) decide
+The primary's ``Health``: failover (``failover``) and re-planning (``replanning``) decide
 from it. The reconcile lists the primary's pods only when the Deployment does not report
 every replica ready, or a fallback serves: a healthy endpoint costs no pod listing.
 
@@ -254,6 +254,39 @@ def _out_of_memory(
                 f"{container.where} exited for lack of GPU memory ({hit!r} in its last log lines)",
                 ended.finished_at,
             )
+    return None
+
+
+# Container states that mean a canary pod cannot serve, whatever its readiness says now:
+# the primary's (``CANNOT_RUN``) and, unlike the primary's, an image or config that
+# cannot be had, since the new spec named them.
+_BROKEN_WAITING = CANNOT_RUN | NO_IMAGE_OR_CONFIG
+
+
+def canary_failure(pods: Sequence[Mapping[str, Any]]) -> str | None:
+    """The first canary pod that crashed, was OOM-killed or cannot start, described.
+
+    A canary is new: any restart of its engine is a failure (a stable pod may restart
+    for reasons of its own; a canary that does during its first minutes will again).
+    """
+    for pod in pods:
+        for container in containers(pod, init=True):
+            if container.oom_killed():
+                return (
+                    f"{container.where} was OOMKilled (out of memory): the new spec does not "
+                    "fit what it was planned on"
+                )
+            if container.waiting in _BROKEN_WAITING:
+                detail = container.waiting_message
+                return f"{container.where} is in {container.waiting}" + (
+                    f" ({detail[:200]})" if detail else ""
+                )
+            last, restarts = container.last, container.restarts
+            if last is not None and restarts > 0 and last.exit_code not in (None, 0):
+                return (
+                    f"{container.where} exited with code {last.exit_code}"
+                    f" ({last.reason or 'Error'}) and restarted {restarts} time(s)"
+                )
     return None
 
 

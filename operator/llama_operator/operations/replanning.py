@@ -51,79 +51,136 @@ def decide(
     now: float,
     wall: str,
 ) -> Outcome:
-    """Exclude the plan's pool, add headroom, or let an excluded pool be tried again."""
+    """Exclude the plan's pool, add headroom, or let an excluded pool be tried again.
+
+    In order, the first that applies: an excluded pool is tried again; the plan's pool is
+    excluded (no free GPUs); a step of headroom is added (out of memory).
+    """
     if state is None or state.inputsHash != inputs_hash:
         state = api.RecoveryStatus(inputsHash=inputs_hash)
-    last = _epoch(state.lastChange)
-    if policy.retryPoolsAfter is not None and state.excludedPools:
-        after = api.parse_duration(policy.retryPoolsAfter)
-        kept = [x for x in state.excludedPools if now - (_epoch(x.since) or now) < after]
-        if len(kept) < len(state.excludedPools):
-            retried = [x.pool for x in state.excludedPools if x not in kept]
-            change = api.PlanChange(
-                time=wall,
-                reason="PoolRetried",
-                fromPool=plan.pool if plan is not None else None,
-                message=f"pool(s) {', '.join(retried)} tried again after "
-                f"spec.failover.retryPoolsAfter ({policy.retryPoolsAfter})",
-            )
-            return Outcome(
-                state.model_copy(update={"excludedPools": kept, "lastChange": api.stamp(now)}),
-                change,
-            )
+    retried = _pools_retried(policy=policy, state=state, plan=plan, now=now, wall=wall)
+    if retried is not None:
+        return retried
     if primary is None or plan is None:
         return Outcome(state, None)
-    grace = api.parse_duration(policy.gracePeriod)
+    excluded = _pool_excluded(
+        policy=policy, state=state, plan=plan, primary=primary, now=now, wall=wall
+    )
+    if excluded is not None:
+        return excluded
+    headroom = _headroom_added(
+        policy=policy, state=state, plan=plan, primary=primary, now=now, wall=wall
+    )
+    if headroom is not None:
+        return headroom
+    return Outcome(state, None)
+
+
+def _pools_retried(
+    *,
+    policy: api.Failover,
+    state: api.RecoveryStatus,
+    plan: api.Plan | None,
+    now: float,
+    wall: str,
+) -> Outcome | None:
+    """Excluded pools whose retryPoolsAfter has passed are planned on again."""
+    if policy.retryPoolsAfter is None or not state.excludedPools:
+        return None
+    after = api.parse_duration(policy.retryPoolsAfter)
+    kept = [x for x in state.excludedPools if now - (_epoch(x.since) or now) < after]
+    if len(kept) == len(state.excludedPools):
+        return None
+    retried = [x.pool for x in state.excludedPools if x not in kept]
+    change = api.PlanChange(
+        time=wall,
+        reason="PoolRetried",
+        fromPool=plan.pool if plan is not None else None,
+        message=f"pool(s) {', '.join(retried)} tried again after "
+        f"spec.failover.retryPoolsAfter ({policy.retryPoolsAfter})",
+    )
+    return Outcome(
+        state.model_copy(update={"excludedPools": kept, "lastChange": api.stamp(now)}),
+        change,
+    )
+
+
+def _pool_excluded(
+    *,
+    policy: api.Failover,
+    state: api.RecoveryStatus,
+    plan: api.Plan,
+    primary: health.Health,
+    now: float,
+    wall: str,
+) -> Outcome | None:
+    """The plan's pool is excluded once its pods stayed unschedulable for gracePeriod."""
     excluded = {x.pool for x in state.excludedPools}
     if (
-        policy.replanOnUnschedulable
-        and primary.unschedulable_since is not None
-        and plan.pool not in excluded
+        not policy.replanOnUnschedulable
+        or primary.unschedulable_since is None
+        or plan.pool in excluded
     ):
-        # Counted from the last re-planning at the earliest: pods of the plan before it
-        # may still be pending, and must not cost the new pool its grace period.
-        since = max(primary.unschedulable_since, last if last is not None else 0.0)
-        if now - since >= grace:
-            said = primary.unschedulable or "pods unschedulable"
-            entry = api.ExcludedPool(
-                pool=plan.pool, since=api.stamp(now), reason="Unschedulable", message=said[:500]
-            )
-            change = api.PlanChange(
-                time=wall,
-                reason="Unschedulable",
-                fromPool=plan.pool,
-                message=f"pods unschedulable on pool {plan.pool} for more than "
-                f"{policy.gracePeriod}: {said[:300]}",
-            )
-            return Outcome(
-                state.model_copy(
-                    update={
-                        "excludedPools": [*state.excludedPools, entry],
-                        "lastChange": api.stamp(now),
-                    }
-                ),
-                change,
-            )
+        return None
+    last = _epoch(state.lastChange)
+    # Counted from the last re-planning at the earliest: pods of the plan before it
+    # may still be pending, and must not cost the new pool its grace period.
+    since = max(primary.unschedulable_since, last if last is not None else 0.0)
+    if now - since < api.parse_duration(policy.gracePeriod):
+        return None
+    said = primary.unschedulable or "pods unschedulable"
+    entry = api.ExcludedPool(
+        pool=plan.pool, since=api.stamp(now), reason="Unschedulable", message=said[:500]
+    )
+    change = api.PlanChange(
+        time=wall,
+        reason="Unschedulable",
+        fromPool=plan.pool,
+        message=f"pods unschedulable on pool {plan.pool} for more than "
+        f"{policy.gracePeriod}: {said[:300]}",
+    )
+    return Outcome(
+        state.model_copy(
+            update={
+                "excludedPools": [*state.excludedPools, entry],
+                "lastChange": api.stamp(now),
+            }
+        ),
+        change,
+    )
+
+
+def _headroom_added(
+    *,
+    policy: api.Failover,
+    state: api.RecoveryStatus,
+    plan: api.Plan,
+    primary: health.Health,
+    now: float,
+    wall: str,
+) -> Outcome | None:
+    """A step of headroom for an out-of-memory exit newer than the last re-planning."""
+    last = _epoch(state.lastChange)
     oom_at = primary.out_of_memory_at
     fresh = last is None or oom_at is None or oom_at > last
     if (
-        policy.replanOnOutOfMemory
-        and primary.out_of_memory is not None
-        and fresh
-        and state.headroom < MAX_HEADROOM
+        not policy.replanOnOutOfMemory
+        or primary.out_of_memory is None
+        or not fresh
+        or state.headroom >= MAX_HEADROOM
     ):
-        headroom = state.headroom + 1
-        change = api.PlanChange(
-            time=wall,
-            reason="OutOfMemory",
-            fromPool=plan.pool,
-            message=f"{primary.out_of_memory}: re-planned with {headroom * HEADROOM_GIB:g} GiB "
-            f"more headroom per GPU (step {headroom}/{MAX_HEADROOM})",
-        )
-        return Outcome(
-            state.model_copy(update={"headroom": headroom, "lastChange": api.stamp(now)}), change
-        )
-    return Outcome(state, None)
+        return None
+    headroom = state.headroom + 1
+    change = api.PlanChange(
+        time=wall,
+        reason="OutOfMemory",
+        fromPool=plan.pool,
+        message=f"{primary.out_of_memory}: re-planned with {headroom * HEADROOM_GIB:g} GiB "
+        f"more headroom per GPU (step {headroom}/{MAX_HEADROOM})",
+    )
+    return Outcome(
+        state.model_copy(update={"headroom": headroom, "lastChange": api.stamp(now)}), change
+    )
 
 
 def apply(request: planner.Request, state: api.RecoveryStatus | None) -> planner.Request:

@@ -12,7 +12,7 @@ from llama_operator.planning import facts
 B = 1e9
 
 
-def _f(  # noqa: PLR0917 - one positional row per line of the facts.md table
+def _f(  # noqa: PLR0913 - one row per line of the facts.md table, positional
     name: str,
     params: float,
     layers: int,

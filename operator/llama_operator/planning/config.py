@@ -1,8 +1,14 @@
-"""Operator-wide configuration: engine images, the GPU pool catalogue, defaults.
+"""The operator's own configuration: engine images, the GPU pool catalogue, defaults.
 
 Lives in one YAML file, read from ``$LLAMA_OPERATOR_CONFIG`` or, in a cluster, from a
 ConfigMap mounted at ``/etc/llama-operator/config.yaml`` (built-in defaults when absent).
 Nothing here is per-LlamaDeployment: a platform team sets it once for the cluster.
+
+The layers above planning read it: serving (engine images, security and NetworkPolicy
+defaults, the scalers' settings), the reconciler, and the Kopf handlers and the CLI,
+which load it. It sits in planning, the lowest layer that needs it, because its pools
+and engine images are the planner's inputs (``plan_request.request_for``): planning
+never reaches up a layer for them.
 """
 
 from __future__ import annotations

@@ -1,10 +1,11 @@
 """Engine profiles: what the operator assumes about one release of one serving engine.
 
 Pipeline position: read by the planner (which quantizations a release serves), by the
-engine renderers (flags, environment, security context), by the metric readers (metric
-names, what each request outcome means) and by health (the log lines that mean the GPU
-ran out of memory). The facts are data, ``data/engines.yaml``, each with its source; this
-module loads them and picks the profile of the image actually configured.
+engine renderers in ``serving.engines`` (flags, environment, security context), by the
+metric readers in ``serving.engine_metrics`` (metric names, what each request outcome
+means) and by ``operations.health`` (the log lines that mean the GPU ran out of memory).
+The facts are data, ``data/engines.yaml``, each with its source; this module loads them
+and picks the profile of the image actually configured.
 
 Pure: an image reference and the operator's image settings in, a ``Resolved`` out. The
 version comes from the image tag (``vllm/vllm-openai:v0.34.0`` is vLLM 0.34.0), else from
@@ -136,7 +137,7 @@ class Profile(pydantic.BaseModel):
     command: tuple[str, ...]
     flags: dict[str, str]
     secretFlags: tuple[str, ...]
-    # How the engine's parser reads spec.engineArgs (engines/overrides.py): other names of
+    # How the engine's parser reads spec.engineArgs (serving.engines.overrides): other names of
     # a planned setting's flag, whether "_" stands for "-" in a flag's name, what a flag
     # given twice does (the last value wins, or the engine refuses to start), and settings
     # of which it takes only one.

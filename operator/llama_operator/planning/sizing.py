@@ -196,7 +196,7 @@ def budget_gib(
     return planned, gpu_gib * planned
 
 
-def fit(
+def fit(  # noqa: PLR0913 - every input of the memory arithmetic, each a keyword
     *,
     model: facts.ModelFacts,
     quantization: api.Quantization,
@@ -319,7 +319,7 @@ def _length(
     return length, min_context(model)
 
 
-def min_tensor_parallel(
+def min_tensor_parallel(  # noqa: PLR0913 - fit's inputs but the degree it bounds
     *,
     model: facts.ModelFacts,
     quantization: api.Quantization,

@@ -1,7 +1,10 @@
 """From what was decided and observed to ``.status``: phase, counts, conditions.
 
-Pure. ``compute`` builds the whole desired status from the planning outcome and the
-live primary Deployment; ``diff`` turns it into a JSON merge patch against the
+Pure: the core of the report phase (``report`` assembles the ``Observation`` from the
+other phases' results). ``compute`` builds the whole desired status from the planning
+outcome and the live primary Deployment, condition by condition (``_planned``,
+``_available``, ``_ready``, the phases' checks, ``_reconciled``, ``_not_yet_active``) and
+then slice by slice (``_assemble``); ``diff`` turns it into a JSON merge patch against the
 current status, empty when nothing changed, which is how an unchanged resource is
 reconciled without a single write.
 
@@ -141,36 +144,69 @@ def phase(observation: Observation, c: Counts) -> api.Phase:
 
 def compute(observation: Observation) -> dict[str, Any]:
     """The complete desired status."""
-    previous = observation.previous
-    gen, now = observation.generation, observation.now
     c = counts(observation.deployment)
     current_phase = phase(observation, c)
-    conds: list[dict[str, Any]] = list(previous.get("conditions") or [])
+    conds: list[dict[str, Any]] = list(observation.previous.get("conditions") or [])
+    conds = _planned(conds, observation)
+    conds = _available(conds, observation, c=c)
+    conds = _ready(conds, observation, c=c, current_phase=current_phase)
+    conds = _checked(conds, observation)
+    conds = _reconciled(conds, observation)
+    conds = _not_yet_active(conds, observation)
+    return _assemble(observation, c=c, current_phase=current_phase, conds=conds)
 
+
+def _set(
+    conds: list[dict[str, Any]],
+    observation: Observation,
+    *,
+    type_: str,
+    status: conditions.Status,
+    reason: str,
+    message: str,
+) -> list[dict[str, Any]]:
+    return conditions.set_condition(
+        conds,
+        type_=type_,
+        status=status,
+        reason=reason,
+        message=message,
+        generation=observation.generation,
+        now=observation.now,
+    )
+
+
+def _planned(conds: list[dict[str, Any]], observation: Observation) -> list[dict[str, Any]]:
+    """Planned: why the newest spec could not be planned, or the plan chosen."""
     if observation.failure is not None:
         message = observation.failure.message
         if observation.deployment is not None:
             message += "; the last good plan keeps serving unchanged"
-        conds = conditions.set_condition(
+        return _set(
             conds,
+            observation,
             type_=conditions.PLANNED,
             status="False",
             reason=observation.failure.reason,
             message=message,
-            generation=gen,
-            now=now,
         )
-    elif observation.plan is not None:
-        conds = conditions.set_condition(
+    if observation.plan is not None:
+        return _set(
             conds,
+            observation,
             type_=conditions.PLANNED,
             status="True",
             reason="PlanChosen",
             message=observation.plan.reason,
-            generation=gen,
-            now=now,
         )
+    return conds
 
+
+def _available(
+    conds: list[dict[str, Any]], observation: Observation, *, c: Counts
+) -> list[dict[str, Any]]:
+    """Available: whether any pod serves the entry point (a fallback's counts too)."""
+    available: tuple[conditions.Status, str, str]
     if c.ready > 0:
         available = ("True", "MinimumReplicasAvailable", f"{c.ready} replica(s) ready")
     elif observation.serving_fallback is not None and observation.fallback_ready > 0:
@@ -183,16 +219,24 @@ def compute(observation: Observation) -> dict[str, Any]:
         available = ("False", "ScaledToZero", "spec.replicas is 0")
     else:
         available = ("False", "NoReadyReplicas", "no serving pod is ready yet")
-    conds = conditions.set_condition(
+    return _set(
         conds,
+        observation,
         type_=conditions.AVAILABLE,
-        status=available[0],  # type: ignore[arg-type]
+        status=available[0],
         reason=available[1],
         message=available[2],
-        generation=gen,
-        now=now,
     )
 
+
+def _ready(
+    conds: list[dict[str, Any]],
+    observation: Observation,
+    *,
+    c: Counts,
+    current_phase: api.Phase,
+) -> list[dict[str, Any]]:
+    """Ready: True in phase Ready; otherwise the phase, and why."""
     held = observation.held_back
     ready_message = {
         "Ready": f"{c.ready}/{observation.desired_replicas} replicas ready",
@@ -218,58 +262,74 @@ def compute(observation: Observation) -> dict[str, Any]:
         ),
         "Failed": "the spec cannot be planned; see the Planned condition",
     }[current_phase]
-    conds = conditions.set_condition(
+    return _set(
         conds,
+        observation,
         type_=conditions.READY,
         status="True" if current_phase == "Ready" else "False",
         reason="AllReplicasReady" if current_phase == "Ready" else current_phase,
         message=ready_message,
-        generation=gen,
-        now=now,
     )
 
+
+def _checked(conds: list[dict[str, Any]], observation: Observation) -> list[dict[str, Any]]:
+    """The conditions the phases decided (gates, rollout, failover, ...), and those that
+    no longer apply removed."""
     for check in observation.checks:
-        conds = conditions.set_condition(
+        conds = _set(
             conds,
+            observation,
             type_=check.type,
             status=check.status,
             reason=check.reason,
             message=check.message,
-            generation=gen,
-            now=now,
         )
     for type_ in observation.removed:
         conds = conditions.remove(conds, type_)
+    return conds
 
+
+def _reconciled(conds: list[dict[str, Any]], observation: Observation) -> list[dict[str, Any]]:
     # compute() is only ever called by a reconcile that ran to its end (one that raised
     # writes ``failed`` instead).
-    conds = conditions.set_condition(
+    return _set(
         conds,
+        observation,
         type_=conditions.RECONCILED,
         status="True",
         reason=RECONCILE_SUCCEEDED,
         message="the last reconcile completed without error",
-        generation=gen,
-        now=now,
     )
 
-    if observation.not_yet_active:
-        fields = ", ".join(f"spec.{name}" for name in observation.not_yet_active)
-        conds = conditions.set_condition(
-            conds,
-            type_=conditions.NOT_YET_ACTIVE,
-            status="True",
-            reason="FieldsNotActive",
-            message=(
-                f"{fields}: accepted and validated, but this operator version does not act on "
-                "them yet; they take effect after an operator upgrade"
-            ),
-            generation=gen,
-            now=now,
-        )
-    else:
-        conds = conditions.remove(conds, conditions.NOT_YET_ACTIVE)
 
+def _not_yet_active(conds: list[dict[str, Any]], observation: Observation) -> list[dict[str, Any]]:
+    """NotYetActive: spec fields set that this version accepts but does not act on."""
+    if not observation.not_yet_active:
+        return conditions.remove(conds, conditions.NOT_YET_ACTIVE)
+    fields = ", ".join(f"spec.{name}" for name in observation.not_yet_active)
+    return _set(
+        conds,
+        observation,
+        type_=conditions.NOT_YET_ACTIVE,
+        status="True",
+        reason="FieldsNotActive",
+        message=(
+            f"{fields}: accepted and validated, but this operator version does not act on "
+            "them yet; they take effect after an operator upgrade"
+        ),
+    )
+
+
+def _assemble(
+    observation: Observation,
+    *,
+    c: Counts,
+    current_phase: api.Phase,
+    conds: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """The whole status: phase, counts and conditions, then each slice a phase decided
+    (a slice not known this time keeps the previous value, which the diff leaves alone)."""
+    previous = observation.previous
     plan = (
         observation.plan.model_dump(mode="json", exclude_none=True)
         if observation.plan
@@ -282,7 +342,7 @@ def compute(observation: Observation) -> dict[str, Any]:
         "replicas": c.replicas + observation.canary_replicas,
         "readyReplicas": c.ready + observation.canary_ready,
         "selector": observation.selector,
-        "observedGeneration": gen,
+        "observedGeneration": observation.generation,
         "conditions": conditions.sort(conds),
     }
     license = observation.license if observation.license is not None else previous.get("license")

@@ -5,9 +5,9 @@ Each tick of a LlamaDeployment with ``spec.autoscaling.engine: builtin``:
 1. The ready serving pods of the primary variant come from the EndpointSlices of its
    ``<name>-primary`` Service (a Kopf index, so no API request): the Service's own
    readiness view, with each pod's address and the engine's port.
-2. Every ready pod's ``/metrics`` is scraped concurrently (``scraper``), each with its
-   own timeout, so one slow pod costs at most that timeout and is then counted as "not
-   scraped" (which never lets replicas fall, see ``autoscaler``).
+2. Every ready pod's ``/metrics`` is scraped concurrently (``clients.scraper``), each
+   with its own timeout, so one slow pod costs at most that timeout and is then counted
+   as "not scraped" (which never lets replicas fall, see ``operations.autoscaling``).
 3. ``autoscaling.decide`` turns the samples into replicas.
 4. A change is written to the LlamaDeployment's ``/scale`` subresource, exactly as
    ``kubectl scale``, an HPA or KEDA would, so ``spec.replicas`` stays the one place
@@ -21,7 +21,7 @@ no API request.
 
 Beside the loop, two blocking readers of the same pods for a reconcile's thread:
 ``queue_per_pod`` (the failover's overload trigger) and ``capacity_per_pod`` (the KV
-cache each engine allocated, read once per set of ready pods; ``capacity``).
+cache each engine allocated, read once per set of ready pods; ``operations.capacity``).
 """
 
 from __future__ import annotations
@@ -132,6 +132,55 @@ async def tick(
     starts: after a restart the endpoint is never scaled down sooner than one full
     window (the learned capacity and the decisions are kept).
     """
+    scaled = _scaled(body)
+    if scaled is None:
+        return None
+    samples = await scrape(
+        session,
+        ready_endpoints(slices),
+        engine=scaled.engine,
+        signal=scaled.scaling.metric,
+        timeout=timeout_for(scaled.scaling.intervalSeconds),
+        version=scaled.version,
+    )
+    judged = _decide(scaled=scaled, samples=samples, now=now, resume=resume)
+    events, status_written = await _act(client=client, scaled=scaled, judged=judged, wall=wall)
+    return Tick(
+        judged.decision,
+        samples,
+        scaled.current,
+        scaled.scaling.metric,
+        judged.policy.target,
+        events,
+        status_written,
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class _Scaled:
+    """What a tick scales: a LlamaDeployment whose built-in scaler can run now."""
+
+    name: str
+    namespace: str | None
+    current: int  # spec.replicas
+    scaling: api.Autoscaling
+    engine: api.Engine  # status.plan.engine: what the pods run, not what the spec asks
+    version: str | None  # status.plan.engineVersion, whose profile names the metrics
+    previous: Mapping[str, Any]  # status.autoscaling as last written
+
+
+@dataclasses.dataclass(frozen=True)
+class _Judgement:
+    """What ``autoscaling.decide`` made of this tick's samples, and what it started from."""
+
+    decision: autoscaling.Decision
+    policy: autoscaling.Policy
+    stored: autoscaling.State  # the window and capacity status held before this tick
+
+
+def _scaled(body: Mapping[str, Any]) -> _Scaled | None:
+    """What a tick scales, from the LlamaDeployment as the daemon sees it; None when the
+    scaler has nothing to do for it yet. The pods are found next (``ready_endpoints``)."""
     meta = body.get("metadata") or {}
     name, namespace = meta.get("name"), meta.get("namespace")
     status = body.get("status") or {}
@@ -145,28 +194,40 @@ async def tick(
         return None
     if scaling.metric == "kvCache" and engine == "tgi":
         return None  # the reconcile reports it: TGI has no KV-cache metric
-
-    endpoints = ready_endpoints(slices)
     version = (status.get("plan") or {}).get("engineVersion")
-    samples = await scrape(
-        session,
-        endpoints,
+    return _Scaled(
+        name=str(name),
+        namespace=namespace,
+        current=spec.replicas,
+        scaling=scaling,
         engine=engine,
-        signal=scaling.metric,
-        timeout=timeout_for(scaling.intervalSeconds),
         version=version if isinstance(version, str) else None,
+        previous=status.get("autoscaling") or {},
     )
-    previous = status.get("autoscaling") or {}
+
+
+def _decide(
+    *, scaled: _Scaled, samples: list[autoscaling.Sample], now: float, resume: bool
+) -> _Judgement:
+    """Step 3 (decide): the samples and the window kept in status, into replicas."""
+    previous = scaled.previous
     stored = autoscaling.State.from_status(previous.get("recommendations")).with_capacity(
         previous.get("capacity")
     )
     state = autoscaling.State((), stored.capacity) if resume else stored
-    policy = autoscaling.Policy.of(scaling)
-    current = spec.replicas
+    policy = autoscaling.Policy.of(scaled.scaling)
     decision = autoscaling.decide(
-        policy=policy, samples=samples, current=current, state=state, now=now
+        policy=policy, samples=samples, current=scaled.current, state=state, now=now
     )
+    return _Judgement(decision, policy, stored)
 
+
+async def _act(
+    *, client: k8s.Client, scaled: _Scaled, judged: _Judgement, wall: str
+) -> tuple[list[Event], bool]:
+    """Step 4 (act): a change of replicas to /scale, then what changed to
+    ``status.autoscaling``. The Events to post, and whether status was written."""
+    decision, stored, current = judged.decision, judged.stored, scaled.current
     events: list[Event] = []
     update: dict[str, Any] = {}
     if decision.state.recommendations != stored.recommendations:
@@ -174,19 +235,17 @@ async def tick(
     if decision.state.capacity is not None and decision.state.capacity != stored.capacity:
         update["capacity"] = round(decision.state.capacity, 3)
     if decision.replicas != current:
-        await asyncio.to_thread(
-            client.merge_patch,
-            api_version=api.API_VERSION,
-            kind=api.KIND,
-            namespace=namespace,
-            name=str(name),
-            body={"spec": {"replicas": decision.replicas}},
-            subresource="scale",
+        await _patch(
+            client, scaled, body={"spec": {"replicas": decision.replicas}}, subresource="scale"
         )
         entry = autoscaling.history_entry(
-            decision, current=current, now=wall, metric=scaling.metric, target=policy.target
+            decision,
+            current=current,
+            now=wall,
+            metric=scaled.scaling.metric,
+            target=judged.policy.target,
         )
-        update["decisions"] = autoscaling.merge_history(previous.get("decisions"), entry)
+        update["decisions"] = autoscaling.merge_history(scaled.previous.get("decisions"), entry)
         update["lastScaleTime"] = wall
         verb = "ScaledUp" if decision.replicas > current else "ScaledDown"
         events.append(
@@ -198,16 +257,23 @@ async def tick(
             )
         )
     if update:
-        await asyncio.to_thread(
-            client.merge_patch,
-            api_version=api.API_VERSION,
-            kind=api.KIND,
-            namespace=namespace,
-            name=str(name),
-            body={"status": {"autoscaling": update}},
-            subresource="status",
-        )
-    return Tick(decision, samples, current, scaling.metric, policy.target, events, bool(update))
+        await _patch(client, scaled, body={"status": {"autoscaling": update}}, subresource="status")
+    return events, bool(update)
+
+
+async def _patch(
+    client: k8s.Client, scaled: _Scaled, *, body: Mapping[str, Any], subresource: str
+) -> None:
+    """A merge patch of the LlamaDeployment's ``subresource``, off the event loop."""
+    await asyncio.to_thread(
+        client.merge_patch,
+        api_version=api.API_VERSION,
+        kind=api.KIND,
+        namespace=scaled.namespace,
+        name=scaled.name,
+        body=body,
+        subresource=subresource,
+    )
 
 
 def queue_per_pod(

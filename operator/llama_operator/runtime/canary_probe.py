@@ -13,7 +13,7 @@ traffic; ``Analyzer.measure`` answers at most once per ``spec.rollout.analysis.i
    ``minRequests`` is not judged: it grows until the next interval.
 4. ``canary_analysis.judge`` compares the canary's window with the thresholds and with the
    stable pods' window of the same time span, each variant's failures by its own engine
-   release's outcomes (``profiles``); the baseline is then reset.
+   release's outcomes (``planning.engine_profiles``); the baseline is then reset.
 
 Baselines are in memory. After an operator restart the first scrape only takes a new
 baseline: one interval of the rollout is not judged, and no counter from before the

@@ -56,7 +56,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     # Our own prefixes, so Kopf's bookkeeping is recognisably ours and never collides
     # with another Kopf-based operator watching the same objects. Kopf puts the finalizer
     # on every LlamaDeployment because of the timer and daemon below; the chart's
-    # uninstall hook releases it (finalizers.py says why it is needed at all).
+    # uninstall hook releases it (runtime.finalizers says why it is needed at all).
     settings.persistence.finalizer = finalizers.FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=api.GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
@@ -302,28 +302,19 @@ def _reconcile_locked(
         outcome = reconcile.reconcile(
             body=body,
             settings=memo.config,
-            client=memo.client,
-            lookup=lookup,
-            gpu_nodes=nodes.get(None, []),
-            fetch=reconcile.token_fetcher(memo.client),
-            now=datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            generations=memo.setdefault("child_generations", {}),
-            card=reconcile.card_fetcher(memo.client),
-            access=reconcile.access_checker(memo.client, memo.config),
-            api_key=reconcile.key_checker(memo.client),
-            unwatched=memo.setdefault("unwatched_children", {}),
-            measure=analyzer.measure,
-            handled=memo.setdefault("handled_actions", {}),
-            instant=time.time(),
-            queue=lambda ns, name, plan: autoscaling_loop.queue_per_pod(
-                slices.get((ns, f"{name}-primary"), []),
-                engine=plan.engine,
-                version=plan.engineVersion,
+            cluster=reconcile.Cluster(
+                client=memo.client, lookup=lookup, gpu_nodes=nodes.get(None, [])
             ),
-            kv_capacity=lambda ns, name, plan: autoscaling_loop.capacity_per_pod(
-                slices.get((ns, f"{name}-primary"), []), plan=plan
+            clock=reconcile.Clock(
+                now=datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                instant=time.time(),
             ),
-            corrections=reconcile.corrections_reader(memo.client, memo.config),
+            readers=_readers(memo, slices, analyzer),
+            memory=reconcile.Memory(
+                generations=memo.setdefault("child_generations", {}),
+                unwatched=memo.setdefault("unwatched_children", {}),
+                handled=memo.setdefault("handled_actions", {}),
+            ),
         )
     except Exception as exc:
         operator_metrics.record_error(seconds=time.monotonic() - started)
@@ -354,6 +345,31 @@ def _reconcile_locked(
     if outcome.consume_action:
         patch.metadata.annotations[rollout.ACTION_ANNOTATION] = None
     _report(body, patch, outcome.status_patch, outcome.events)
+
+
+def _readers(
+    memo: kopf.Memo,
+    slices: kopf.Index[tuple[str | None, str], dict[str, Any]],
+    analyzer: canary_probe.Analyzer,
+) -> reconcile.Readers:
+    """The outside world a reconcile may read: the Hub and tokens through the client, the
+    primary's metrics from the pods behind its Service (the EndpointSlices index)."""
+    return reconcile.Readers(
+        fetch=reconcile.token_fetcher(memo.client),
+        card=reconcile.card_fetcher(memo.client),
+        access=reconcile.access_checker(memo.client, memo.config),
+        api_key=reconcile.key_checker(memo.client),
+        measure=analyzer.measure,
+        queue=lambda ns, name, plan: autoscaling_loop.queue_per_pod(
+            slices.get((ns, f"{name}-primary"), []),
+            engine=plan.engine,
+            version=plan.engineVersion,
+        ),
+        kv_capacity=lambda ns, name, plan: autoscaling_loop.capacity_per_pod(
+            slices.get((ns, f"{name}-primary"), []), plan=plan
+        ),
+        corrections=reconcile.corrections_reader(memo.client, memo.config),
+    )
 
 
 def _report(

@@ -173,7 +173,7 @@ class _ScalingCollector(registry.Collector):
 REGISTRY.register(_ScalingCollector())
 
 
-def record_autoscale(
+def record_autoscale(  # noqa: PLR0913 - one keyword per recorded figure
     *,
     uid: str,
     namespace: str,

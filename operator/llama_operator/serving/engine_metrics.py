@@ -3,9 +3,10 @@ and each pod's finished requests and latency histograms for the canary analysis.
 
 Pure: exposition text in, a float or a ``Traffic`` (or None) out. Parsing is
 ``prometheus_client``'s parser; the metric names come from the engine release's profile
-(``profiles``, ``data/engines.yaml``), current name first and older names after it,
-because engines rename metrics between releases (vLLM's ``gpu_cache_usage_perc`` became
-``kv_cache_usage_perc``) and a renamed metric must not silently read as an idle pod.
+(``planning.engine_profiles``, ``data/engines.yaml``), current name first and older
+names after it, because engines rename metrics between releases (vLLM's
+``gpu_cache_usage_perc`` became ``kv_cache_usage_perc``) and a renamed metric must not
+silently read as an idle pod.
 
 Signals (``api.Autoscaling.metric``):
 - ``queue``: requests waiting, summed over the engine's series (vLLM labels them per
@@ -15,17 +16,17 @@ Signals (``api.Autoscaling.metric``):
 A signal the text does not carry is None: the caller treats the pod as not scraped,
 never as idle.
 
-Traffic (``traffic``, for ``analysis``): finished requests, those that did not end
-normally by the engine's own kind, and the end-to-end and time-to-first-token
-histograms, all cumulative as exposed; the analysis subtracts two scrapes and decides
-which kinds are failures. vLLM counts every finished request in one counter labelled
-``finished_reason`` (stop, length, abort, error, repetition); TGI has a success counter
-and a failure counter labelled ``err`` (validation, overloaded, generation, ...). The
-profile's ``outcomes`` name the label and the normal kinds. A page without any
-finished-request counter is None, like a missing signal.
+Traffic (``traffic``, for ``operations.canary_analysis``): finished requests, those that
+did not end normally by the engine's own kind, and the end-to-end and
+time-to-first-token histograms, all cumulative as exposed; the analysis subtracts two
+scrapes and decides which kinds are failures. vLLM counts every finished request in one
+counter labelled ``finished_reason`` (stop, length, abort, error, repetition); TGI has a
+success counter and a failure counter labelled ``err`` (validation, overloaded,
+generation, ...). The profile's ``outcomes`` name the label and the normal kinds. A page
+without any finished-request counter is None, like a missing signal.
 
 ``series`` gives any family's samples with their labels, for readers whose numbers sit
-in labels (``capacity``: vLLM's ``vllm:cache_config_info``).
+in labels (``operations.capacity``: vLLM's ``vllm:cache_config_info``).
 """
 
 from __future__ import annotations
@@ -132,7 +133,7 @@ def _value(
 
 # --------------------------------------------------------------------------- traffic
 # What a canary analysis reads: finished requests, how those that did not end normally
-# ended, and latency histograms. All cumulative, as exposed; ``analysis`` turns two
+# ended, and latency histograms. All cumulative, as exposed; ``canary_analysis`` turns two
 # scrapes into the window between them, and decides which kinds count as failed.
 
 # The kind of a TGI tgi_request_failure series without its err label. No profile knows

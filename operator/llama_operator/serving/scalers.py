@@ -1,17 +1,18 @@
 """External autoscalers: the KEDA ScaledObject or the HPA for ``spec.autoscaling.engine``.
 
 Pipeline position: api (``spec.autoscaling``) + config (Prometheus address, PromQL,
-custom-metrics names) -> **external_scalers** -> k8s (server-side apply), beside
+custom-metrics names) -> **scalers** -> clients.k8s (server-side apply), beside
 ``builders``. Pure: spec, engine and operator settings in, one object out, no I/O.
 
-With ``engine: builtin`` the operator scales itself (``autoscaler``) and nothing is
-built here. With ``keda`` or ``hpa`` another controller does the scaling, and both
-act on the LlamaDeployment's own ``/scale`` subresource, never on the Deployment: the
-operator keeps owning the Deployment's replicas, and a later canary or fallback split
-keeps working whoever decides the total. Both carry the built-in scaler's policy as
-HPA ``behavior`` (scale up at once by at most ``scaleUpStep`` a decision, scale down
-only after ``scaleDownDelaySeconds``), so switching engines changes who measures, not
-how the endpoint reacts.
+With ``engine: builtin`` the operator scales itself (``operations.autoscaling``, run by
+``runtime.autoscaling_loop``) and nothing is built here. With ``keda`` or ``hpa``
+another controller does the scaling, and both act on the LlamaDeployment's own
+``/scale`` subresource, never on the Deployment: the operator keeps owning the
+Deployment's replicas, and a later canary or fallback split keeps working whoever
+decides the total. Both carry the built-in scaler's policy as HPA ``behavior`` (scale up
+at once by at most ``scaleUpStep`` a decision, scale down only after
+``scaleDownDelaySeconds``), so switching engines changes who measures, not how the
+endpoint reacts.
 """
 
 from __future__ import annotations

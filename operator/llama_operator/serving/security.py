@@ -5,7 +5,7 @@ what its serving pods run as (the engine release's profile, ``PodSecurity`` and
 Pure: the spec, the operator's defaults and (for the gate) whether the referenced Secret
 holds the key in, a decision out. The reconciler asks the API server about the Secret
 only when serving pods are about to be created or changed, and never reads its value
-(``k8s.Client.secret_has_key``); nothing here ever sees a key.
+(``clients.k8s.Client.secret_has_key``); nothing here ever sees a key.
 
 The gate works like the licence gate: ``hold`` names the field to fix, and while it is
 set no serving Deployment is created or changed (one that already serves keeps serving,

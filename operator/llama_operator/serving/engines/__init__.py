@@ -1,14 +1,14 @@
 """Serving engines: from a Plan to the engine container of a serving pod.
 
 Pipeline position: planner (Plan) -> **engines** (container) -> builders (Deployment,
-Services) -> k8s. Pure: a spec, a plan and the operator settings in, one container
-(a plain dict in Kubernetes JSON form) out, no I/O.
+Services) -> clients.k8s. Pure: a spec, a plan and the operator settings in, one
+container (a plain dict in Kubernetes JSON form) out, no I/O.
 
 Each engine module (``vllm``, ``tgi``) knows only how a plan becomes its command line;
 the facts it needs (flag names, how a quantization is spelled) and everything else that
 differs by engine release (the command, the environment and security context the image
 needs, the API-key variable, the health path) come from the release's profile
-(``profiles``, ``data/engines.yaml``), picked by ``Plan.engine`` and
+(``planning.engine_profiles``, ``data/engines.yaml``), picked by ``Plan.engine`` and
 ``Plan.engineVersion``. What both engines share (port, probes, resources, volume mounts)
 is built here, once, so a fix to a probe or a volume reaches every engine.
 """
