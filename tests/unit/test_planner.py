@@ -405,6 +405,39 @@ def test_candidate_space_matches_policy_engine_gpu_and_shape(request: planner.Re
         ]
 
 
+def test_a_free_pool_keeps_the_degree_with_the_most_kv_cache_not_the_largest() -> None:
+    # Found by test_plan_is_optimal: on a free pool the pruned search took the largest
+    # feasible degree, but two GPUs each hold the TP >= 2 CUDA context and communication
+    # buffers, so this small model keeps more KV cache on one L4 than on two.
+    model = facts.ModelFacts(
+        id="example/small",
+        parameters=1e9,
+        layers=8,
+        hidden_size=512,
+        attention_heads=8,
+        kv_heads=2,
+        head_dim=64,
+        max_context=2048,
+        source="spec",
+        vocab_size=128256,
+    )
+    free = pools.Pool(name="free", gpuProduct="NVIDIA-L4", gpusPerNode=2, costPerGPUHour=0.0)
+    request = planner.Request(
+        model=model,
+        engine="tgi",
+        optimize="cost",
+        pools=(free,),
+        concurrency=1,
+        memory_fraction=0.5,
+        scheduled_sequences=1024,
+    )
+    ours = planner.plan(request)
+    assert ours == planner.plan_exhaustive(request)
+    assert ours.tensorParallel == 1
+    two = planner.plan(dataclasses.replace(request, tensor_parallel=2))
+    assert two.kvCacheGiB < ours.kvCacheGiB
+
+
 @SETTINGS
 @hypothesis.given(requests())
 def test_plan_is_optimal(request: planner.Request) -> None:

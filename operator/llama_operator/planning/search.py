@@ -3,7 +3,8 @@
 Second step of planning, after ``plan_request``: every (pool, quantization,
 tensor-parallel degree) the request's policy and pins allow is a ``Candidate``, sized
 with ``sizing.fit``; ``rank`` orders them and ``best`` keeps the first feasible one.
-``candidates_pruned`` sizes only the degree that can win for each (pool, quantization),
+``candidates_pruned`` sizes only the degrees that can win for each (pool, quantization): the
+smallest that fits, or on a free pool every degree (the KV cache breaks the tie);
 ``candidates_exhaustive`` sizes them all (the reference ``planner.plan_exhaustive``
 checks against). ``diagnosis`` reruns the search on relaxed requests to say what would
 fit.
@@ -146,22 +147,25 @@ def candidates_pruned(request: plan_request.Request) -> Iterable[Candidate]:
             continue
         for q in quantizations(request, pool):
             if pool.rank_price == 0:
-                # Free GPUs: every degree costs the same, and more GPUs mean more KV
-                # cache, so the largest feasible degree wins the tie-break.
-                order = list(reversed(allowed))
-            else:
-                lowest = sizing.min_tensor_parallel(
-                    model=request.model,
-                    quantization=q,
-                    gpu_memory_gib=pool.memory_gib,
-                    max_model_len=request.max_model_len,
-                    concurrency=request.concurrency,
-                    **_memory_terms(request, pool),
-                )
-                if lowest is None:
-                    continue
-                order = [tp for tp in allowed if tp >= lowest]
-            for tp in order:
+                # Free GPUs: every degree costs the same and the tie-break is the KV
+                # cache, which does not always grow with the degree: at TP >= 2 each GPU
+                # also holds the larger CUDA context and the communication buffers, so a
+                # small model on a small budget keeps more KV cache on one GPU than on
+                # two. Every feasible degree competes.
+                feasible = (size(request, pool, index, q, tp) for tp in allowed)
+                yield from (candidate for candidate in feasible if candidate.fit.feasible)
+                continue
+            lowest = sizing.min_tensor_parallel(
+                model=request.model,
+                quantization=q,
+                gpu_memory_gib=pool.memory_gib,
+                max_model_len=request.max_model_len,
+                concurrency=request.concurrency,
+                **_memory_terms(request, pool),
+            )
+            if lowest is None:
+                continue
+            for tp in (tp for tp in allowed if tp >= lowest):
                 candidate = size(request, pool, index, q, tp)
                 if candidate.fit.feasible:
                     yield candidate
