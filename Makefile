@@ -46,7 +46,23 @@ $(RUST_DEPS):
 	  exit 0; \
 	fi; mkdir -p .cache && touch $@
 
-setup: $(STAMP) $(ENGINE_SOURCES) $(RUST_DEPS) ## create .venv, install the operator with test and dev tools, fetch helm and the engines' source
+# Debian's prometheus package: promtool checks and unit-tests the chart's alert rules, and
+# tests/observability runs the real server on 127.0.0.1 against fake engine pods. Installed
+# when running as root with apt-get (CI); otherwise the command to run is printed, and those
+# tests fail saying so.
+PROMETHEUS_DEPS := .cache/prometheus.installed
+$(PROMETHEUS_DEPS):
+	@if command -v promtool >/dev/null && command -v prometheus >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing prometheus (Debian) for tests/observability"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	    apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
+	else \
+	  echo "warning: tests/observability needs: sudo apt-get install --no-install-recommends prometheus"; \
+	  exit 0; \
+	fi; mkdir -p .cache && touch $@
+
+setup: $(STAMP) $(ENGINE_SOURCES) $(RUST_DEPS) $(PROMETHEUS_DEPS) ## create .venv, install the operator with test and dev tools, fetch helm, the engines' source and prometheus
 
 demo: $(STAMP) ## plan and render the bundled examples (no cluster needed)
 	$(BIN)/llama-operator plan -f manifests/examples/
@@ -58,13 +74,14 @@ plan: $(STAMP) ## plan FILE=path (default: every bundled example), OUTPUT=text|j
 render: $(STAMP) ## render FILE=path: every object the operator would create
 	$(BIN)/llama-operator render -f $(or $(FILE),manifests/examples/)
 
-generate: $(STAMP) ## regenerate crds/, the chart's CRD, manifests/, reference docs
+generate: $(STAMP) ## regenerate crds/, the chart's CRD and dashboard, manifests/, reference docs
 	$(BIN)/llama-operator crds > crds/llamadeployments.llamaops.dev.yaml
 	$(BIN)/python -c "from llama_operator.api import crd; import pathlib; \
 	  pathlib.Path('docs/reference/api.md').write_text(crd.reference_markdown())"
 	$(BIN)/python hack/generate_chart.py
 	$(BIN)/python hack/generate_argocd.py
 	$(BIN)/python hack/generate_values_doc.py
+	$(BIN)/python hack/generate_dashboard.py
 
 drift: $(STAMP) ## fail when a generated file differs from what the generators produce
 	@tmp=$$(mktemp -d) && \
@@ -76,6 +93,7 @@ drift: $(STAMP) ## fail when a generated file differs from what the generators p
 	$(BIN)/python hack/generate_chart.py --check && \
 	$(BIN)/python hack/generate_argocd.py --check && \
 	$(BIN)/python hack/generate_values_doc.py --check && \
+	$(BIN)/python hack/generate_dashboard.py --check && \
 	echo "generated files are up to date" || \
 	{ echo "generated files drifted: run 'make generate' and commit"; exit 1; }
 
@@ -95,7 +113,7 @@ imports: $(STAMP) ## import-linter layer contracts
 
 verify: lint typecheck imports drift ## every static check CI runs
 
-test: $(STAMP) $(ENGINE_SOURCES) $(RUST_DEPS) ## run the whole test suite (unit, contract against kmock, engine source)
+test: $(STAMP) $(ENGINE_SOURCES) $(RUST_DEPS) $(PROMETHEUS_DEPS) ## run the whole test suite (unit, contract against kmock, engine source, chart, alert rules with promtool and Prometheus)
 	$(BIN)/pytest
 
 test-unit: $(STAMP) ## only the fast unit tests

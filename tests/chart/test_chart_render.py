@@ -111,7 +111,10 @@ def test_service_monitor_selects_the_metrics_service(
     assert set(spec["selector"]) == {"matchLabels"}
     selector = spec["selector"]["matchLabels"]
     assert selector.items() <= service["metadata"]["labels"].items()
-    assert spec["endpoints"] == [{"port": "metrics", "path": "/metrics", "interval": "30s"}]
+    # honorLabels: the per-endpoint gauges keep their own namespace (test_chart_observability).
+    assert spec["endpoints"] == [
+        {"port": "metrics", "path": "/metrics", "interval": "30s", "honorLabels": True}
+    ]
     assert [port["name"] for port in service["spec"]["ports"]] == ["metrics"]
     # The only Service in the namespace that the selector picks is the metrics Service.
     others = [s for s in chartkit.of_kind(objects, "Service") if s is not service]
@@ -145,7 +148,13 @@ def test_pod_monitor_selects_the_serving_pods(
     assert spec["namespaceSelector"] == {"any": True}
     # The label every serving pod carries (llama_operator.serving.builders.labels).
     assert spec["selector"] == {"matchLabels": {"app.kubernetes.io/managed-by": "llama-operator"}}
-    assert spec["podMetricsEndpoints"] == [{"port": "http", "path": "/metrics", "interval": "15s"}]
+    [endpoint] = spec["podMetricsEndpoints"]
+    # The relabelings (namespace, llama_deployment, variant): test_chart_observability.
+    assert {key: value for key, value in endpoint.items() if key != "relabelings"} == {
+        "port": "http",
+        "path": "/metrics",
+        "interval": "15s",
+    }
     # The operator's own pods are not serving pods.
     operator_labels = chartkit.workload(rendered["monitors"])["spec"]["template"]["metadata"]
     assert operator_labels["labels"]["app.kubernetes.io/managed-by"] == "Helm"
@@ -278,8 +287,8 @@ def test_every_object_has_the_standard_labels(
             assert labels["app.kubernetes.io/instance"] == chartkit.RELEASE
             assert labels["app.kubernetes.io/name"] == "llama-operator"
             assert labels["app.kubernetes.io/part-of"] == "llama-operator"
-            assert labels["app.kubernetes.io/version"] == "0.8.0"
-            assert labels["helm.sh/chart"] == "llama-operator-0.8.0"
+            assert labels["app.kubernetes.io/version"] == "0.9.0"
+            assert labels["helm.sh/chart"] == "llama-operator-0.9.0"
 
 
 def test_namespaced_objects_land_in_the_release_namespace(

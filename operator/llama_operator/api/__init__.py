@@ -14,9 +14,9 @@ accepting it silently.
 
 Its parts, from the bottom up: ``names`` (group, kind, patterns, the names of a
 LlamaDeployment's children and variants), ``base`` (the base model and shared value
-types), ``spec`` with ``rollout_spec`` and ``security_spec`` (what a user writes),
-``status`` (what the operator reports), ``validation`` (the CEL rules and their Python
-twin, ``parse_spec``) and ``units`` (durations, parameter counts, timestamps). Every
+types), ``spec`` with ``rollout_spec``, ``security_spec`` and ``slo_spec`` (what a user
+writes), ``status`` (what the operator reports), ``validation`` (the CEL rules and their
+Python twin, ``parse_spec``) and ``units`` (durations, parameter counts, timestamps). Every
 public name of those modules is re-exported here, so callers write ``api.Plan``,
 ``api.parse_spec``. ``conditions``, ``events`` and ``crd`` are imported by their own
 names.
@@ -84,6 +84,13 @@ from llama_operator.api.security_spec import LabelSelectorRequirement as LabelSe
 from llama_operator.api.security_spec import Limits as Limits
 from llama_operator.api.security_spec import Network as Network
 from llama_operator.api.security_spec import NetworkPeer as NetworkPeer
+from llama_operator.api.slo_spec import DEFAULT_MAX_ERROR_RATE as DEFAULT_MAX_ERROR_RATE
+from llama_operator.api.slo_spec import (
+    DEFAULT_MAX_P95_LATENCY_SECONDS as DEFAULT_MAX_P95_LATENCY_SECONDS,
+)
+from llama_operator.api.slo_spec import DEFAULT_WINDOW as DEFAULT_WINDOW
+from llama_operator.api.slo_spec import MAX_WINDOW_SECONDS as MAX_WINDOW_SECONDS
+from llama_operator.api.slo_spec import SLO as SLO
 from llama_operator.api.spec import DEFAULT_TARGETS as DEFAULT_TARGETS
 from llama_operator.api.spec import NOT_YET_ACTIVE as NOT_YET_ACTIVE
 from llama_operator.api.spec import Autoscaling as Autoscaling
@@ -98,6 +105,7 @@ from llama_operator.api.spec import ModelCache as ModelCache
 from llama_operator.api.spec import ModelSpec as ModelSpec
 from llama_operator.api.spec import Placement as Placement
 from llama_operator.api.spec import SecretKeyRef as SecretKeyRef
+from llama_operator.api.spec import analysis_for as analysis_for
 from llama_operator.api.spec import failover_policy as failover_policy
 from llama_operator.api.status import ROLLOUT_IN_PROGRESS as ROLLOUT_IN_PROGRESS
 from llama_operator.api.status import ROLLOUT_UNDER_TEST as ROLLOUT_UNDER_TEST
@@ -119,6 +127,7 @@ from llama_operator.api.status import PlanMemory as PlanMemory
 from llama_operator.api.status import RecoveryStatus as RecoveryStatus
 from llama_operator.api.status import RolloutPhase as RolloutPhase
 from llama_operator.api.status import RolloutStatus as RolloutStatus
+from llama_operator.api.status import ServingStatus as ServingStatus
 from llama_operator.api.units import epoch as epoch
 from llama_operator.api.units import parse_duration as parse_duration
 from llama_operator.api.units import parse_parameters as parse_parameters

@@ -33,6 +33,9 @@ FALLBACKS_PLANNED = "FallbacksPlanned"
 # Whether the KV cache the running engine reports is what the plan promised
 # (operations.capacity, docs/concepts/observed-capacity.md).
 KV_CACHE_CAPACITY = "KVCacheCapacity"
+# Whether the primary's last window met spec.slo (operations.slo, docs/concepts/slo.md):
+# True WithinObjectives, False ObjectiveMissed, Unknown NoTraffic or NotMeasured.
+SLO_MET = "SLOMet"
 
 # Order in which types are listed in status (stable output, stable diffs).
 ORDER = (
@@ -47,6 +50,7 @@ ORDER = (
     AVAILABLE,
     READY,
     KV_CACHE_CAPACITY,
+    SLO_MET,
     ROLLOUT,
     ROLLED_BACK,
     FALLBACKS_PLANNED,

@@ -97,6 +97,27 @@ PRINTER_COLUMNS: tuple[dict[str, str | int], ...] = (
         "priority": 1,
     },
     {
+        "name": "P95",
+        "type": "number",
+        "jsonPath": ".status.serving.p95LatencySeconds",
+        "description": "p95 request latency of the primary over the last window, in seconds.",
+        "priority": 1,
+    },
+    {
+        "name": "$/MTok",
+        "type": "number",
+        "jsonPath": ".status.serving.costPerMillionTokens",
+        "description": "Cost per million generated tokens over the last window.",
+        "priority": 1,
+    },
+    {
+        "name": "SLO",
+        "type": "string",
+        "jsonPath": '.status.conditions[?(@.type=="SLOMet")].status',
+        "description": "Status of the SLOMet condition (empty without spec.slo).",
+        "priority": 1,
+    },
+    {
         "name": "Age",
         "type": "date",
         "jsonPath": ".metadata.creationTimestamp",

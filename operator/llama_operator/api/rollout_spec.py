@@ -43,6 +43,11 @@ TgiOutcomeKind = Literal["validation", "overloaded", "template", "dropped"]
 OutcomeKind = Literal[VllmOutcomeKind, TgiOutcomeKind]
 
 
+def _no_schema_default(schema: dict[str, Any]) -> None:
+    """Leaves a field's default out of the CRD (the models still apply it)."""
+    schema.pop("default", None)
+
+
 class Analysis(Model):
     """Thresholds a canary must meet at every step, measured on the engines' own metrics."""
 
@@ -50,8 +55,13 @@ class Analysis(Model):
         default=0.02,
         ge=0,
         le=1,
+        # No default in the CRD: the API server would write 0.02 into every stored analysis,
+        # and spec.slo.maxErrorRate could then never tell an unset threshold from a set one
+        # (api.analysis_for). The operator applies the default itself.
+        json_schema_extra=_no_schema_default,
         description=(
-            "Largest share of the canary's finished requests that may fail. Failed: the "
+            "Largest share of the canary's finished requests that may fail (default 0.02, or "
+            "spec.slo.maxErrorRate when spec.slo is set). Failed: the "
             "engine's server failures (vLLM: finished_reason error; TGI: tgi_request_failure "
             "with err generation or incomplete), any kind the operator does not know, and "
             "the kinds of countAsErrors."
@@ -77,14 +87,19 @@ class Analysis(Model):
         ),
     )
     maxP95LatencySeconds: float | None = Field(
-        default=None, gt=0, description="Largest p95 end-to-end request latency of the canary."
+        default=None,
+        gt=0,
+        description=(
+            "Largest p95 end-to-end request latency of the canary (default: "
+            "spec.slo.maxP95LatencySeconds when spec.slo is set, else none)."
+        ),
     )
     maxP95TimeToFirstTokenSeconds: float | None = Field(
         default=None,
         gt=0,
         description=(
             "Largest p95 time to first token of the canary (TGI: its queue time, the nearest "
-            "metric it has)."
+            "metric it has; default: spec.slo.maxP95TimeToFirstTokenSeconds when set)."
         ),
     )
     maxLatencyRatio: float | None = Field(

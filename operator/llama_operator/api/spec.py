@@ -32,8 +32,9 @@ from llama_operator.api.names import (
     QUANTITY_PATTERN,
     SECRET_KEY_PATTERN,
 )
-from llama_operator.api.rollout_spec import Rollout, Traffic
+from llama_operator.api.rollout_spec import Analysis, Rollout, Traffic
 from llama_operator.api.security_spec import Auth, Limits, Network
+from llama_operator.api.slo_spec import SLO
 from llama_operator.api.status import LlamaDeploymentStatus
 
 
@@ -478,6 +479,16 @@ class LlamaDeploymentSpec(Model):
         default_factory=Limits,
         description="Input limits the engines enforce; omitted fields follow the plan.",
     )
+    slo: SLO | None = Field(
+        default=None,
+        description=(
+            "Service-level objectives of the endpoint (p95 latency, p95 time to first token, "
+            "error rate, a throughput floor), measured over a window on the primary's "
+            "engines: the SLOMet condition, and the canary analysis' default thresholds "
+            "(docs/concepts/slo.md). Omitted: no objective; status.serving still shows the "
+            "figures."
+        ),
+    )
 
 
 # Spec fields that are validated now but whose behaviour ships in later releases.
@@ -499,3 +510,29 @@ class LlamaDeployment(Model):
 def failover_policy(spec: LlamaDeploymentSpec) -> Failover:
     """spec.failover, or its defaults when omitted (re-planning is on by default)."""
     return spec.failover if spec.failover is not None else Failover()
+
+
+# The thresholds a canary analysis takes from spec.slo where spec.rollout.analysis does not
+# set them itself: (analysis field, SLO field).
+_SLO_THRESHOLDS = (
+    ("maxErrorRate", "maxErrorRate"),
+    ("maxP95LatencySeconds", "maxP95LatencySeconds"),
+    ("maxP95TimeToFirstTokenSeconds", "maxP95TimeToFirstTokenSeconds"),
+)
+
+
+def analysis_for(spec: LlamaDeploymentSpec) -> Analysis:
+    """The canary analysis of ``spec``: spec.rollout.analysis, its unset thresholds taken
+    from spec.slo (one source of thresholds; a value set in the analysis wins, even when it
+    is the analysis' own default). Without spec.slo, the analysis as written."""
+    analysis = spec.rollout.analysis if spec.rollout is not None else Analysis()
+    slo = spec.slo
+    if slo is None:
+        return analysis
+    explicit = analysis.model_fields_set
+    update = {
+        mine: getattr(slo, theirs)
+        for mine, theirs in _SLO_THRESHOLDS
+        if mine not in explicit and getattr(slo, theirs) is not None
+    }
+    return analysis.model_copy(update=update) if update else analysis

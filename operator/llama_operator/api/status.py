@@ -3,7 +3,8 @@
 The plan of each variant (``Plan``, ``PlanMemory``, ``ObservedCapacity``), the
 conditions, and what each state machine keeps across restarts: the built-in autoscaler,
 the canary rollout (with its phases, ``ROLLOUT_IN_PROGRESS`` and ``ROLLOUT_UNDER_TEST``),
-failover and re-planning. ``reconcile.status`` computes it; ``crd`` generates the CRD's
+failover and re-planning, and the live serving figures (``ServingStatus``).
+``reconcile.status`` computes it; ``crd`` generates the CRD's
 status schema from ``LlamaDeploymentStatus``.
 """
 
@@ -418,6 +419,54 @@ class ExternalScalerRef(Model):
     name: str = Field(description="Its name (the LlamaDeployment's).")
 
 
+class ServingStatus(Model):
+    """What the primary's ready pods served over the last window (docs/concepts/slo.md)."""
+
+    window: str | None = Field(
+        default=None,
+        description=(
+            "The span the figures cover, between the two scrapes they are computed from: "
+            "spec.slo.window (default 5m) once the operator has watched that long; shorter "
+            "after a start or a restart of the operator."
+        ),
+    )
+    observedAt: str | None = Field(default=None, description="When the pods were last read.")
+    pods: int | None = Field(
+        default=None, description="Ready pods of <name>-primary read at both ends of the window."
+    )
+    requestsPerSecond: float | None = Field(
+        default=None, description="Finished requests per second, however they ended."
+    )
+    generatedTokensPerSecond: float | None = Field(
+        default=None,
+        description=(
+            "Tokens generated per second (vLLM: vllm:generation_tokens; TGI: the sum of "
+            "tgi_request_generated_tokens). Absent: the engine does not expose it."
+        ),
+    )
+    p95LatencySeconds: float | None = Field(
+        default=None, description="p95 end-to-end request latency (absent: no request)."
+    )
+    p95TimeToFirstTokenSeconds: float | None = Field(
+        default=None,
+        description="p95 time to first token (TGI: its queue time); absent: no request.",
+    )
+    errorRate: float | None = Field(
+        default=None,
+        description=(
+            "Failed share of the finished requests: the engine's server failures and kinds "
+            "the operator does not know (absent: no request)."
+        ),
+    )
+    costPerMillionTokens: float | None = Field(
+        default=None,
+        description=(
+            "status.plan.costPerHour x the primary's ready replicas / generated tokens per "
+            "hour x 1,000,000. Absent: the pool has no price, or no token was generated."
+        ),
+    )
+
+
 class LlamaDeploymentStatus(Model):
     """What the operator observed and decided."""
 
@@ -463,6 +512,14 @@ class LlamaDeploymentStatus(Model):
     readyReplicas: int = Field(default=0, description="Serving pods that are ready.")
     selector: str | None = Field(
         default=None, description="Label selector of the serving pods (for /scale)."
+    )
+    serving: ServingStatus | None = Field(
+        default=None,
+        description=(
+            "The last window's live figures of the primary: requests and tokens per second, "
+            "p95 latency and time to first token, error rate, cost per million tokens "
+            "(docs/concepts/slo.md)."
+        ),
     )
     observedGeneration: int | None = Field(
         default=None, description="The .metadata.generation last reconciled."

@@ -27,6 +27,7 @@ from llama_operator.api.names import (
     fallback_variant,
 )
 from llama_operator.api.security_spec import LabelSelector
+from llama_operator.api.slo_spec import MAX_WINDOW_SECONDS
 from llama_operator.api.spec import Autoscaling, LlamaDeploymentSpec
 
 # Cross-field rules the API server enforces with CEL (x-kubernetes-validations).
@@ -215,6 +216,7 @@ def validate_spec(spec: LlamaDeploymentSpec) -> None:
                 "replace a pod",
             )
     _validate_security(spec)
+    _validate_slo(spec)
     ckpt, quant = spec.model.checkpointQuantization, spec.placement.quantization
     if ckpt != "none" and quant not in ("auto", ckpt):
         raise SpecError(
@@ -227,6 +229,30 @@ def validate_spec(spec: LlamaDeploymentSpec) -> None:
             f"{quant} needs a pre-quantized checkpoint: set spec.model.checkpointQuantization: "
             f"{quant} and point spec.model.id at that repository",
         )
+
+
+def _validate_slo(spec: LlamaDeploymentSpec) -> None:
+    # The pattern admits "0s"; a window of nothing measures nothing, and scrapes are kept
+    # in memory for the whole window (slo_spec.MAX_WINDOW_SECONDS).
+    if spec.slo is None:
+        return
+    seconds = parse_duration_seconds(spec.slo.window)
+    if not 0 < seconds <= MAX_WINDOW_SECONDS:
+        raise SpecError(
+            "spec.slo.window",
+            f"must be more than 0s and at most 24h, not {spec.slo.window!r}: e.g. 5m (the "
+            "default) or 1h",
+        )
+
+
+def parse_duration_seconds(text: str) -> float:
+    """A ``DURATION_PATTERN`` string in seconds (``units.parse_duration`` without the check,
+    which units cannot offer here: it imports this module)."""
+    scale = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+    return sum(
+        float(number) * scale[unit]
+        for number, unit in re.findall(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)", text)
+    )
 
 
 def _validate_security(spec: LlamaDeploymentSpec) -> None:

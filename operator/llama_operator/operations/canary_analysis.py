@@ -64,6 +64,9 @@ class Window:
     outcomes: engine_metrics.Kinds  # of those, the ones that did not end normally, by kind
     latency: engine_metrics.Histogram | None  # deltas, still in cumulative-bucket form
     ttft: engine_metrics.Histogram | None
+    # Tokens generated in the window (operations.slo's throughput and cost); None when no
+    # pod's page carries the engine's generated-tokens metric.
+    tokens: float | None = None
 
     def failed(self, *, outcomes: engine_profiles.Outcomes, count: Collection[str] = ()) -> float:
         """The requests of the window that count as failed (see ``counts_as_error``)."""
@@ -116,9 +119,9 @@ class Window:
         return api.AnalysisNumbers(
             pods=self.pods,
             requests=round(self.requests, 2),
-            errorRate=_significant(self.error_rate(outcomes=outcomes, count=count)),
-            p95LatencySeconds=_significant(self.p95_latency()),
-            p95TimeToFirstTokenSeconds=_significant(self.p95_ttft()),
+            errorRate=significant(self.error_rate(outcomes=outcomes, count=count)),
+            p95LatencySeconds=significant(self.p95_latency()),
+            p95TimeToFirstTokenSeconds=significant(self.p95_ttft()),
             outcomes=shown or None,
         )
 
@@ -132,10 +135,12 @@ def window(
     is baselined by the caller next time) and is not counted in pods. A pod whose request
     counter, or the count of any kind, went down restarted: its delta is its current
     value. Histogram deltas are per bucket bound; if the bounds differ between baseline
-    and current, treat as a restart (take current).
+    and current, treat as a restart (take current). Generated tokens: as the request
+    counter (a token count that went down is a restart too).
     """
     pods = 0
     requests = 0.0
+    tokens: float | None = None
     kinds: dict[str, float] = {}
     latencies: list[engine_metrics.Histogram] = []
     ttfts: list[engine_metrics.Histogram] = []
@@ -149,10 +154,13 @@ def window(
         # since then happened after the baseline. A kind's series gone from the page
         # reads as 0: TGI only registers a series at its first increment, so it goes
         # away only with the process.
-        restarted = now.requests < before.requests or any(
-            kinds_now.get(kind, 0.0) < value for kind, value in kinds_before.items()
+        restarted = (
+            now.requests < before.requests
+            or any(kinds_now.get(kind, 0.0) < value for kind, value in kinds_before.items())
+            or (now.tokens is not None and now.tokens < (before.tokens or 0.0))
         )
         requests += now.requests if restarted else now.requests - before.requests
+        tokens = _tokens_since(tokens, before=before, now=now, restarted=restarted)
         for kind, value in kinds_now.items():
             since = value if restarted else value - kinds_before.get(kind, 0.0)
             kinds[kind] = kinds.get(kind, 0.0) + since
@@ -169,7 +177,24 @@ def window(
         outcomes=engine_metrics.kinds(kinds),
         latency=engine_metrics.merge(latencies),
         ttft=engine_metrics.merge(ttfts),
+        tokens=tokens,
     )
+
+
+def _tokens_since(
+    total: float | None,
+    *,
+    before: engine_metrics.Traffic,
+    now: engine_metrics.Traffic,
+    restarted: bool,
+) -> float | None:
+    """``total`` plus the tokens one pod generated since the baseline (None: none known)."""
+    if now.tokens is None:
+        return total
+    # Not on the page at the baseline (TGI's histogram before its first success): every
+    # token in it came after.
+    earlier = 0.0 if restarted or before.tokens is None else before.tokens
+    return (total or 0.0) + now.tokens - earlier
 
 
 def _delta(
@@ -402,7 +427,7 @@ def _latency_ratio(canary: Window, *, stable: Window | None, ratio: float | None
     return _Line(f"{shown} <= {against}")
 
 
-def _significant(value: float | None, digits: int = 4) -> float | None:
+def significant(value: float | None, digits: int = 4) -> float | None:
     """``value`` to ``digits`` significant digits: what a person reads, and stable in status."""
     if value is None or value == 0 or not math.isfinite(value):
         return value

@@ -39,6 +39,7 @@ Signal = Literal[
     "e2eLatency",
     "timeToFirstToken",
     "kvCapacity",
+    "generatedTokens",
 ]
 Origin = Literal["tag", "config", "assumed"]
 

@@ -16,6 +16,7 @@ package that returns a frozen result the later phases read and none changes::
     converge      the held primary's replicas, deletions           (converge)
     capacity      what the primary's engines allocated; a correction recorded
                                                     (observed_capacity, converge)
+    serving       the primary's live figures over the SLO window, SLOMet (serving_slo)
     report        ``.status`` (``status.compute``) and Events      (report)
 
 Decisions are delegated to pure modules (``operations``, ``planning``, ``serving``); the
@@ -48,6 +49,7 @@ from llama_operator.reconcile import (
     report,
     rollout_step,
     serving_gates,
+    serving_slo,
 )
 from llama_operator.reconcile.apply import EXTERNAL_SCALER_KINDS as EXTERNAL_SCALER_KINDS
 from llama_operator.reconcile.apply import OPTIONAL_KINDS as OPTIONAL_KINDS
@@ -84,6 +86,8 @@ from llama_operator.reconcile.inputs import MeasureRequest as MeasureRequest
 from llama_operator.reconcile.inputs import Memory as Memory
 from llama_operator.reconcile.inputs import QueueRead as QueueRead
 from llama_operator.reconcile.inputs import Readers as Readers
+from llama_operator.reconcile.inputs import ServingRead as ServingRead
+from llama_operator.reconcile.inputs import ServingRequest as ServingRequest
 from llama_operator.reconcile.observe import name_failure as name_failure
 from llama_operator.reconcile.observe import not_yet_active as not_yet_active
 from llama_operator.reconcile.readers import access_checker as access_checker
@@ -170,6 +174,14 @@ def reconcile(
         now=clock.now,
     )
     converge.record_correction(kv.correction, client=cluster.client, settings=settings)
+    live = serving_slo.observe_serving(
+        seen,
+        wanted,
+        plan=kv.plan,
+        primary=converged.primary,
+        readers=readers,
+        now=clock.now,
+    )
     served = report.Served(
         gate=gate,
         step=step,
@@ -178,5 +190,6 @@ def reconcile(
         converged=converged,
         shown=shown,
         capacity=kv,
+        serving=live,
     )
     return report.report(seen, planned, served=served, clock=clock)

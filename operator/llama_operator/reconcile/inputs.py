@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable, Iterable, Mapping, MutableMapping
+from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequence
 from typing import Any
 
 from llama_operator import api
 from llama_operator.clients import hub, k8s
 from llama_operator.licensing import gating
-from llama_operator.operations import canary_analysis, capacity, rollout
+from llama_operator.operations import canary_analysis, capacity, rollout, slo
 from llama_operator.planning import facts
 
 # (kind, namespace, name) -> the live object as last seen by a watch, or None.
@@ -60,6 +60,24 @@ QueueRead = Callable[[str, str, api.Plan], float | None]
 # (None: its page carries none; pods that could not be read are left out), or None when
 # no reading is due (capacity.due: the same ready pods as the plan's observation).
 CapacityRead = Callable[[str, str, api.Plan], Mapping[str, "capacity.PodCapacity | None"] | None]
+
+
+@dataclasses.dataclass(frozen=True)
+class ServingRequest:
+    """What the live serving figures need: whose primary pods, read how, over what window."""
+
+    namespace: str
+    name: str
+    uid: str
+    engine: api.Engine
+    engine_version: str | None  # Plan.engineVersion: whose metric names the pages are read by
+    window: float  # spec.slo.window (or its default) in seconds
+
+
+# The scrapes of the primary's ready pods kept for the window, oldest first, the newest
+# taken now (``slo.keep``); None when no scrape is due (``slo.due``): status.serving and
+# SLOMet stay as they are.
+ServingRead = Callable[[ServingRequest], "Sequence[slo.Scrape] | None"]
 # () -> the KV-cache corrections recorded so far (the calibration ConfigMap), by data key.
 # Called only when a plan is made anew: a kept plan is never re-planned for a correction.
 CorrectionsRead = Callable[[], Mapping[str, "capacity.Correction"]]
@@ -101,6 +119,9 @@ class Readers:
     is rolled out on its current template (``status.plan.observed``, the KVCacheCapacity
     condition, a correction recorded for the next plans); None leaves it unobserved.
     ``corrections`` reads the corrections recorded so far, for a primary planned anew.
+    ``serving`` scrapes the primary's ready pods for the live figures and the SLO
+    (``status.serving``, the SLOMet condition; ``runtime.slo_probe``); None leaves them
+    unread.
     """
 
     fetch: HubFetch | None = None
@@ -111,6 +132,7 @@ class Readers:
     queue: QueueRead | None = None
     kv_capacity: CapacityRead | None = None
     corrections: CorrectionsRead | None = None
+    serving: ServingRead | None = None
 
     def asking_key_once(self) -> Readers:
         """These readers, with ``api_key`` answering each Secret from its first answer: the

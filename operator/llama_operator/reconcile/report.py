@@ -32,6 +32,7 @@ from llama_operator.reconcile import (
     observed_capacity,
     rollout_step,
     serving_gates,
+    serving_slo,
     status,
 )
 from llama_operator.serving import builders
@@ -95,6 +96,7 @@ class Served:
     converged: converge.Converged
     shown: Shown
     capacity: observed_capacity.Capacity
+    serving: serving_slo.Serving
 
 
 def report(
@@ -216,6 +218,8 @@ def _observation(
         active_model=switched.active_model,
         serving_fallback=_serving_fallback(switched),
         fallback_ready=_active_ready(switched),
+        serving=served.serving.status,
+        serving_known=served.serving.known,
     )
 
 
@@ -232,6 +236,7 @@ def _checks(
         *switched.checks,
         *((switched.placement,) if switched.placement else ()),
         *((served.capacity.check,) if served.capacity.check is not None else ()),
+        *((served.serving.check,) if served.serving.check is not None else ()),
     )
 
 
@@ -246,6 +251,7 @@ def _removed(served: Served, *, spec: api.LlamaDeploymentSpec) -> tuple[str, ...
         *(() if spec.fallbacks else (conditions.FALLBACKS_PLANNED,)),
         *(() if spec.traffic and spec.traffic.gatewayRef else (conditions.TRAFFIC,)),
         *((conditions.KV_CACHE_CAPACITY,) if kv.known and kv.check is None else ()),
+        *served.serving.removed,
     )
 
 
@@ -369,7 +375,12 @@ _WARN_WHEN = {
     conditions.ENGINE_ARGS: "False",
     conditions.FALLBACKS_PLANNED: "False",
     conditions.KV_CACHE_CAPACITY: "False",
+    conditions.SLO_MET: "False",
 }
+
+# Condition types above whose message changes with every measurement: a Warning only when
+# the status moves (one ObjectiveMissed per breach, not one per window).
+_ON_TRANSITION_ONLY = {conditions.SLO_MET}
 
 
 # Reasons of a condition above that are a choice, not a fault: no Warning for them.
@@ -385,6 +396,7 @@ _RECOVERED_WHEN = {
     conditions.ENGINE_ARGS: "True",
     conditions.FALLBACKS_PLANNED: "True",
     conditions.KV_CACHE_CAPACITY: "True",
+    conditions.SLO_MET: "True",
 }
 
 
@@ -400,7 +412,7 @@ def condition_events(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[Eve
         changed = (
             before is None
             or before.get("status") != after["status"]
-            or before.get("message") != after.get("message")
+            or (type_ not in _ON_TRANSITION_ONLY and before.get("message") != after.get("message"))
         )
         if after["status"] == bad and changed and after.get("reason") not in _CHOSEN:
             result.append(Event("Warning", after["reason"], after["message"]))

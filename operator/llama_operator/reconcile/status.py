@@ -88,6 +88,8 @@ class Observation:
     fallback_ready: int = 0  # ready pods of the active fallback
     recovery: Mapping[str, Any] | None = None  # status.recovery; None keeps it
     plan_history: Sequence[Mapping[str, Any]] | None = None  # None keeps it
+    serving: Mapping[str, Any] | None = None  # status.serving
+    serving_known: bool = False  # False: keep status.serving as it is
 
 
 @dataclasses.dataclass(frozen=True)
@@ -362,6 +364,8 @@ def _assemble(
         result["httpRoute"] = observation.http_route
     if observation.network_policy_known:
         result["networkPolicy"] = observation.network_policy
+    if observation.serving_known:
+        result["serving"] = dict(observation.serving) if observation.serving else None
     if observation.scaler_known:
         # None deletes the key from status (merge patch), once the scaler is gone.
         scaler = observation.external_scaler

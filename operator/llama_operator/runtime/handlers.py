@@ -8,7 +8,8 @@ Services) and GPU nodes are read from Kopf indexes fed by watches, so a reconcil
 that has nothing to change issues no API request (but for the licence ConfigMap's
 re-apply every few minutes, and the token Secret read while serving pods wait for a
 gated-access check). The primary's ready pods are read for their KV capacity once per
-set of ready pods (``autoscaling_loop.capacity_per_pod``), not on every tick. Handlers are
+set of ready pods (``autoscaling_loop.capacity_per_pod``), not on every tick, and for the
+live serving figures every fifth of the SLO window (``slo_probe.Keeper``). Handlers are
 sync: Kopf runs them in its thread pool, where the blocking ``kubernetes`` client is fine.
 
 A reconcile that raises ends in status too: ``reconcile.failed`` decides the
@@ -35,7 +36,13 @@ from llama_operator.api.events import Event
 from llama_operator.clients import hub, k8s, scraper
 from llama_operator.operations import rollout
 from llama_operator.planning import config, pools
-from llama_operator.runtime import autoscaling_loop, canary_probe, finalizers, operator_metrics
+from llama_operator.runtime import (
+    autoscaling_loop,
+    canary_probe,
+    finalizers,
+    operator_metrics,
+    slo_probe,
+)
 from llama_operator.serving import builders
 
 RESOURCE = (api.GROUP, api.VERSION, api.PLURAL)
@@ -260,9 +267,14 @@ def _reconcile(
     # per object (its memo lives exactly as long as the object) keeps reconciles of the
     # same LlamaDeployment from racing each other's applies and Events.
     lock: threading.Lock = memo.setdefault("reconcile_lock", threading.Lock())
+    slices: kopf.Index[tuple[str | None, str], dict[str, Any]] = kwargs["llama_endpointslices"]
     if "analyzer" not in memo:
-        slices: kopf.Index[tuple[str | None, str], dict[str, Any]] = kwargs["llama_endpointslices"]
         memo.analyzer = canary_probe.Analyzer(lambda ns, service: slices.get((ns, service), []))
+    if "serving_keeper" not in memo:
+        # Scrapes happen in reconciles: never more often than the resync.
+        memo.serving_keeper = slo_probe.Keeper(
+            lambda ns, service: slices.get((ns, service), []), floor=TIMER_INTERVAL_SECONDS
+        )
     with lock:
         _reconcile_locked(
             body,
@@ -309,7 +321,7 @@ def _reconcile_locked(
                 now=datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
                 instant=time.time(),
             ),
-            readers=_readers(memo, slices, analyzer),
+            readers=_readers(memo, slices, analyzer, memo.serving_keeper),
             memory=reconcile.Memory(
                 generations=memo.setdefault("child_generations", {}),
                 unwatched=memo.setdefault("unwatched_children", {}),
@@ -342,15 +354,38 @@ def _reconcile_locked(
         seconds=time.monotonic() - started,
     )
     operator_metrics.record_rollout([event.reason for event in outcome.events])
+    # The per-endpoint gauges the chart's alerts join on: from the status this reconcile
+    # leaves (the object's status with the patch about to be written merged in).
+    operator_metrics.record_endpoint(
+        uid=body.metadata.uid or "",
+        namespace=body.metadata.namespace or "",
+        name=body.metadata.name or "",
+        spec=body.spec,
+        status=_merged(body.status, outcome.status_patch),
+    )
     if outcome.consume_action:
         patch.metadata.annotations[rollout.ACTION_ANNOTATION] = None
     _report(body, patch, outcome.status_patch, outcome.events)
+
+
+def _merged(current: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
+    """``current`` with a JSON merge patch (RFC 7386) applied: null removes a key."""
+    merged = dict(current)
+    for key, value in patch.items():
+        if value is None:
+            merged.pop(key, None)
+        elif isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = _merged(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
 
 
 def _readers(
     memo: kopf.Memo,
     slices: kopf.Index[tuple[str | None, str], dict[str, Any]],
     analyzer: canary_probe.Analyzer,
+    keeper: slo_probe.Keeper,
 ) -> reconcile.Readers:
     """The outside world a reconcile may read: the Hub and tokens through the client, the
     primary's metrics from the pods behind its Service (the EndpointSlices index)."""
@@ -369,6 +404,7 @@ def _readers(
             slices.get((ns, f"{name}-primary"), []), plan=plan
         ),
         corrections=reconcile.corrections_reader(memo.client, memo.config),
+        serving=keeper.read,
     )
 
 

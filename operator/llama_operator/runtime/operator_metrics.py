@@ -5,19 +5,28 @@ Handlers record each reconcile here; ``serve`` exposes them on ``:9090/metrics``
 output to our metrics (plus the process collector), so a scrape stays small.
 Phases are kept per object and counted at scrape time, so a deleted
 LlamaDeployment stops counting as soon as ``forget`` is called for it.
+
+``record_endpoint`` keeps per-endpoint gauges for the chart's alerts and dashboard
+(``charts/llama-operator/templates/prometheusrule.yaml``, docs/operations/observability.md):
+each endpoint's SLO thresholds, whether it serves from a fallback, what it costs per hour,
+whether it meets its SLO, its canary's weight and replicas. They are read from the raw
+object after each reconcile, so they follow the same status the user sees.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from typing import Any
 from wsgiref.simple_server import WSGIServer
 
 import prometheus_client
 from prometheus_client import core, registry
 
 import llama_operator
+from llama_operator import api
 
 PORT_ENV = "LLAMA_OPERATOR_METRICS_PORT"
 ADDRESS_ENV = "LLAMA_OPERATOR_METRICS_ADDRESS"
@@ -173,6 +182,179 @@ class _ScalingCollector(registry.Collector):
 REGISTRY.register(_ScalingCollector())
 
 
+# spec.slo key -> the objective label of llama_operator_slo_objective, and its default when
+# spec.slo is set but the key is not (None: no objective). The defaults are the operations
+# guidance's examples (P95 under 2 s, errors under 1 %); they match api.SLO's.
+SLO_OBJECTIVES: Mapping[str, tuple[str, float | None]] = {
+    "maxP95LatencySeconds": ("p95_latency_seconds", 2.0),
+    "maxP95TimeToFirstTokenSeconds": ("p95_time_to_first_token_seconds", None),
+    "maxErrorRate": ("error_rate", 0.01),
+    "minTokensPerSecond": ("min_tokens_per_second", None),
+}
+SLO_MET_CONDITION = "SLOMet"
+
+
+@dataclasses.dataclass(frozen=True)
+class EndpointFigures:
+    """What the per-endpoint gauges show for one LlamaDeployment (None: absent)."""
+
+    namespace: str
+    name: str
+    objectives: tuple[tuple[str, float], ...]
+    on_fallback: int
+    cost_per_hour: float | None
+    slo_met: int | None
+    canary_weight: float
+    rolled_back: int
+    replicas: float | None
+    ready_replicas: float | None
+
+
+_endpoints: dict[str, EndpointFigures] = {}
+
+
+def _number(value: Any) -> float | None:
+    # Raw status: a number of the wrong type (a hand edit, an older operator) reads as absent.
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def slo_objectives(spec: Mapping[str, Any]) -> tuple[tuple[str, float], ...]:
+    """(objective label, threshold) of ``spec.slo``, defaults applied; none without it."""
+    slo = spec.get("slo")
+    if not isinstance(slo, Mapping):
+        return ()
+    found = []
+    for key, (objective, default) in SLO_OBJECTIVES.items():
+        value = _number(slo.get(key))
+        value = default if value is None else value
+        if value is not None:
+            found.append((objective, value))
+    return tuple(found)
+
+
+def _slo_met(status: Mapping[str, Any]) -> int | None:
+    conditions = status.get("conditions")
+    for condition in conditions if isinstance(conditions, list) else []:
+        if isinstance(condition, Mapping) and condition.get("type") == SLO_MET_CONDITION:
+            return {"True": 1, "False": 0}.get(str(condition.get("status")))
+    return None
+
+
+def _canary(status: Mapping[str, Any]) -> tuple[float, int]:
+    """(percent of traffic on the canary now, 1 while the last rollout is rolled back)."""
+    rollout = _mapping(status.get("rollout"))
+    phase = rollout.get("phase")
+    weight = 0.0
+    if phase in api.ROLLOUT_IN_PROGRESS:
+        # The share the canary really gets, where known; else the step's intended weight.
+        effective = _number(rollout.get("effectiveWeight"))
+        weight = effective if effective is not None else _number(rollout.get("weight")) or 0.0
+    return weight, int(phase == "RolledBack")
+
+
+def endpoint_figures(
+    *, namespace: str, name: str, spec: Mapping[str, Any], status: Mapping[str, Any]
+) -> EndpointFigures:
+    """The per-endpoint gauges' values for one object: pure, for ``record_endpoint``."""
+    active = _mapping(status.get("failover")).get("active") or api.PRIMARY
+    price = _number(_mapping(status.get("plan")).get("costPerHour"))
+    ready = _number(status.get("readyReplicas"))
+    weight, rolled_back = _canary(status)
+    return EndpointFigures(
+        namespace=namespace,
+        name=name,
+        objectives=slo_objectives(spec),
+        on_fallback=int(active != api.PRIMARY),
+        # The plan's price is per replica; pods that are not ready yet cost too, but are
+        # not serving: the figure is what the serving capacity costs.
+        cost_per_hour=None if price is None else price * (ready or 0.0),
+        slo_met=_slo_met(status),
+        canary_weight=weight,
+        rolled_back=rolled_back,
+        replicas=_number(status.get("replicas")),
+        ready_replicas=ready,
+    )
+
+
+def record_endpoint(
+    *, uid: str, namespace: str, name: str, spec: Mapping[str, Any], status: Mapping[str, Any]
+) -> None:
+    """Keep one LlamaDeployment's per-endpoint gauges, from its raw spec and status after
+    a reconcile; ``forget`` drops them."""
+    figures = endpoint_figures(namespace=namespace, name=name, spec=spec, status=status)
+    with _lock:
+        _endpoints[uid] = figures
+
+
+class _EndpointCollector(registry.Collector):
+    def collect(self) -> Iterator[core.Metric]:
+        labels = ["namespace", "name"]
+        objective = core.GaugeMetricFamily(
+            "llama_operator_slo_objective",
+            "Thresholds of each LlamaDeployment's spec.slo (defaults applied), by objective "
+            "(p95_latency_seconds, p95_time_to_first_token_seconds, error_rate, "
+            "min_tokens_per_second).",
+            labels=[*labels, "objective"],
+        )
+        fallback = core.GaugeMetricFamily(
+            "llama_operator_endpoint_on_fallback",
+            "1 while the entry point serves from a fallback (status.failover.active), else 0.",
+            labels=labels,
+        )
+        cost = core.GaugeMetricFamily(
+            "llama_operator_endpoint_cost_per_hour",
+            "The plan's price per replica-hour x ready replicas (absent: the plan has no price).",
+            labels=labels,
+        )
+        met = core.GaugeMetricFamily(
+            "llama_operator_slo_met",
+            "1 while the SLOMet condition is True, 0 while False (absent: Unknown or no SLO).",
+            labels=labels,
+        )
+        weight = core.GaugeMetricFamily(
+            "llama_operator_endpoint_canary_weight",
+            "Percent of traffic on the canary while a rollout is in progress, else 0.",
+            labels=labels,
+        )
+        rolled_back = core.GaugeMetricFamily(
+            "llama_operator_endpoint_rolled_back",
+            "1 while the last canary rollout is rolled back and its change held, else 0.",
+            labels=labels,
+        )
+        replicas = core.GaugeMetricFamily(
+            "llama_operator_endpoint_replicas",
+            "The primary's replicas (status.replicas and status.readyReplicas), by state "
+            "(desired, ready).",
+            labels=[*labels, "state"],
+        )
+        with _lock:
+            rows = list(_endpoints.values())
+        for row in rows:
+            key = [row.namespace, row.name]
+            for label, value in row.objectives:
+                objective.add_metric([*key, label], value)
+            fallback.add_metric(key, row.on_fallback)
+            if row.cost_per_hour is not None:
+                cost.add_metric(key, row.cost_per_hour)
+            if row.slo_met is not None:
+                met.add_metric(key, row.slo_met)
+            weight.add_metric(key, row.canary_weight)
+            rolled_back.add_metric(key, row.rolled_back)
+            for state, count in (("desired", row.replicas), ("ready", row.ready_replicas)):
+                if count is not None:
+                    replicas.add_metric([*key, state], count)
+        yield from (objective, fallback, cost, met, weight, rolled_back, replicas)
+
+
+REGISTRY.register(_EndpointCollector())
+
+
 def record_autoscale(  # noqa: PLR0913 - one keyword per recorded figure
     *,
     uid: str,
@@ -247,6 +429,7 @@ def forget(uid: str) -> None:
     with _lock:
         _phases.pop(uid, None)
         _scaling.pop(uid, None)
+        _endpoints.pop(uid, None)
 
 
 def render() -> bytes:

@@ -18,7 +18,8 @@ never as idle.
 
 Traffic (``traffic``, for ``operations.canary_analysis``): finished requests, those that
 did not end normally by the engine's own kind, and the end-to-end and
-time-to-first-token histograms, all cumulative as exposed; the analysis subtracts two
+time-to-first-token histograms, and the tokens generated (for ``operations.slo``), all
+cumulative as exposed; the analysis subtracts two
 scrapes and decides which kinds are failures. vLLM counts every finished request in one
 counter labelled ``finished_reason`` (stop, length, abort, error, repetition); TGI has a
 success counter and a failure counter labelled ``err`` (validation, overloaded,
@@ -171,6 +172,9 @@ class Traffic:
     outcomes: Kinds
     latency: Histogram | None  # end-to-end latency (the profile's "e2eLatency" metric)
     ttft: Histogram | None  # time to first token ("timeToFirstToken")
+    # Tokens generated over the pod's life ("generatedTokens": vLLM's counter, TGI's
+    # histogram sum); None when the page has none (TGI before its first success).
+    tokens: float | None = None
 
     def outcome(self, kind: str) -> float:
         """The requests that ended as ``kind`` (0.0 when the page has no such series)."""
@@ -190,7 +194,7 @@ def traffic(text: str, *, engine: api.Engine, version: str | None = None) -> Tra
     """
     profile = engine_profiles.get(engine, version)
     names, outcomes = profile.metrics, profile.outcomes
-    counters = (*names["finished"], *names["failed"])
+    counters = (*names["finished"], *names["failed"], *names["generatedTokens"])
     histograms = (*names["e2eLatency"], *names["timeToFirstToken"])
     wanted = {name for counter in counters for name in _counter_names(counter)}
     wanted.update(name for histogram in histograms for name in (histogram, f"{histogram}_bucket"))
@@ -220,11 +224,13 @@ def traffic(text: str, *, engine: api.Engine, version: str | None = None) -> Tra
         requests += value
         kind = labels.get(outcomes.label) or UNKNOWN
         counts[kind] = counts.get(kind, 0.0) + value
+    generated = _first_counter(found, names["generatedTokens"])
     return Traffic(
         requests=requests,
         outcomes=kinds(counts),
         latency=_first_histogram(found, names["e2eLatency"]),
         ttft=_first_histogram(found, names["timeToFirstToken"]),
+        tokens=sum(value for _, value in generated) if generated is not None else None,
     )
 
 

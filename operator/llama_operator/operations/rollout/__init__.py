@@ -61,11 +61,15 @@ ROLLED_BACK = states.ROLLED_BACK
 
 
 def policy_of(spec: api.LlamaDeploymentSpec) -> api.Rollout:
-    """spec.rollout, or the default policy (a canary) when it is omitted."""
+    """spec.rollout, or the default policy (a canary) when it is omitted; its analysis
+    with the thresholds spec.slo supplies (``api.analysis_for``)."""
     policy = spec.rollout if spec.rollout is not None else api.Rollout()
     if not policy.steps:
         # "steps: []" is what the v0.3.0 CRD stored for a rollout that named none.
         policy = policy.model_copy(update={"steps": api.default_steps()})
+    analysis = api.analysis_for(spec)
+    if analysis is not policy.analysis:
+        policy = policy.model_copy(update={"analysis": analysis})
     return policy
 
 
