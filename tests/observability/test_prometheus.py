@@ -21,12 +21,25 @@ import promserver
 import pytest
 
 import stopping
+from llama_operator import api
+from llama_operator.planning import config
 from llama_operator.runtime import operator_metrics
+from llama_operator.serving import scalers
 
 CHAT = {"per_second": 4.0, "tokens_per_request": 50.0, "error_rate": 0.25, "latency": 3.0}
 ASSIST = {"per_second": 3.0, "tokens_per_request": 100.0, "error_rate": 0.0, "latency": 0.6}
 PRICE_PER_REPLICA_HOUR = 3.6
 READY_REPLICAS = 2
+CHAT_WAITING, CHAT_RUNNING = 5, 2
+# A pod of <name>-primary, as its ReplicaSet names it: <deployment>-<hash>-<suffix>.
+CHAT_POD = "chat-primary-5c9d7b8f6d-x2x7k"
+# The target labels the Prometheus Operator adds to every PodMonitor target before the
+# monitor's own relabelings: prometheus-operator pkg/prometheus/promcfg.go,
+# generatePodMonitorConfig ("Relabel namespace and pod and service labels into proper
+# labels": namespace, container, pod). The KEDA queries select the primary's pods by `pod`.
+POD_MONITOR_STANDARD_LABELS = [
+    {"sourceLabels": ["__meta_kubernetes_pod_name"], "targetLabel": "pod"},
+]
 # Windows short enough to be covered by the seconds of data the test waits for: rate()
 # over a window the data does not fill would extrapolate it.
 WINDOW = "5s"
@@ -74,19 +87,21 @@ def prometheus(
     )
     [endpoint] = podmonitor["spec"]["podMetricsEndpoints"]
     with (
-        promserver.TimedPod("vllm", **CHAT) as chat,
-        promserver.TimedPod("tgi", **ASSIST) as assist,
+        promserver.TimedPod("vllm", waiting=CHAT_WAITING, running=CHAT_RUNNING, **CHAT) as chat,
+        promserver.TimedPod("tgi", waiting=3, **ASSIST) as assist,
     ):
         # What Kubernetes service discovery gives the PodMonitor for these pods: their
         # namespace and labels (serving/builders/identity.py).
         pods = {
             f"127.0.0.1:{chat.port}": {
                 "__meta_kubernetes_namespace": "ai",
+                "__meta_kubernetes_pod_name": CHAT_POD,
                 "__meta_kubernetes_pod_label_llamaops_dev_deployment": "chat",
                 "__meta_kubernetes_pod_label_llamaops_dev_variant": "primary",
             },
             f"127.0.0.1:{assist.port}": {
                 "__meta_kubernetes_namespace": "ai",
+                "__meta_kubernetes_pod_name": "assist-fallback-0-7c9f6d8b5b-q8w4z",
                 "__meta_kubernetes_pod_label_llamaops_dev_fallback_of": "assist",
                 "__meta_kubernetes_pod_label_llamaops_dev_variant": "fallback-0",
             },
@@ -94,7 +109,9 @@ def prometheus(
         with promserver.running(
             directory,
             lambda server: server.config(
-                pods=pods, operator=operator_endpoint, relabelings=endpoint["relabelings"]
+                pods=pods,
+                operator=operator_endpoint,
+                relabelings=[*endpoint["relabelings"], *POD_MONITOR_STANDARD_LABELS],
             ),
         ) as server:
             # Every target scraped often enough that the windows hold only real data.
@@ -201,3 +218,41 @@ def test_dashboard_queries_all_run(prometheus: promserver.Prometheus, at: float)
         for target in panel["targets"]:
             expr = obskit.as_promql(target["expr"], {"$__rate_interval": WINDOW})
             prometheus.query(expr, at)  # asserts the API answered "success"
+
+
+@pytest.mark.parametrize(
+    ("engine", "name", "metric", "expected"),
+    [
+        # The primary's queue, and the queue plus the running batch (one pod of chat).
+        ("vllm", "chat", "queue", CHAT_WAITING),
+        ("vllm", "chat", "inflight", CHAT_WAITING + CHAT_RUNNING),
+        # assist's only pod is a fallback's: the primary-only queries find nothing, so a
+        # fallback's queue never scales the primary (KEDA then errors: ignoreNullValues).
+        ("tgi", "assist", "queue", None),
+    ],
+)
+def test_keda_default_queries_read_the_primary_pods(
+    prometheus: promserver.Prometheus,
+    at: float,
+    engine: api.Engine,
+    name: str,
+    metric: api.AutoscalingMetric,
+    expected: float | None,
+) -> None:
+    """The ScaledObject's query, as serving.scalers renders it from the operator config's
+    defaults, answers the sum over the primary's pods as Prometheus scrapes them."""
+    scaled = scalers.scaled_object(
+        name=name,
+        namespace="ai",
+        uid="uid",
+        autoscaling=api.Autoscaling.model_validate({"engine": "keda", "metric": metric}),
+        engine=engine,
+        settings=config.OperatorConfig(),
+    )
+    [trigger] = [t for t in scaled["spec"]["triggers"] if t["name"] == metric]
+    found = prometheus.query(trigger["metadata"]["query"], at)
+    if expected is None:
+        assert found == []
+    else:
+        [sample] = found
+        assert float(sample["value"][1]) == expected
