@@ -36,7 +36,7 @@ class RolloutStep(Model):
 
 
 # How a request that did not fail on the server's side may still have ended, by engine
-# (each profile's outcomes.other in data/engines.yaml; tests/unit/test_analysis.py checks
+# (each profile's outcomes.other in data/engines.yaml; tests/unit/test_canary_analysis.py checks
 # that these are exactly those): vLLM's finished_reason, TGI's err label.
 VllmOutcomeKind = Literal["abort", "repetition"]
 TgiOutcomeKind = Literal["validation", "overloaded", "template", "dropped"]

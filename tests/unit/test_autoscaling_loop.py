@@ -1,4 +1,4 @@
-"""scaling.py: finding the ready pods, and one tick against fake pods and a recording client."""
+"""runtime.autoscaling_loop: finding the ready pods, one tick against fake pods and a client."""
 
 from __future__ import annotations
 

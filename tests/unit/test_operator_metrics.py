@@ -1,4 +1,4 @@
-"""metrics.py: what a scrape shows after reconciles are recorded."""
+"""runtime.operator_metrics: what a scrape shows after reconciles are recorded."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""podmetrics.py: one number per pod from the engines' own exposition text."""
+"""serving.engine_metrics: one number per pod from the engines' own exposition text."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""analysis.py: windows between scrapes, Prometheus quantiles, and the canary verdict."""
+"""operations.canary_analysis: windows between scrapes, quantiles, and the canary verdict."""
 
 from __future__ import annotations
 
