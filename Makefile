@@ -125,7 +125,7 @@ test-contract: $(STAMP) ## only the Kopf-against-kmock contract tests
 test-e2e: $(STAMP) ## opt-in: the e2e tier against the current kube context (a test cluster)
 	$(BIN)/pytest --with-e2e tests/e2e
 
-bench: $(STAMP) ## benchmarks: planner vs brute force, memory model vs real engine logs, planned vs observed KV cache, autoscaling policy and loop, canary rollouts and what they count as failed, reconcile cost, footprint
+bench: $(STAMP) ## benchmarks: planner vs brute force, memory model vs real engine logs, planned vs observed KV cache, autoscaling policy and loop, canary rollouts and what they count as failed, reconcile cost, the plan cost of LoRA adapters, footprint
 	$(BIN)/python benchmarks/bench_planner.py
 	$(BIN)/python benchmarks/bench_memory_model.py
 	$(BIN)/python benchmarks/bench_observed_capacity.py
@@ -134,6 +134,7 @@ bench: $(STAMP) ## benchmarks: planner vs brute force, memory model vs real engi
 	$(BIN)/python benchmarks/bench_rollout.py
 	$(BIN)/python benchmarks/bench_canary_outcomes.py
 	$(BIN)/python benchmarks/bench_failover.py
+	$(BIN)/python benchmarks/bench_adapters.py
 	$(BIN)/python benchmarks/bench_reconcile.py
 	$(BIN)/python benchmarks/bench_footprint.py
 

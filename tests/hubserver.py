@@ -16,6 +16,15 @@ the client raises):
   not granted; ``RepoNotFound`` for an unknown repo (or a ``private`` one the token is
   not granted).
 
+- ``GET`` / ``HEAD /{owner}/{name}/resolve/{rev}/{filename}``: a file of the repository
+  (``files``: repository -> filename -> JSON body), with the ``X-Repo-Commit`` and
+  ``ETag`` headers ``hf_hub_download`` reads; a missing file is ``EntryNotFound`` (404), a
+  gated repository without a grant ``GatedRepo`` as above. LoRA adapter repositories
+  (``tests/fixtures/hub/adapters/*.json``: a model-info body plus ``files``, whose
+  ``adapter_config.json`` is in PEFT's format: ``r``, ``target_modules``,
+  ``base_model_name_or_path``) are served this way; ``example-org/*`` adapters are
+  invented.
+
 As on the real Hub, a token the server does not know is refused with 401 ``Invalid
 credentials in Authorization header`` before anything else, and an unknown repository is
 401 ``RepoNotFound`` anonymously, 404 with a token. ``down = True`` makes every request
@@ -57,6 +66,9 @@ FIXTURES = pathlib.Path(__file__).parent / "fixtures" / "hub"
 _INVALID_TOKEN = "Invalid credentials in Authorization header"
 _MODEL_INFO = re.compile(r"^/api/models/(?P<repo>[^/]+/[^/]+)(?:/revision/(?P<revision>[^/]+))?$")
 _AUTH_CHECK = re.compile(r"^/api/models/(?P<repo>[^/]+/[^/]+)/auth-check$")
+_RESOLVE = re.compile(r"^/(?P<repo>[^/]+/[^/]+)/resolve/(?P<revision>[^/]+)/(?P<filename>.+)$")
+# The commit every fixture file is served from (a fake, obviously).
+FIXTURE_COMMIT = "0" * 39 + "1"
 
 
 class Request(NamedTuple):
@@ -75,6 +87,18 @@ def load_models(directory: pathlib.Path = FIXTURES) -> dict[str, dict[str, Any]]
     return models
 
 
+def load_adapters(
+    directory: pathlib.Path = FIXTURES / "adapters",
+) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+    """The adapter repositories in ``directory``: (model-info bodies, files) by ``id``."""
+    models: dict[str, dict[str, Any]] = {}
+    files: dict[str, dict[str, Any]] = {}
+    for repo_id, body in load_models(directory).items():
+        files[repo_id] = body.pop("files", {})
+        models[repo_id] = body
+    return models, files
+
+
 class HubFixture:
     """The fixture Hub; a context manager that serves on entry and stops on exit."""
 
@@ -82,6 +106,8 @@ class HubFixture:
         # Re-entrant: tests may hold it while calling the helpers below.
         self.lock = threading.RLock()
         self.models: dict[str, dict[str, Any]] = dict(models or {})
+        # repository -> filename -> the file's JSON body (served under /resolve/).
+        self.files: dict[str, dict[str, Any]] = {}
         self.grants: dict[str, set[str]] = {}
         self.valid_tokens: set[str] = set()
         self.requests: list[Request] = []
@@ -94,8 +120,12 @@ class HubFixture:
 
     @classmethod
     def loaded(cls, directory: pathlib.Path = FIXTURES) -> HubFixture:
-        """A fixture Hub holding every model in ``tests/fixtures/hub``."""
-        return cls(load_models(directory))
+        """A fixture Hub holding every model in ``tests/fixtures/hub`` and every adapter in
+        its ``adapters/``."""
+        adapters, files = load_adapters(directory / "adapters")
+        hub = cls({**load_models(directory), **adapters})
+        hub.files.update(files)
+        return hub
 
     @property
     def url(self) -> str:
@@ -162,6 +192,13 @@ class HubFixture:
         if match := _MODEL_INFO.match(path):
             revision = urllib.parse.unquote(match["revision"] or "main")
             return self._model_info(urllib.parse.unquote(match["repo"]), revision, query, token)
+        if match := _RESOLVE.match(path):
+            return self._resolve(
+                urllib.parse.unquote(match["repo"]),
+                urllib.parse.unquote(match["revision"]),
+                urllib.parse.unquote(match["filename"]),
+                token,
+            )
         return _Answer(404, {"error": "Sorry, we can't find the page you are looking for."})
 
     def _visible(self, repo_id: str, token: str | None) -> dict[str, Any] | None:
@@ -182,6 +219,24 @@ class HubFixture:
         if expand:
             model = {k: v for k, v in model.items() if k in ("_id", "id", *expand)}
         return _Answer(200, model)
+
+    def _resolve(self, repo_id: str, revision: str, filename: str, token: str | None) -> _Answer:
+        model = self._visible(repo_id, token)
+        if model is None:
+            return _repo_not_found(token)
+        if model.get("gated") and token not in self.grants.get(repo_id, ()):
+            return _error(
+                401 if token is None else 403,
+                f"Access to model {repo_id} is restricted.",
+                code="GatedRepo",
+            )
+        if revision not in ("main", model.get("sha"), FIXTURE_COMMIT):
+            return _error(404, f"Invalid rev id: {revision}", code="RevisionNotFound")
+        body = self.files.get(repo_id, {}).get(filename)
+        if body is None:
+            return _error(404, f"{filename} does not exist", code="EntryNotFound")
+        headers = (("X-Repo-Commit", FIXTURE_COMMIT), ("ETag", f'"{repo_id}/{filename}"'))
+        return _Answer(200, body, headers)
 
     def _auth_check(self, repo_id: str, token: str | None) -> _Answer:
         model = self._visible(repo_id, token)
@@ -235,7 +290,13 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.0"
     timeout = HANDLER_TIMEOUT_SECONDS  # a client that sends or reads nothing is dropped
 
+    def do_HEAD(self) -> None:
+        self._serve(body=False)
+
     def do_GET(self) -> None:
+        self._serve(body=True)
+
+    def _serve(self, *, body: bool) -> None:
         parsed = urllib.parse.urlsplit(self.path)
         query = urllib.parse.parse_qs(parsed.query)
         authorization = self.headers.get("Authorization")
@@ -244,7 +305,8 @@ class _Handler(BaseHTTPRequestHandler):
             token = authorization.removeprefix("Bearer ")
         hub = self.server.hub
         with hub.lock:
-            hub.requests.append(Request("GET", parsed.path, query, authorization is not None))
+            method = "GET" if body else "HEAD"
+            hub.requests.append(Request(method, parsed.path, query, authorization is not None))
             answer = hub._answer(parsed.path, query, token)
         payload = json.dumps(answer.body).encode()
         self.send_response(answer.status)
@@ -254,7 +316,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(payload)))
         self.send_header("Connection", "close")
         self.end_headers()
-        self.wfile.write(payload)
+        if body:
+            self.wfile.write(payload)
 
     def log_message(self, format: str, *args: Any) -> None:
         pass  # quiet: pytest shows the request log through assertions, not stderr

@@ -1084,3 +1084,92 @@ def test_fp8_is_planned_from_the_capability_vllm_allows(version: str) -> None:
     assert isinstance(statement.value, ast.Constant)
     floor = int(statement.value.value) / 10
     assert profile_of(version).quantizations["fp8"].minCapability == floor
+
+
+# --- LoRA adapters -----------------------------------------------------------------------
+
+LORA_CONFIG = "vllm/config/lora.py"
+LORA_UTILS = "vllm/lora/utils.py"
+
+
+def lora_config_defaults(version: str) -> dict[str, ast.expr | None]:
+    """LoRAConfig's field defaults (``max_loras: int = Field(default=1, ge=1)`` counts
+    its ``default=``)."""
+    module = parse(version, LORA_CONFIG)
+    cls = next((c for c in classes(module) if c.name == "LoRAConfig"), None)
+    assert cls is not None, f"vLLM {version}: {LORA_CONFIG} has no class LoRAConfig"
+    result: dict[str, ast.expr | None] = {}
+    for statement in cls.body:
+        if isinstance(statement, ast.AnnAssign) and isinstance(statement.target, ast.Name):
+            value = statement.value
+            if isinstance(value, ast.Call) and _decorator_name(value) == "Field":
+                value = next((k.value for k in value.keywords if k.arg == "default"), None)
+            result[statement.target.id] = value
+    return result
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_lora_flags_are_flags_of_vllm_serve(version: str) -> None:
+    lora, flags = profile_of(version).lora, serve_flags(version)
+    named = [
+        lora.enableFlag,
+        lora.modulesFlag,
+        lora.maxLorasFlag,
+        lora.maxLoraRankFlag,
+        lora.maxCpuLorasFlag,
+    ]
+    wrong = [flags.why_not(flag) for flag in named if flag is None or flags.source(flag) is None]
+    assert not wrong, f"vLLM {version}: " + "; ".join(wrong)
+    assert lora.modulesEnv is None, "vLLM takes its adapters as flags"
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_lora_defaults_and_allowed_ranks_are_lora_configs(version: str) -> None:
+    lora = profile_of(version).lora
+    defaults = lora_config_defaults(version)
+    assert ast.literal_eval(defaults["max_loras"]) == lora.defaultMaxLoras  # type: ignore[arg-type]
+    assert ast.literal_eval(defaults["max_lora_rank"]) == lora.defaultMaxLoraRank  # type: ignore[arg-type]
+    # max_cpu_loras None: _validate_lora_config makes it max_loras, so the renderer always
+    # sets it explicitly to every adapter.
+    assert ast.literal_eval(defaults["max_cpu_loras"]) is None  # type: ignore[arg-type]
+    ranks = module_constant(version, LORA_CONFIG, "MaxLoRARanks")
+    assert isinstance(ranks, ast.Subscript), f"vLLM {version}: MaxLoRARanks is no Literal"
+    allowed = tuple(ast.literal_eval(element) for element in ranks.slice.elts)  # type: ignore[attr-defined]
+    assert allowed == lora.allowedRanks
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_lora_modules_take_name_equals_path(version: str) -> None:
+    # LoRAParserAction: `if "=" in item and "," not in item:  # Old format: name=path`,
+    # then `item.split("=")` (0.24.0 through 0.28.0; one "=" only) or `split("=", 1)`.
+    (relpath,) = files_matching(version, "class LoRAParserAction")
+    text = (source_root(version) / relpath).read_text(encoding="utf-8")
+    assert 'if "=" in item and "," not in item:' in text
+    assert re.search(r'name, path = item\.split\("="(, 1)?\)', text)
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_a_hub_id_is_fetched_without_a_revision(version: str) -> None:
+    lora = profile_of(version).lora
+    module = parse(version, LORA_UTILS)
+    function = next(
+        (
+            node
+            for node in ast.walk(module)
+            if isinstance(node, ast.FunctionDef) and node.name == "get_adapter_absolute_path"
+        ),
+        None,
+    )
+    assert function is not None, f"vLLM {version}: no get_adapter_absolute_path"
+    downloads = [
+        node
+        for node in ast.walk(function)
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr == "snapshot_download"
+    ]
+    assert downloads
+    assert lora.hubIdAsPath
+    keywords = {k.arg for call in downloads for k in call.keywords}
+    assert "revision" not in keywords
+    assert not lora.hubRevision

@@ -693,6 +693,69 @@ CEL_CASES = [
 ]
 
 
+def adapter_message(text: str) -> str:
+    """The root rule about spec.adapters whose message contains ``text``."""
+    return next(m for _, m in api.CEL_RULES[""] if m.startswith("spec.adapters") and text in m)
+
+
+ADAPTER_CASES = [
+    pytest.param(
+        spec_with(adapters=[{"name": "sql", "id": "acme/sql-lora"}]), None, None, id="adapter-hub"
+    ),
+    pytest.param(
+        spec_with(
+            adapters=[
+                {"name": "sql", "path": "/models/sql", "rank": 16, "targetModules": ["q_proj"]}
+            ]
+        ),
+        None,
+        None,
+        id="adapter-path",
+    ),
+    pytest.param(
+        spec_with(adapters=[{"name": "sql"}]),
+        adapter_message("exactly one of id"),
+        "spec.adapters[0]",
+        id="adapter-neither-id-nor-path",
+    ),
+    pytest.param(
+        spec_with(
+            adapters=[
+                {
+                    "name": "sql",
+                    "id": "acme/sql",
+                    "path": "/models/sql",
+                    "rank": 8,
+                    "targetModules": ["q_proj"],
+                }
+            ]
+        ),
+        adapter_message("exactly one of id"),
+        "spec.adapters[0]",
+        id="adapter-both-id-and-path",
+    ),
+    pytest.param(
+        spec_with(adapters=[{"name": "sql", "path": "/models/sql", "rank": 8}]),
+        adapter_message("needs rank and targetModules"),
+        "spec.adapters[0]",
+        id="adapter-path-without-target-modules",
+    ),
+    pytest.param(
+        spec_with(adapters=[{"name": "sql", "id": "acme/a"}, {"name": "sql", "id": "acme/b"}]),
+        adapter_message("unique"),
+        "spec.adapters[1].name",
+        id="adapter-names-twice",
+    ),
+    pytest.param(
+        spec_with(model={"servedName": "llama"}, adapters=[{"name": "llama", "id": "acme/a"}]),
+        adapter_message("served name"),
+        "spec.adapters[0].name",
+        id="adapter-named-as-base",
+    ),
+]
+CEL_CASES += ADAPTER_CASES
+
+
 @pytest.mark.parametrize(("spec", "cel_message", "operator_field"), CEL_CASES)
 def test_cel_rules_and_parser_agree(
     spec: dict[str, Any], cel_message: str | None, operator_field: str | None

@@ -22,6 +22,11 @@ public name of those modules is re-exported here, so callers write ``api.Plan``,
 names.
 """
 
+from llama_operator.api.adapter_spec import MAX_ADAPTERS as MAX_ADAPTERS
+from llama_operator.api.adapter_spec import Adapter as Adapter
+from llama_operator.api.adapter_spec import AdapterLicense as AdapterLicense
+from llama_operator.api.adapter_spec import AdapterStatus as AdapterStatus
+from llama_operator.api.adapter_spec import TargetModule as TargetModule
 from llama_operator.api.base import CheckpointQuantization as CheckpointQuantization
 from llama_operator.api.base import Engine as Engine
 from llama_operator.api.base import EngineChoice as EngineChoice
@@ -30,6 +35,7 @@ from llama_operator.api.base import Optimize as Optimize
 from llama_operator.api.base import Phase as Phase
 from llama_operator.api.base import Quantization as Quantization
 from llama_operator.api.base import QuantizationChoice as QuantizationChoice
+from llama_operator.api.base import SecretKeyRef as SecretKeyRef
 from llama_operator.api.names import API_VERSION as API_VERSION
 from llama_operator.api.names import CANARY as CANARY
 from llama_operator.api.names import CATEGORIES as CATEGORIES
@@ -104,7 +110,6 @@ from llama_operator.api.spec import LlamaDeploymentSpec as LlamaDeploymentSpec
 from llama_operator.api.spec import ModelCache as ModelCache
 from llama_operator.api.spec import ModelSpec as ModelSpec
 from llama_operator.api.spec import Placement as Placement
-from llama_operator.api.spec import SecretKeyRef as SecretKeyRef
 from llama_operator.api.spec import analysis_for as analysis_for
 from llama_operator.api.spec import failover_policy as failover_policy
 from llama_operator.api.status import ROLLOUT_IN_PROGRESS as ROLLOUT_IN_PROGRESS
@@ -122,7 +127,9 @@ from llama_operator.api.status import LicenseStatus as LicenseStatus
 from llama_operator.api.status import LlamaDeploymentStatus as LlamaDeploymentStatus
 from llama_operator.api.status import ObservedCapacity as ObservedCapacity
 from llama_operator.api.status import Plan as Plan
+from llama_operator.api.status import PlanAdapter as PlanAdapter
 from llama_operator.api.status import PlanChange as PlanChange
+from llama_operator.api.status import PlanLora as PlanLora
 from llama_operator.api.status import PlanMemory as PlanMemory
 from llama_operator.api.status import RecoveryStatus as RecoveryStatus
 from llama_operator.api.status import RolloutPhase as RolloutPhase

@@ -2,7 +2,9 @@
 
 ``Model`` fixes what every LlamaDeployment model is (frozen, strict, unknown keys
 refused); the literals name the engines, precisions and phases the spec asks for and the
-status reports. Imported by ``spec``, ``rollout_spec``, ``security_spec`` and ``status``.
+status reports; ``SecretKeyRef`` is every reference to a Secret's key (the model's
+token, an adapter's). Imported by ``spec``, ``adapter_spec``, ``rollout_spec``,
+``security_spec`` and ``status``.
 """
 
 from __future__ import annotations
@@ -10,6 +12,9 @@ from __future__ import annotations
 from typing import Literal
 
 import pydantic
+from pydantic import Field
+
+from llama_operator.api.names import OBJECT_NAME_PATTERN, SECRET_KEY_PATTERN
 
 Engine = Literal["vllm", "tgi"]
 EngineChoice = Literal["auto", "vllm", "tgi"]
@@ -34,4 +39,19 @@ class Model(pydantic.BaseModel):
         frozen=True,
         extra="forbid",
         strict=True,
+    )
+
+
+class SecretKeyRef(Model):
+    """A key in a Secret in the LlamaDeployment's namespace; the value is never copied."""
+
+    name: str = Field(
+        min_length=1, max_length=253, pattern=OBJECT_NAME_PATTERN, description="Name of the Secret."
+    )
+    key: str = Field(
+        default="token",
+        min_length=1,
+        max_length=253,
+        pattern=SECRET_KEY_PATTERN,
+        description="Key within the Secret.",
     )

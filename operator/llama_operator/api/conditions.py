@@ -36,6 +36,11 @@ KV_CACHE_CAPACITY = "KVCacheCapacity"
 # Whether the primary's last window met spec.slo (operations.slo, docs/concepts/slo.md):
 # True WithinObjectives, False ObjectiveMissed, Unknown NoTraffic or NotMeasured.
 SLO_MET = "SLOMet"
+# Whether every spec.adapters entry is served (operations.adapters,
+# docs/concepts/adapters.md): True AllServed; False BaseModelMismatch, LicenseNotAccepted,
+# AdapterUnavailable, AdapterRankUnsupported or AdapterRevisionUnsupported for the first
+# adapter held back, the message naming each.
+ADAPTERS_READY = "AdaptersReady"
 
 # Order in which types are listed in status (stable output, stable diffs).
 ORDER = (
@@ -47,6 +52,7 @@ ORDER = (
     ENGINE_PROFILE,
     ENGINE_ARGS,
     POD_SECURITY,
+    ADAPTERS_READY,
     AVAILABLE,
     READY,
     KV_CACHE_CAPACITY,

@@ -15,12 +15,14 @@ from typing import Annotated, Any, Literal
 import pydantic
 from pydantic import Field
 
+from llama_operator.api.adapter_spec import MAX_ADAPTERS, Adapter
 from llama_operator.api.base import (
     CheckpointQuantization,
     EngineChoice,
     Model,
     Optimize,
     QuantizationChoice,
+    SecretKeyRef,
 )
 from llama_operator.api.names import (
     DURATION_PATTERN,
@@ -30,27 +32,11 @@ from llama_operator.api.names import (
     OBJECT_NAME_PATTERN,
     PARAMETERS_PATTERN,
     QUANTITY_PATTERN,
-    SECRET_KEY_PATTERN,
 )
 from llama_operator.api.rollout_spec import Analysis, Rollout, Traffic
 from llama_operator.api.security_spec import Auth, Limits, Network
 from llama_operator.api.slo_spec import SLO
 from llama_operator.api.status import LlamaDeploymentStatus
-
-
-class SecretKeyRef(Model):
-    """A key in a Secret in the LlamaDeployment's namespace; the value is never copied."""
-
-    name: str = Field(
-        min_length=1, max_length=253, pattern=OBJECT_NAME_PATTERN, description="Name of the Secret."
-    )
-    key: str = Field(
-        default="token",
-        min_length=1,
-        max_length=253,
-        pattern=SECRET_KEY_PATTERN,
-        description="Key within the Secret.",
-    )
 
 
 class ModelSpec(Model):
@@ -487,6 +473,14 @@ class LlamaDeploymentSpec(Model):
             "engines: the SLOMet condition, and the canary analysis' default thresholds "
             "(docs/concepts/slo.md). Omitted: no objective; status.serving still shows the "
             "figures."
+        ),
+    )
+    adapters: list[Adapter] = Field(
+        default_factory=list,
+        max_length=MAX_ADAPTERS,
+        description=(
+            "LoRA adapters served on the base model: clients pick one by sending its name "
+            "as `model` (docs/concepts/adapters.md). The base model's licence covers them."
         ),
     )
 

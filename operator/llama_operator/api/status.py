@@ -15,6 +15,7 @@ from typing import Literal
 import pydantic
 from pydantic import Field
 
+from llama_operator.api.adapter_spec import AdapterStatus
 from llama_operator.api.base import Engine, Model, Phase, Quantization
 
 
@@ -78,7 +79,8 @@ class PlanMemory(Model):
     weightsGiB: float = Field(description="This GPU's share of the weights.")
     overheadGiB: float = Field(
         description=(
-            "Activation peak, communication buffers and CUDA graphs charged to the budget."
+            "Activation peak, communication buffers, CUDA graphs and LoRA weights charged "
+            "to the budget."
         )
     )
     kvCacheGiB: float = Field(
@@ -89,6 +91,40 @@ class PlanMemory(Model):
     )
     marginGiB: float = Field(
         description="kvCacheGiB - neededKVCacheGiB: how much slack the plan leaves (>= 0)."
+    )
+
+
+class PlanAdapter(Model):
+    """One LoRA adapter the plan serves on the base model (from spec.adapters)."""
+
+    name: str = Field(description="spec.adapters[].name.")
+    model: str = Field(
+        description=(
+            "What clients send as `model` to reach it: its name (vLLM), or for a Hub "
+            "adapter on TGI its repository id (TGI addresses Hub adapters by id)."
+        )
+    )
+    source: str = Field(description="The Hub repository id, or the path inside the pods.")
+    revision: str | None = Field(default=None, description="The Hub revision; none for a path.")
+    rank: int = Field(description="Its LoRA rank.")
+    targetModules: list[str] = Field(default_factory=list, description="The modules it changes.")
+
+
+class PlanLora(Model):
+    """The engine's LoRA settings and the memory they take on each GPU."""
+
+    maxLoras: int = Field(
+        description=(
+            "Adapters on the GPU at once (vLLM --max-loras): one slot per adapter, at most "
+            "8; the rest wait in host memory (maxCpuLoras) and are swapped in when asked for."
+        )
+    )
+    maxLoraRank: int = Field(
+        description="The slots' rank (vLLM --max-lora-rank): the smallest allowed >= every rank."
+    )
+    maxCpuLoras: int = Field(description="Adapters kept in host memory (vLLM --max-cpu-loras).")
+    loraGiB: float = Field(
+        description="Memory the LoRA weights take on each GPU, inside the engine's budget."
     )
 
 
@@ -156,11 +192,18 @@ class Plan(Model):
     costPerHour: float | None = Field(
         default=None, description="Cost per replica per hour, when the pool has a price."
     )
+    adapters: list[PlanAdapter] = Field(
+        default_factory=list,
+        description="The LoRA adapters served on the base model (spec.adapters that may serve).",
+    )
+    lora: PlanLora | None = Field(
+        default=None, description="The engine's LoRA settings; absent without adapters."
+    )
     reason: str = Field(description="One line a person can read: why this plan.")
     inputsHash: str | None = Field(
         default=None,
         description=(
-            "Hash of the spec fields the plan was made from (model, engine, placement). "
+            "Hash of the spec fields the plan was made from (model, engine, placement, adapters). "
             "The plan is kept while they are unchanged and it still fits its pool: "
             "replicas, prices or new pools never move a running endpoint."
         ),
@@ -512,6 +555,10 @@ class LlamaDeploymentStatus(Model):
     readyReplicas: int = Field(default=0, description="Serving pods that are ready.")
     selector: str | None = Field(
         default=None, description="Label selector of the serving pods (for /scale)."
+    )
+    adapters: list[AdapterStatus] = Field(
+        default_factory=list,
+        description="Each spec.adapters entry: its facts, and whether the pods serve it.",
     )
     serving: ServingStatus | None = Field(
         default=None,

@@ -143,6 +143,28 @@ CEL_RULES: dict[str, list[tuple[str, str]]] = {
             "spelling: --api_key, --api-k, --flag=value): arguments show in kubectl describe; "
             "use spec.auth.apiKeySecretRef and spec.model.tokenSecretRef",
         ),
+        (
+            "!has(self.adapters) || self.adapters.all(a, has(a.id) != has(a.path))",
+            "spec.adapters[]: set exactly one of id (a Hugging Face repository) and path (a "
+            "directory inside the serving pods)",
+        ),
+        (
+            "!has(self.adapters) || self.adapters.all(a, !has(a.path) || "
+            "(has(a.rank) && has(a.targetModules)))",
+            "spec.adapters[]: an adapter on a path needs rank and targetModules (its "
+            "adapter_config.json `r` and `target_modules`): the operator cannot read the path",
+        ),
+        (
+            "!has(self.adapters) || self.adapters.all(a, "
+            "self.adapters.exists_one(b, b.name == a.name))",
+            "spec.adapters[].name must be unique: clients pick an adapter by its name",
+        ),
+        (
+            "!has(self.adapters) || self.adapters.all(a, a.name != "
+            "(has(self.model.servedName) ? self.model.servedName : self.model.id))",
+            "spec.adapters[].name must differ from the base model's served name "
+            "(spec.model.servedName, else spec.model.id): clients reach the base model by it",
+        ),
     ],
 }
 
@@ -217,6 +239,7 @@ def validate_spec(spec: LlamaDeploymentSpec) -> None:
             )
     _validate_security(spec)
     _validate_slo(spec)
+    _validate_adapters(spec)
     ckpt, quant = spec.model.checkpointQuantization, spec.placement.quantization
     if ckpt != "none" and quant not in ("auto", ckpt):
         raise SpecError(
@@ -302,6 +325,37 @@ def _validate_selector(where: str, selector: LabelSelector | None) -> None:
             )
 
 
+def _validate_adapters(spec: LlamaDeploymentSpec) -> None:
+    served = spec.model.servedName or spec.model.id
+    seen: set[str] = set()
+    for index, adapter in enumerate(spec.adapters):
+        where = f"spec.adapters[{index}]"
+        if (adapter.id is None) == (adapter.path is None):
+            raise SpecError(
+                where,
+                "set exactly one of id (a Hugging Face repository) and path (a directory "
+                "inside the serving pods)",
+            )
+        if adapter.path is not None and (adapter.rank is None or adapter.targetModules is None):
+            raise SpecError(
+                where,
+                "an adapter on a path needs rank and targetModules (its adapter_config.json "
+                "`r` and `target_modules`): the operator cannot read the path",
+            )
+        if adapter.name in seen:
+            raise SpecError(
+                f"{where}.name",
+                f"{adapter.name!r} is used twice: clients pick an adapter by its name; rename one",
+            )
+        if adapter.name == served:
+            raise SpecError(
+                f"{where}.name",
+                f"{adapter.name!r} is the base model's served name (spec.model.servedName, "
+                "else spec.model.id): clients reach the base model by it; choose another",
+            )
+        seen.add(adapter.name)
+
+
 def _validate_autoscaling(a: Autoscaling) -> None:
     if a.minReplicas > a.maxReplicas:
         raise SpecError("spec.autoscaling.minReplicas", "must be less than or equal to maxReplicas")
@@ -331,4 +385,7 @@ def _validate_autoscaling(a: Autoscaling) -> None:
 def plan_inputs_hash(spec: LlamaDeploymentSpec) -> str:
     """Fingerprint of what the planner decides from; see ``Plan.inputsHash``."""
     data = spec.model_dump(mode="json", include={"model", "engine", "placement"})
+    # Only when set, so the plans of specs without adapters keep the hash they had.
+    if spec.adapters:
+        data["adapters"] = [a.model_dump(mode="json") for a in spec.adapters]
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]

@@ -19,7 +19,7 @@ import yaml
 
 from llama_operator import api, reconcile
 from llama_operator.clients import hub
-from llama_operator.operations import capacity
+from llama_operator.operations import adapters, capacity
 from llama_operator.planning import config, facts, pools
 
 PLACEHOLDER_UID = "00000000-0000-0000-0000-000000000000"
@@ -67,6 +67,22 @@ def _cli_card(repo_id: str, revision: str, _model: api.ModelSpec, _namespace: st
     return hub.card(repo_id=repo_id, revision=revision, token=lambda: os.environ.get("HF_TOKEN"))
 
 
+def _cli_adapter(adapter: api.Adapter, _model: api.ModelSpec, _namespace: str) -> adapters.Found:
+    # As the operator reads them (rank and targetModules from the spec when both are
+    # given, else adapter_config.json), with the local token.
+    found = reconcile.adapter_facts(adapter, token=lambda: os.environ.get("HF_TOKEN"))
+    if found.error is not None and adapter.rank is not None and adapter.targetModules:
+        # Offline, a preview: size it from the spec as the operator will. The operator
+        # reads its card (the licence it declares, its base) before serving it; say so.
+        print(
+            f"note: spec.adapters {adapter.name}: {found.error}; planned from its rank and "
+            "targetModules, its card (licence, base model) not checked here",
+            file=sys.stderr,
+        )
+        return adapters.Found()
+    return found
+
+
 def corrections(path: str | None) -> reconcile.CorrectionsRead | None:
     """The corrections a --corrections file records (a ConfigMap, or its data)."""
     if not path:
@@ -101,6 +117,7 @@ def desired(
         fetch=_cli_fetch,
         card=_cli_card,
         corrections=corrections,
+        adapter_read=_cli_adapter,
     )
 
 

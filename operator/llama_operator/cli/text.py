@@ -30,6 +30,7 @@ def plan_text(entry: dict[str, Any]) -> str:
         f"per replica ({p['maxConcurrentSequences']} full-length sequences"
         f"{_tokens_text(p)})\n"
         f"{margin_text(p)}"
+        f"{adapters_text(p)}"
         f"  why: {p['reason']}\n"
         f"{_security_text(entry['security'])}"
         f"{_rollout_text(entry['rollout'])}"
@@ -54,6 +55,23 @@ def margin_text(plan: Mapping[str, Any]) -> str:
         f"{memory['kvCacheGiB']}; the plan needs {memory['neededKVCacheGiB']} of KV cache: "
         f"margin {memory['marginGiB']} GiB{tight}; outside the budget "
         f"{memory['outsideBudgetGiB']} GiB (CUDA context)\n"
+    )
+
+
+def adapters_text(plan: Mapping[str, Any]) -> str:
+    """The LoRA adapters the plan serves and the memory they take per GPU; empty without."""
+    served = plan.get("adapters") or []
+    lora = plan.get("lora")
+    if not served or not lora:
+        return ""
+    each = ", ".join(
+        f"{a['name']} ({a['source']}{'@' + a['revision'] if a.get('revision') else ''}, "
+        f"rank {a['rank']}{'' if a['model'] == a['name'] else ', clients send ' + a['model']})"
+        for a in served
+    )
+    return (
+        f"  adapters: {each}; LoRA {lora['loraGiB']} GiB per GPU (maxLoras {lora['maxLoras']}, "
+        f"maxLoraRank {lora['maxLoraRank']})\n"
     )
 
 

@@ -17,6 +17,11 @@ whether a token has been granted a gated repository, so a missing grant is repor
 the resource before a pod spends minutes failing to download. Access answers are kept
 under a hash of the token, so a rotated Secret is asked about at once. ``model_page`` is
 the repository's page on that Hub, where access is requested.
+
+``adapter_config`` reads a LoRA adapter repository's ``adapter_config.json`` (PEFT's ``r``,
+``target_modules``, ``base_model_name_or_path``) with one GET through the client's session
+and its error mapping, written to no disk (the operator's filesystem is read-only); its
+licence comes from ``card`` like a model's. Errors name ``spec.adapters[].id`` and the fix.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ import httpx2
 import huggingface_hub
 from huggingface_hub import errors as hf_errors
 from huggingface_hub import file_download, hf_api
+from huggingface_hub.utils import _headers as hf_headers
 from huggingface_hub.utils import _http as hf_http
 
 from llama_operator.planning import facts
@@ -445,6 +451,109 @@ def _detached(exc: HubError) -> HubError:
     return HubError(str(exc))
 
 
+@dataclasses.dataclass(frozen=True)
+class AdapterConfig:
+    """What a LoRA adapter's ``adapter_config.json`` (PEFT) says about its shape and base."""
+
+    rank: int | None  # ``r``
+    target_modules: tuple[str, ...]  # ``target_modules`` (a list; a regex string gives ())
+    base_model: str | None  # ``base_model_name_or_path`` (a repository id or a local path)
+
+
+_adapters: _Memo[AdapterConfig] = _Memo()
+
+
+def adapter_config(
+    *,
+    repo_id: str,
+    revision: str,
+    token: str | Callable[[], str | None] | None,
+    clock: Callable[[], float] = time.monotonic,
+) -> AdapterConfig:
+    """``adapter_config.json`` of the adapter repository ``repo_id`` at ``revision``, or
+    ``HubError``; cached like ``fetch``. ``token`` may be a function, called only when the
+    Hub is asked."""
+    return _adapters.call(
+        (repo_id, revision),
+        lambda: _adapter_config(repo_id=repo_id, revision=revision, token=token),
+        clock,
+    )
+
+
+def _adapter_config(
+    *, repo_id: str, revision: str, token: str | Callable[[], str | None] | None
+) -> AdapterConfig:
+    where = "spec.adapters[].id"
+    if _offline():
+        raise HubError(
+            f"HF_HUB_OFFLINE is set: adapter_config.json of {repo_id} was not read; set "
+            "rank and targetModules in spec.adapters[]"
+        )
+    if callable(token):
+        token = token()
+    url = file_download.hf_hub_url(
+        repo_id, "adapter_config.json", revision=revision, endpoint=_endpoint()
+    )
+    try:
+        response = hf_http.get_session().get(
+            url,
+            headers=hf_headers.build_hf_headers(token=token or False),
+            follow_redirects=True,
+            timeout=_TIMEOUT_SECONDS,
+        )
+        hf_http.hf_raise_for_status(response)
+        config = response.json()
+    except hf_errors.GatedRepoError as exc:
+        raise HubError(
+            f"adapter {repo_id} is gated: set spec.adapters[].tokenSecretRef (or "
+            f"spec.model.tokenSecretRef) to a token granted access on {model_page(repo_id)}"
+        ) from exc
+    except hf_errors.RevisionNotFoundError as exc:
+        raise HubError(
+            f"adapter {repo_id} has no revision {revision!r}; fix spec.adapters[].revision"
+        ) from exc
+    except hf_errors.EntryNotFoundError as exc:
+        raise HubError(
+            f"adapter {repo_id} has no adapter_config.json: is {where} a PEFT LoRA adapter?"
+        ) from exc
+    except hf_errors.RepositoryNotFoundError as exc:
+        raise HubError(
+            f"adapter {repo_id} was not found on the Hub (or is private and needs "
+            "spec.adapters[].tokenSecretRef); fix spec.adapters[].id"
+        ) from exc
+    except hf_errors.HfHubHTTPError as exc:
+        status = exc.response.status_code
+        raise HubError(
+            f"the Hub answered HTTP {status} for adapter_config.json of adapter {repo_id}"
+        ) from exc
+    except hf_errors.HFValidationError as exc:
+        raise HubError(f"{repo_id!r} is not a Hub repository id; fix {where}") from exc
+    except (OSError, httpx2.HTTPError) as exc:
+        raise HubError(
+            f"the Hub at {_endpoint()} could not be reached for adapter {repo_id}: "
+            f"{type(exc).__name__}"
+        ) from exc
+    except ValueError as exc:
+        raise HubError(f"adapter {repo_id}: adapter_config.json is not valid JSON") from exc
+    return _parsed_adapter_config(repo_id, config)
+
+
+def _parsed_adapter_config(repo_id: str, config: object) -> AdapterConfig:
+    if not isinstance(config, Mapping):
+        raise HubError(f"adapter {repo_id}: adapter_config.json is not a JSON object")
+    rank = config.get("r")
+    modules = config.get("target_modules")
+    base = config.get("base_model_name_or_path")
+    return AdapterConfig(
+        rank=rank if isinstance(rank, int) and not isinstance(rank, bool) and rank > 0 else None,
+        # PEFT also accepts a regular expression string here; it names no module list.
+        target_modules=tuple(
+            sorted({m for m in modules if isinstance(m, str)}) if isinstance(modules, list) else ()
+        ),
+        base_model=base.strip() if isinstance(base, str) and base.strip() else None,
+    )
+
+
 REQUEST_TIMEOUT_SECONDS = 30.0
 CONNECT_TIMEOUT_SECONDS = 10.0
 
@@ -472,6 +581,7 @@ def bound_requests(
 def clear_cache() -> None:
     _facts.clear()
     _cards.clear()
+    _adapters.clear()
     with _lock:
         _granted.clear()
         _denied.clear()

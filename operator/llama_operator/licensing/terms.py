@@ -458,6 +458,35 @@ def eu_multimodal_notice(license: License | None, model_id: str) -> str | None:
     )
 
 
+def adapters_notice(
+    *, adapters: Sequence[tuple[str, str]], model_id: str, license: License | None
+) -> str:
+    """The NOTICE's part about LoRA adapters: each (name, source) and the base model's
+    licence over it; empty without adapters. An adapter changes the base model's weights
+    at serving time, a derivative of it (docs/concepts/adapters.md)."""
+    if not adapters:
+        return ""
+    lines = [f"LoRA adapters served on {model_id}:"]
+    lines += [f"  {name} ({source}), an adapter of {model_id}" for name, source in adapters]
+    if license is None:
+        lines.append(
+            f"The licence of {model_id} is unknown; the adapters are served under whatever "
+            "it is and whatever their own cards declare."
+        )
+    elif license.binds_derivatives:
+        policy = f" and its use policy ({license.aup_url})" if license.aup_url else ""
+        lines.append(
+            f"They are derivatives of {model_id}: its licence, {license.name} "
+            f"({license.license_url}){policy}, covers them."
+        )
+    else:
+        lines.append(
+            f"{license.name} does not bind derivatives of {model_id}: each adapter is under "
+            "the licence its own card declares (status.adapters[].license)."
+        )
+    return "\n".join(lines)
+
+
 def readme(detection: Detection, model_id: str) -> str:
     """The ``README`` of the licence ConfigMap: what the licence asks of this deployment.
 

@@ -123,6 +123,32 @@ class MemoryFacts(pydantic.BaseModel):
         return self.batchDefaults[-1]
 
 
+class LoraFacts(pydantic.BaseModel):
+    """How a release serves LoRA adapters (``data/engines.yaml``, ``lora``, with sources)."""
+
+    model_config = pydantic.ConfigDict(frozen=True, extra="forbid")
+
+    enableFlag: str | None  # the switch that turns LoRA on; None: the adapters list does
+    modulesFlag: str | None  # one flag carrying every adapter (vLLM --lora-modules)
+    modulesEnv: str | None  # or one variable (TGI LORA_ADAPTERS)
+    maxLorasFlag: str | None  # adapters on the GPU at once (vLLM --max-loras)
+    maxLoraRankFlag: str | None
+    maxCpuLorasFlag: str | None
+    defaultMaxLoras: int  # the engine's default when the flag is absent (0: no such setting)
+    defaultMaxLoraRank: int
+    allowedRanks: tuple[int, ...]  # the values --max-lora-rank takes; empty: no such setting
+    hubIdAsPath: bool  # a Hub repository id is fetched where a path is expected
+    hubRevision: bool  # a Hub adapter's revision can be given
+    hubAddressedBy: Literal["name", "repositoryId"]  # what clients send as `model`
+    memory: Literal["slots", "adapters"]  # preallocated slots, or each adapter's weights
+
+    def rank_slot(self, rank: int) -> int | None:
+        """The smallest allowed max rank >= ``rank``; None: above every allowed value."""
+        if not self.allowedRanks:
+            return rank
+        return next((value for value in sorted(self.allowedRanks) if value >= rank), None)
+
+
 class Profile(pydantic.BaseModel):
     """The facts about one engine release (see ``data/engines.yaml`` for their sources)."""
 
@@ -156,6 +182,7 @@ class Profile(pydantic.BaseModel):
     env: dict[str, str]
     outOfMemoryLogs: tuple[str, ...]
     memory: MemoryFacts
+    lora: LoraFacts
 
     def flag(self, setting: str) -> str:
         """The flag that carries ``setting`` (a key of ``flags``)."""

@@ -67,6 +67,23 @@ class ModelFacts:
 
 
 @dataclasses.dataclass(frozen=True)
+class AdapterFacts:
+    """One LoRA adapter as the planner sizes it and the engines are told to serve it.
+
+    From the adapter's adapter_config.json on the Hub (``r``, ``target_modules``,
+    ``base_model_name_or_path``), or from spec.adapters[] for an adapter on a path.
+    """
+
+    name: str  # what clients send as `model`
+    source: str  # the Hub repository id, or the path inside the serving pods
+    revision: str | None  # None for a path
+    rank: int
+    target_modules: tuple[str, ...]
+    base_model: str | None = None  # None: the adapter's config does not say
+    license: str | None = None  # the licence its card declares; None: none declared
+
+
+@dataclasses.dataclass(frozen=True)
 class PartialFacts:
     """Facts from one source, any of which may be missing."""
 

@@ -12,6 +12,7 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 
 from llama_operator import api
+from llama_operator.planning import adapters as lora_adapters
 from llama_operator.planning import config, engine_profiles, facts, pools, sizing
 
 # Named here because inside ``Request`` the field ``pools`` hides the module.
@@ -51,6 +52,9 @@ class Request:
     # release, by GPU product (docs/concepts/observed-capacity.md); a product missing: none
     # recorded. A ratio below 1 scales down the KV cache planned on that product.
     kv_corrections: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    # The LoRA adapters served on the base model (spec.adapters, resolved): their weights
+    # and the engine's LoRA buffers come out of each GPU's budget.
+    adapters: tuple[facts.AdapterFacts, ...] = ()
 
     @property
     def profile(self) -> engine_profiles.Profile:
@@ -58,6 +62,11 @@ class Request:
         if self.resolved is not None and self.resolved.profile.engine == self.engine:
             return self.resolved.profile
         return engine_profiles.get(self.engine)
+
+    @property
+    def lora(self) -> sizing.LoraLoad | None:
+        """What the engine holds for the adapters on each GPU; None without adapters."""
+        return lora_adapters.load(self.adapters, profile=self.profile)
 
     @property
     def engine_version(self) -> str | None:
@@ -72,8 +81,13 @@ def request_for(
     model: facts.ModelFacts,
     available: Sequence[pools.Pool],
     settings: config.OperatorConfig,
+    adapters: Sequence[facts.AdapterFacts] = (),
 ) -> Request:
-    """Turn a spec plus operator settings into a planner request."""
+    """Turn a spec plus operator settings into a planner request.
+
+    ``adapters``: spec.adapters resolved and filtered to those that may be served (the
+    caller drops the ones ``planning.adapters.unservable`` or the licence gate refuses).
+    """
     placement = spec.placement
     engine: api.Engine = "tgi" if spec.engine == "tgi" else "vllm"  # auto = vLLM
     return Request(
@@ -94,6 +108,7 @@ def request_for(
         resolved=resolve_engine(spec=spec, engine=engine, settings=settings),
         catalogue=tuple(available),
         asked_pools=tuple(placement.pools),
+        adapters=tuple(adapters),
     )
 
 

@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable
 from typing import Literal
 
 from llama_operator import api
-from llama_operator.planning import diagnosis, plan_request, search, sizing
+from llama_operator.planning import adapters, diagnosis, plan_request, search, sizing
 from llama_operator.planning.diagnosis import (
     CONTEXT_TOO_LONG,
     GPU_CAPABILITY_TOO_LOW,
@@ -179,6 +179,8 @@ def to_plan(request: plan_request.Request, best: search.Candidate) -> api.Plan:
         f"({fit.max_sequences} x {fit.max_model_len} tokens{corrected}), "
         f"{memory.marginGiB:.1f} GiB per GPU to spare{price}{capped}"
     )
+    lora = adapters.plan_lora(request.lora, model=model, tensor_parallel=best.tensor_parallel)
+    reason += _lora_reason(request, lora)
     return api.Plan(
         engine=request.engine,
         engineVersion=request.engine_version,
@@ -201,8 +203,22 @@ def to_plan(request: plan_request.Request, best: search.Candidate) -> api.Plan:
         memory=memory,
         kvCorrection=correction if correction is not None and correction < 1 else None,
         costPerHour=cost,
+        adapters=adapters.plan_adapters(request.adapters, profile=request.profile),
+        lora=lora,
         reason=reason,
     )
+
+
+def _lora_reason(request: plan_request.Request, lora: api.PlanLora | None) -> str:
+    """The adapters' part of the plan's reason; empty without adapters."""
+    if lora is None:
+        return ""
+    held = (
+        f"{lora.maxLoras} slot(s) of rank {lora.maxLoraRank}"
+        if request.profile.lora.memory == "slots"
+        else "their weights, loaded at start"
+    )
+    return f"; {len(request.adapters)} LoRA adapter(s) take {lora.loraGiB:.2f} GiB per GPU ({held})"
 
 
 def plan_memory(fit: sizing.Fit, tensor_parallel: int) -> api.PlanMemory:

@@ -128,6 +128,7 @@ def _memory_terms(request: plan_request.Request, pool: pools.Pool) -> dict[str, 
         "overhead_gib": request.overhead_gib,
         "extra_gib": request.headroom_gib,
         "kv_correction": request.kv_corrections.get(pool.gpuProduct, 1.0),
+        "lora": request.lora,
     }
 
 

@@ -11,6 +11,10 @@ derived in ``data/engines.yaml`` and docs/concepts/planning.md):
   the memory free beside it, so the fraction is capped to what fits.
 - **TGI** (``budget: freeAfterWarmup``): ``0.9 x fraction x total`` minus everything in
   use after a warmup forward, CUDA context included.
+- **LoRA adapters** (``lora_gib``): vLLM preallocates ``max_loras`` slots of
+  ``max_lora_rank`` in every LoRA-capable layer when the model loads; TGI loads each
+  adapter's own weights at start. Both before the memory is measured, so both are a term
+  of the overhead, inside the budget.
 
 Weights are counted from the model's layout: the embeddings and LM head stay 16-bit in
 8-bit and 4-bit checkpoints. The KV cache is counted per layer type: a layer that
@@ -25,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Literal
 
 from llama_operator import api
 from llama_operator.planning import engine_profiles, facts
@@ -86,6 +91,28 @@ CAP_MARGIN_GIB = 0.1
 DEFAULT_SCHEDULED_SEQUENCES = 256
 
 
+# LoRA weights are in the model's 16-bit dtype: LoRAConfig.lora_dtype "auto" becomes
+# model_config.dtype (vllm/config/lora.py, 0.24.0 through 0.34.0), which the planner
+# renders as bfloat16 or float16 whatever the quantization; TGI loads adapters in the
+# model's dtype too (server/text_generation_server/adapters/lora.py, v3.3.7:
+# `lora_a.to(base_device, dtype)`).
+LORA_BYTES = 2
+
+
+@dataclasses.dataclass(frozen=True)
+class LoraLoad:
+    """What the engine holds on each GPU for LoRA (``planning.adapters.load`` decides it).
+
+    ``slots`` (vLLM): ``max_loras`` slots of rank ``max_rank`` in every LoRA-capable layer,
+    whatever the adapters. ``adapters`` (TGI): each adapter's own weights.
+    """
+
+    memory: Literal["slots", "adapters"]
+    max_loras: int
+    max_rank: int
+    adapters: tuple[facts.AdapterFacts, ...] = ()
+
+
 @dataclasses.dataclass(frozen=True)
 class Overhead:
     """What the engine charges to one GPU's budget beside weights and KV cache, in GiB."""
@@ -95,10 +122,99 @@ class Overhead:
     activation: float
     cuda_graphs: float
     extra: float  # the operator config's reserve and re-planning's headroom
+    lora: float = 0.0  # LoRA weights (``lora_gib``)
 
     @property
     def total(self) -> float:
-        return self.non_torch + self.communication + self.activation + self.cuda_graphs + self.extra
+        return (
+            self.non_torch
+            + self.communication
+            + self.activation
+            + self.cuda_graphs
+            + self.extra
+            + self.lora
+        )
+
+
+def lora_gib(
+    *, model: facts.ModelFacts, lora: LoraLoad | None, tensor_parallel: int | None
+) -> float:
+    """LoRA memory on one GPU; ``tensor_parallel=None``: its least over every degree."""
+    if lora is None:
+        return 0.0
+    if lora.memory == "adapters":
+        return _adapter_weights(model=model, adapters=lora.adapters) / GIB
+    return (
+        lora.max_loras
+        * lora.max_rank
+        * LORA_BYTES
+        * _slot_width(model=model, tensor_parallel=tensor_parallel)
+        / GIB
+    )
+
+
+def _slot_width(*, model: facts.ModelFacts, tensor_parallel: int | None) -> float:
+    """Elements of one vLLM LoRA slot per unit of rank, on one GPU.
+
+    vLLM 0.24.0 through 0.34.0, ``create_lora_weights`` of each LoRA layer: A is
+    (max_loras, rank, input per GPU) and B (max_loras, output per GPU, rank) per slice
+    (vllm/lora/layers/base_linear.py, column_parallel_linear.py, row_parallel_linear.py).
+    A Llama layer has qkv_proj (3 slices: A 3 x hidden, B its q + 2 kv heads' share),
+    o_proj (A its share of q, B hidden), gate_up_proj (2 slices: A 2 x hidden, B
+    2 x intermediate / TP) and down_proj (A intermediate / TP, B hidden): 7 x hidden
+    unsharded plus (2 q + 3 intermediate) / TP plus 2 x the KV heads per GPU (at least one,
+    QKVParallelLinear replicates them). Without ``--lora-target-modules`` every linear
+    layer is wrapped (LoRAModelManager._create_lora_modules, vllm/lora/model_manager.py),
+    and embed_tokens too (Llama's embedding_modules; VocabParallelEmbeddingWithLoRA,
+    vllm/lora/layers/vocab_parallel_embedding.py: A (max_loras, vocabulary, rank), B
+    (max_loras, hidden, rank), not sharded); the LM head is not (can_replace_layer refuses
+    ParallelLMHead). The punica kernels' scratch (rank-wide rows per batched token) is
+    megabytes and not counted. A MoE model's expert slots are not sized here.
+    """
+    hidden, head_dim = model.hidden_size, model.head_dim
+    queries = model.attention_heads * head_dim
+    intermediate = model.intermediate_size or 4 * hidden
+    if tensor_parallel is None:  # the sharded terms at their least: nothing, one KV head
+        sharded, kv_heads = 0.0, 1
+    else:
+        sharded = (2 * queries + 3 * intermediate) / tensor_parallel
+        kv_heads = max(1, model.kv_heads // tensor_parallel)
+    per_layer = 7 * hidden + sharded + 2 * kv_heads * head_dim
+    vocabulary = model.vocab_size or DEFAULT_VOCABULARY
+    return model.layers * per_layer + vocabulary + hidden
+
+
+# Input and output width of each module an adapter may target (a Llama layer).
+def _module_shapes(model: facts.ModelFacts) -> dict[str, tuple[int, int]]:
+    hidden = model.hidden_size
+    queries = model.attention_heads * model.head_dim
+    kv = model.kv_heads * model.head_dim
+    intermediate = model.intermediate_size or 4 * hidden
+    return {
+        "q_proj": (hidden, queries),
+        "k_proj": (hidden, kv),
+        "v_proj": (hidden, kv),
+        "o_proj": (queries, hidden),
+        "gate_proj": (hidden, intermediate),
+        "up_proj": (hidden, intermediate),
+        "down_proj": (intermediate, hidden),
+    }
+
+
+def _adapter_weights(*, model: facts.ModelFacts, adapters: tuple[facts.AdapterFacts, ...]) -> float:
+    """Bytes of every adapter's A and B in every layer, unsharded (TGI, v3.3.7).
+
+    TGI loads each adapter at start (get_model_with_lora_adapters,
+    server/text_generation_server/models/__init__.py) and shards some of it across GPUs
+    (adapters/lora.py); counted whole on each GPU, which errs towards more memory.
+    """
+    shapes = _module_shapes(model)
+    total = 0.0
+    for adapter in adapters:
+        for module in adapter.target_modules:
+            width = sum(shapes.get(module, (model.hidden_size, model.hidden_size)))
+            total += adapter.rank * width * LORA_BYTES
+    return total * model.layers
 
 
 @dataclasses.dataclass(frozen=True)
@@ -150,6 +266,7 @@ def overhead(
     tensor_parallel: int,
     scheduled_sequences: int,
     extra_gib: float = 0.0,
+    lora: LoraLoad | None = None,
 ) -> Overhead:
     """The in-budget overhead of one GPU (see ``data/engines.yaml`` for each term)."""
     batch = memory.batch(product=product, gpu_gib=gpu_gib)
@@ -176,6 +293,7 @@ def overhead(
         activation=(sampler + forward) / GIB,
         cuda_graphs=graphs,
         extra=extra_gib,
+        lora=lora_gib(model=model, lora=lora, tensor_parallel=tensor_parallel),
     )
 
 
@@ -211,6 +329,7 @@ def fit(  # noqa: PLR0913 - every input of the memory arithmetic, each a keyword
     overhead_gib: float | None = None,
     extra_gib: float = 0.0,
     kv_correction: float = 1.0,
+    lora: LoraLoad | None = None,
 ) -> Fit:
     """Size one candidate. ``max_model_len=None`` picks the largest healthy context.
 
@@ -233,9 +352,12 @@ def fit(  # noqa: PLR0913 - every input of the memory arithmetic, each a keyword
         tensor_parallel=tensor_parallel,
         scheduled_sequences=scheduled_sequences,
         extra_gib=extra_gib,
+        lora=lora,
     )
     if overhead_gib is not None:
-        costs = Overhead(0.0, 0.0, 0.0, 0.0, overhead_gib + extra_gib)
+        # runtimeOverheadGiB stands for the engine's own overhead; the adapters the spec
+        # adds are not in it.
+        costs = Overhead(0.0, 0.0, 0.0, 0.0, overhead_gib + extra_gib, lora=costs.lora)
     outside = cuda_context_gib(memory, tensor_parallel)
     inside = costs.total + (outside if memory.budget == "freeAfterWarmup" else 0.0)
     kv_per_gpu = (budget - weights / tensor_parallel - inside) * min(kv_correction, 1.0)
@@ -333,12 +455,14 @@ def min_tensor_parallel(  # noqa: PLR0913 - fit's inputs but the degree it bound
     overhead_gib: float | None = None,
     extra_gib: float = 0.0,
     kv_correction: float = 1.0,
+    lora: LoraLoad | None = None,
 ) -> int | None:
     """A GPU count below which no degree can fit, so the planner can skip those degrees.
 
     Solves budget x tp - overhead x tp - weights >= the KV cache needed, with the
     overhead at its smallest over every degree (its TP-1 terms without communication,
-    the forward pass's per-GPU share at zero) and the largest budget: a lower bound.
+    the forward pass's per-GPU share at zero, LoRA's sharded terms at zero) and the
+    largest budget: a lower bound.
     """
     _, budget = budget_gib(
         memory=memory, gpu_gib=gpu_memory_gib, fraction=memory_fraction, tensor_parallel=1
@@ -356,6 +480,8 @@ def min_tensor_parallel(  # noqa: PLR0913 - fit's inputs but the degree it bound
             extra_gib=extra_gib,
         )
         least = costs.non_torch + costs.cuda_graphs + costs.extra
+    # The LoRA slots at their least over every degree (their sharded terms at zero).
+    least += lora_gib(model=model, lora=lora, tensor_parallel=None)
     if memory.budget == "freeAfterWarmup":
         least += cuda_context_gib(memory, 1)
     per_gpu = (budget - least) * min(kv_correction, 1.0)

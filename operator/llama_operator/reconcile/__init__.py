@@ -58,6 +58,7 @@ from llama_operator.reconcile.apply import UNWATCHED_KINDS as UNWATCHED_KINDS
 from llama_operator.reconcile.desired_state import MAX_BASE_MODELS as MAX_BASE_MODELS
 from llama_operator.reconcile.desired_state import Desired as Desired
 from llama_operator.reconcile.desired_state import PlanningError as PlanningError
+from llama_operator.reconcile.desired_state import decide_adapters as decide_adapters
 from llama_operator.reconcile.desired_state import desired as desired
 from llama_operator.reconcile.desired_state import detect_license as detect_license
 from llama_operator.reconcile.desired_state import resolve_facts as resolve_facts
@@ -73,6 +74,7 @@ from llama_operator.reconcile.errors import retry_delay as retry_delay
 from llama_operator.reconcile.fallbacks import Backup as Backup
 from llama_operator.reconcile.fallbacks import plan_fallbacks as plan_fallbacks
 from llama_operator.reconcile.inputs import AccessCheck as AccessCheck
+from llama_operator.reconcile.inputs import AdapterRead as AdapterRead
 from llama_operator.reconcile.inputs import CapacityRead as CapacityRead
 from llama_operator.reconcile.inputs import CardFetch as CardFetch
 from llama_operator.reconcile.inputs import Clock as Clock
@@ -91,6 +93,8 @@ from llama_operator.reconcile.inputs import ServingRequest as ServingRequest
 from llama_operator.reconcile.observe import name_failure as name_failure
 from llama_operator.reconcile.observe import not_yet_active as not_yet_active
 from llama_operator.reconcile.readers import access_checker as access_checker
+from llama_operator.reconcile.readers import adapter_facts as adapter_facts
+from llama_operator.reconcile.readers import adapter_reader as adapter_reader
 from llama_operator.reconcile.readers import card_fetcher as card_fetcher
 from llama_operator.reconcile.readers import corrections_reader as corrections_reader
 from llama_operator.reconcile.readers import key_checker as key_checker

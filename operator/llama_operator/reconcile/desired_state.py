@@ -16,13 +16,15 @@ when it has excluded every pool the last plan stands while a fallback serves.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from llama_operator import api
 from llama_operator.clients import hub
 from llama_operator.licensing import terms
-from llama_operator.operations import capacity, replanning
+from llama_operator.operations import adapters, capacity, replanning
+from llama_operator.planning import adapters as planning_adapters
 from llama_operator.planning import catalog, config, facts, planner, pools
 from llama_operator.reconcile import inputs, observe, status
 from llama_operator.serving import builders, engines, scalers, security
@@ -43,6 +45,8 @@ class Desired:
     detection: terms.Detection
     card_gated: bool | None  # None: the Hub card could not be read
     objects: list[dict[str, Any]]
+    # spec.adapters: which are served (in the plan) and which held back, and why.
+    adapter_decisions: adapters.Decisions = adapters.NONE
 
     def primary_deployment(self) -> dict[str, Any]:
         """The primary Deployment among ``objects``."""
@@ -105,6 +109,7 @@ def plan_primary(
             keep_canary=seen.previous.canary_plan,
             recovery_state=recovered.state if recovered is not None else None,
             corrections=readers.corrections,
+            adapter_read=readers.adapter,
         )
     except PlanningError as exc:
         standing = _last_plan_standing(recovered, seen, settings=settings, readers=readers)
@@ -156,6 +161,7 @@ def _last_plan_standing(
             fetch=readers.fetch,
             keep=kept,
             card=readers.card,
+            adapter_read=readers.adapter,
         )
     except PlanningError:
         return None
@@ -176,6 +182,7 @@ def desired(  # noqa: PLR0913 - the CLI and tests call it with the spec unparsed
     recovery_state: api.RecoveryStatus | None = None,
     clamp_limits: bool = False,
     corrections: inputs.CorrectionsRead | None = None,
+    adapter_read: inputs.AdapterRead | None = None,
 ) -> Desired:
     """Everything the operator wants to exist for this resource, or ``PlanningError``.
 
@@ -189,7 +196,8 @@ def desired(  # noqa: PLR0913 - the CLI and tests call it with the spec unparsed
     plan's context is held to it instead of refused (a fallback inherits the primary's
     limits, planned for another model). ``corrections``: the KV-cache corrections learnt from
     running pods, applied to a plan made anew (never to a kept one: a correction changes
-    the next plan, it does not move a running endpoint).
+    the next plan, it does not move a running endpoint). ``adapter_read``: spec.adapters'
+    facts from the Hub (None: from the spec alone, as the offline CLI does).
     """
     try:
         spec = api.parse_spec(dict(raw_spec))
@@ -209,6 +217,7 @@ def desired(  # noqa: PLR0913 - the CLI and tests call it with the spec unparsed
         recovery_state=recovery_state,
         clamp_limits=clamp_limits,
         corrections=corrections,
+        adapter_read=adapter_read,
     )
 
 
@@ -227,17 +236,26 @@ def desired_of(  # noqa: PLR0913 - the planning inputs and the kept state
     recovery_state: api.RecoveryStatus | None = None,
     clamp_limits: bool = False,
     corrections: inputs.CorrectionsRead | None = None,
+    adapter_read: inputs.AdapterRead | None = None,
 ) -> Desired:
     """``desired`` for a spec already parsed (the reconcile parses it once, in ``observe``)."""
     try:
         model = resolve_facts(model=spec.model, namespace=namespace, fetch=fetch)
     except (facts.FactsError, api.SpecError) as exc:
         raise PlanningError(status.PlanningFailure("ModelFactsUnavailable", str(exc))) from exc
-    request = replanning.apply(
-        planner.request_for(spec=spec, model=model, available=available, settings=settings),
-        recovery_state,
+    # The licence comes before the plan: an adapter whose card declares another licence
+    # than the base model's is held back, and the plan sizes only the adapters served.
+    detection, card_gated = detect_license(spec=spec, namespace=namespace, card=card)
+    decided = decide_adapters(
+        spec=spec, namespace=namespace, read=adapter_read, base_license=detection.license
     )
-    inputs_hash = replanning.inputs_hash(api.plan_inputs_hash(spec), recovery_state)
+    unrecovered, decided = _request_for(
+        spec=spec, model=model, available=available, settings=settings, decided=decided
+    )
+    request = replanning.apply(unrecovered, recovery_state)
+    inputs_hash = adapters_hash(
+        replanning.inputs_hash(api.plan_inputs_hash(spec), recovery_state), decided.servable
+    )
     _check_pools_left(request, recovery_state=recovery_state)
     plan = _chosen_plan(
         request,
@@ -249,7 +267,6 @@ def desired_of(  # noqa: PLR0913 - the planning inputs and the kept state
     )
     pool = next(p for p in request.pools if p.name == plan.pool)
     _check_plan_serves_spec(spec, plan, clamp_limits=clamp_limits)
-    detection, card_gated = detect_license(spec=spec, namespace=namespace, card=card)
     return Desired(
         spec=spec,
         model=model,
@@ -267,6 +284,68 @@ def desired_of(  # noqa: PLR0913 - the planning inputs and the kept state
             uid=uid,
             settings=settings,
         ),
+        adapter_decisions=decided,
+    )
+
+
+def decide_adapters(
+    *,
+    spec: api.LlamaDeploymentSpec,
+    namespace: str,
+    read: inputs.AdapterRead | None,
+    base_license: terms.License | None,
+) -> adapters.Decisions:
+    """Each spec.adapters entry resolved (the Hub through ``read``, overridden by the spec's
+    rank and targetModules) and decided: served, or held back with the reason. A failing
+    read holds back that adapter only."""
+    found = [
+        read(adapter, spec.model, namespace) if read is not None else adapters.Found()
+        for adapter in spec.adapters
+    ]
+    return adapters.decide(
+        adapters=spec.adapters, found=found, model_id=spec.model.id, base_license=base_license
+    )
+
+
+def adapters_hash(base: str, served: Sequence[facts.AdapterFacts]) -> str:
+    """``Plan.inputsHash`` with the served adapters folded in (unchanged without any), so a
+    kept plan is made anew when an adapter held back becomes servable, or the other way
+    round, though the spec did not change (a licence or a Hub answer did)."""
+    if not served:
+        return base
+    extra = ";".join(
+        f"{a.name}={a.source}@{a.revision}/{a.rank}/{','.join(a.target_modules)}" for a in served
+    )
+    return hashlib.sha256(f"{base}/{extra}".encode()).hexdigest()[:16]
+
+
+def _request_for(
+    *,
+    spec: api.LlamaDeploymentSpec,
+    model: facts.ModelFacts,
+    available: Sequence[pools.Pool],
+    settings: config.OperatorConfig,
+    decided: adapters.Decisions,
+) -> tuple[planner.Request, adapters.Decisions]:
+    """The planner's request with the adapters that may be served, and the decisions with
+    those the planned engine release cannot serve (``planning.adapters.unservable``) held
+    back too."""
+    request = planner.request_for(spec=spec, model=model, available=available, settings=settings)
+    refused = {
+        adapter.name: why
+        for adapter in decided.servable
+        if (why := planning_adapters.unservable(adapter, profile=request.profile)) is not None
+    }
+    decided = adapters.hold(decided, refused=refused)
+    return (
+        planner.request_for(
+            spec=spec,
+            model=model,
+            available=available,
+            settings=settings,
+            adapters=decided.servable,
+        ),
+        decided,
     )
 
 

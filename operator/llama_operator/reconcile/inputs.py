@@ -18,7 +18,7 @@ from typing import Any
 from llama_operator import api
 from llama_operator.clients import hub, k8s
 from llama_operator.licensing import gating
-from llama_operator.operations import canary_analysis, capacity, rollout, slo
+from llama_operator.operations import adapters, canary_analysis, capacity, rollout, slo
 from llama_operator.planning import facts
 
 # (kind, namespace, name) -> the live object as last seen by a watch, or None.
@@ -28,6 +28,9 @@ HubFetch = Callable[[api.ModelSpec, str], facts.PartialFacts]
 CardFetch = Callable[[str, str, api.ModelSpec, str], hub.Card]
 # (model, namespace) -> whether the referenced token can read the repository.
 AccessCheck = Callable[[api.ModelSpec, str], gating.AccessAnswer]
+# (spec.adapters[i], the model whose token to fall back on, namespace) -> what the Hub says
+# about the adapter (adapter_config.json and its card); a failure is in ``Found.error``.
+AdapterRead = Callable[[api.Adapter, api.ModelSpec, str], adapters.Found]
 # (spec.auth.apiKeySecretRef, namespace) -> whether that Secret holds a non-empty key.
 KeyCheck = Callable[[api.APIKeySecretRef, str], bool]
 
@@ -122,6 +125,10 @@ class Readers:
     ``serving`` scrapes the primary's ready pods for the live figures and the SLO
     (``status.serving``, the SLOMet condition; ``runtime.slo_probe``); None leaves them
     unread.
+
+    ``adapter`` reads each spec.adapters entry's facts (rank, target modules, base model,
+    the licence its card declares) from the Hub; None leaves them to the spec (an adapter
+    without rank and targetModules there is then held back as AdapterUnavailable).
     """
 
     fetch: HubFetch | None = None
@@ -133,6 +140,7 @@ class Readers:
     kv_capacity: CapacityRead | None = None
     corrections: CorrectionsRead | None = None
     serving: ServingRead | None = None
+    adapter: AdapterRead | None = None
 
     def asking_key_once(self) -> Readers:
         """These readers, with ``api_key`` answering each Secret from its first answer: the

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from llama_operator import api
 from llama_operator.clients import hub, k8s
 from llama_operator.licensing import gating
-from llama_operator.operations import capacity
+from llama_operator.operations import adapters, capacity
 from llama_operator.planning import config, facts
 from llama_operator.reconcile import inputs
 
@@ -41,6 +41,47 @@ def _token_of(client: k8s.Client, model: api.ModelSpec, namespace: str) -> Calla
         return client.read_secret_value(namespace=namespace, name=ref.name, key=ref.key)
 
     return read
+
+
+def adapter_reader(client: k8s.Client) -> inputs.AdapterRead:
+    """Adapter facts from the Hub, with the adapter's token (else the model's) read from its
+    Secret only on a lookup that goes to the Hub."""
+
+    def read(adapter: api.Adapter, model: api.ModelSpec, namespace: str) -> adapters.Found:
+        ref = adapter.tokenSecretRef or model.tokenSecretRef
+
+        def token() -> str | None:
+            if ref is None:
+                return None
+            return client.read_secret_value(namespace=namespace, name=ref.name, key=ref.key)
+
+        return adapter_facts(adapter, token=token)
+
+    return read
+
+
+def adapter_facts(adapter: api.Adapter, *, token: Callable[[], str | None]) -> adapters.Found:
+    """What the Hub says about one adapter; a path adapter is not looked up. Its
+    adapter_config.json is read only when the spec does not give both rank and
+    targetModules; its card always (the licence it declares, the base models it names)."""
+    if adapter.id is None:
+        return adapters.Found()
+    config: hub.AdapterConfig | None = None
+    try:
+        if adapter.rank is None or not adapter.targetModules:
+            config = hub.adapter_config(repo_id=adapter.id, revision=adapter.revision, token=token)
+        card = hub.card(repo_id=adapter.id, revision=adapter.revision, token=token)
+    except hub.HubError as exc:
+        # The card's messages name the model's fields; this card is the adapter's.
+        return adapters.Found(error=str(exc).replace("spec.model.", "spec.adapters[].", 1))
+    named = (config.base_model,) if config is not None and config.base_model else ()
+    return adapters.Found(
+        rank=config.rank if config is not None else None,
+        target_modules=config.target_modules if config is not None else (),
+        base_models=tuple(dict.fromkeys((*named, *card.base_models))),
+        license=card.license,
+        license_name=card.license_name,
+    )
 
 
 def key_checker(client: k8s.Client) -> inputs.KeyCheck:

@@ -21,7 +21,7 @@ from typing import Any
 from llama_operator import api
 from llama_operator.api import conditions
 from llama_operator.api.events import Event
-from llama_operator.operations import failover, replanning
+from llama_operator.operations import adapters, failover, replanning
 from llama_operator.reconcile import (
     apply,
     converge,
@@ -197,7 +197,12 @@ def _observation(
             else seen.replicas
         ),
         license=served.shown.license,
-        checks=_checks(served, spec=spec, name=seen.meta.name),
+        checks=_checks(
+            served,
+            spec=spec,
+            name=seen.meta.name,
+            wanted_adapters=planned.wanted.adapter_decisions,
+        ),
         removed=_removed(served, spec=spec),
         held_back=served.applied.held_back or (decision.held if decision is not None else None),
         external_scaler=converged.external_scaler,
@@ -220,11 +225,26 @@ def _observation(
         fallback_ready=_active_ready(switched),
         serving=served.serving.status,
         serving_known=served.serving.known,
+        adapters=_adapters(planned.wanted, shown=served.shown),
     )
 
 
+def _adapters(wanted: desired_state.Desired, *, shown: Shown) -> list[dict[str, Any]] | None:
+    """status.adapters, with the plan: while status keeps the running plan (a held change, a
+    canary on its way), it keeps the adapters that plan serves too."""
+    if shown.plan is None:
+        return None
+    return [
+        d.status.model_dump(mode="json", exclude_none=True) for d in wanted.adapter_decisions.each
+    ]
+
+
 def _checks(
-    served: Served, *, spec: api.LlamaDeploymentSpec, name: str
+    served: Served,
+    *,
+    spec: api.LlamaDeploymentSpec,
+    name: str,
+    wanted_adapters: adapters.Decisions,
 ) -> tuple[conditions.Check, ...]:
     """The conditions to set, phase by phase."""
     decision, switched = served.step.decision, served.chosen.switched
@@ -237,6 +257,7 @@ def _checks(
         *((switched.placement,) if switched.placement else ()),
         *((served.capacity.check,) if served.capacity.check is not None else ()),
         *((served.serving.check,) if served.serving.check is not None else ()),
+        *((wanted_adapters.check,) if wanted_adapters.check is not None else ()),
     )
 
 
@@ -252,6 +273,7 @@ def _removed(served: Served, *, spec: api.LlamaDeploymentSpec) -> tuple[str, ...
         *(() if spec.traffic and spec.traffic.gatewayRef else (conditions.TRAFFIC,)),
         *((conditions.KV_CACHE_CAPACITY,) if kv.known and kv.check is None else ()),
         *served.serving.removed,
+        *(() if spec.adapters else (conditions.ADAPTERS_READY,)),
     )
 
 
@@ -376,6 +398,7 @@ _WARN_WHEN = {
     conditions.FALLBACKS_PLANNED: "False",
     conditions.KV_CACHE_CAPACITY: "False",
     conditions.SLO_MET: "False",
+    conditions.ADAPTERS_READY: "False",
 }
 
 # Condition types above whose message changes with every measurement: a Warning only when
@@ -397,6 +420,7 @@ _RECOVERED_WHEN = {
     conditions.FALLBACKS_PLANNED: "True",
     conditions.KV_CACHE_CAPACITY: "True",
     conditions.SLO_MET: "True",
+    conditions.ADAPTERS_READY: "True",
 }
 
 

@@ -90,6 +90,7 @@ class Observation:
     plan_history: Sequence[Mapping[str, Any]] | None = None  # None keeps it
     serving: Mapping[str, Any] | None = None  # status.serving
     serving_known: bool = False  # False: keep status.serving as it is
+    adapters: Sequence[Mapping[str, Any]] | None = None  # status.adapters; None keeps it
 
 
 @dataclasses.dataclass(frozen=True)
@@ -364,6 +365,8 @@ def _assemble(
         result["httpRoute"] = observation.http_route
     if observation.network_policy_known:
         result["networkPolicy"] = observation.network_policy
+    if observation.adapters is not None:
+        result["adapters"] = [dict(entry) for entry in observation.adapters]
     if observation.serving_known:
         result["serving"] = dict(observation.serving) if observation.serving else None
     if observation.scaler_known:

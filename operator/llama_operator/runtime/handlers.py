@@ -405,6 +405,7 @@ def _readers(
         ),
         corrections=reconcile.corrections_reader(memo.client, memo.config),
         serving=keeper.read,
+        adapter=reconcile.adapter_reader(memo.client),
     )
 
 

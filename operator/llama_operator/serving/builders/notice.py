@@ -7,7 +7,7 @@ may run at all is ``licensing.gating``'s. Pure: a detection in, objects out.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from llama_operator import api
@@ -50,12 +50,14 @@ def license_config_map(
     model_id: str,
     detection: terms.Detection,
     variant: str = identity.PRIMARY,
+    adapters: Sequence[api.PlanAdapter] = (),
 ) -> dict[str, Any]:
     """``<name>-license``: the NOTICE, the links and the obligations, mounted at /licenses.
 
     Keys are files in the mount: ``NOTICE`` (the licence's exact sentence, then the
     attribution line) only when the licence has one, ``LICENSE_URL`` and ``AUP_URL`` when
-    known, ``LICENSE_ID`` and ``README`` always.
+    known, ``LICENSE_ID`` and ``README`` always. With LoRA adapters (the plan's), the
+    NOTICE also names each adapter and its base model and says which licence covers it.
     """
     lic = detection.license
     data: dict[str, str] = {"LICENSE_ID": (detection.id or "unknown") + "\n"}
@@ -65,6 +67,12 @@ def license_config_map(
         data["LICENSE_URL"] = lic.license_url + "\n"
         if lic.aup_url:
             data["AUP_URL"] = lic.aup_url + "\n"
+    served = terms.adapters_notice(
+        adapters=[(a.name, _source(a)) for a in adapters], model_id=model_id, license=lic
+    )
+    if served:
+        base = data.get("NOTICE", "")
+        data["NOTICE"] = (base + "\n" if base else "") + served + "\n"
     data["README"] = terms.readme(detection, model_id)
     return {
         "apiVersion": "v1",
@@ -81,3 +89,7 @@ def license_config_map(
         },
         "data": data,
     }
+
+
+def _source(adapter: api.PlanAdapter) -> str:
+    return f"{adapter.source}@{adapter.revision}" if adapter.revision else adapter.source

@@ -30,7 +30,12 @@ def build_all(
     """Everything one LlamaDeployment owns today, each object hashed."""
     objects = [
         notice.license_config_map(
-            name=name, namespace=namespace, uid=uid, model_id=spec.model.id, detection=detection
+            name=name,
+            namespace=namespace,
+            uid=uid,
+            model_id=spec.model.id,
+            detection=detection,
+            adapters=plan.adapters,
         ),
         workload.deployment(
             name=name,
@@ -91,6 +96,7 @@ def variant_objects(  # noqa: PLR0913 - owner, variant, and what it runs
             model_id=spec.model.id,
             detection=detection,
             variant=variant,
+            adapters=plan.adapters,
         ),
         workload.deployment(
             name=name,

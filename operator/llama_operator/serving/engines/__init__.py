@@ -21,7 +21,7 @@ from typing import Any, assert_never
 from llama_operator import api
 from llama_operator.licensing import gating
 from llama_operator.planning import config, engine_profiles, pools
-from llama_operator.serving.engines import overrides, tgi, vllm
+from llama_operator.serving.engines import lora, overrides, tgi, vllm
 from llama_operator.serving.engines.input_limits import Limits as Limits
 from llama_operator.serving.engines.input_limits import check_limits as check_limits
 from llama_operator.serving.engines.input_limits import limits as limits
@@ -163,6 +163,8 @@ def env(*, spec: api.LlamaDeploymentSpec, plan: api.Plan) -> list[dict[str, Any]
         {"name": "XDG_CACHE_HOME", "value": f"{TMP_DIR}/.cache"},
     ]
     result += [{"name": key, "value": value} for key, value in profile(plan=plan).env.items()]
+    # TGI's adapters (LORA_ADAPTERS); vLLM takes them as flags (``lora.args``).
+    result += lora.env(plan=plan, profile=profile(plan=plan))
     ref = spec.model.tokenSecretRef
     if ref is not None:
         # By reference, never by value: the token must not appear in the Deployment,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from llama_operator import api
 from llama_operator.planning import engine_profiles
-from llama_operator.serving.engines import flags
+from llama_operator.serving.engines import flags, lora
 from llama_operator.serving.engines.input_limits import limits as engines_limits
 
 
@@ -53,5 +53,7 @@ def args(
         result += [flag("quantization"), quantization]
     # Sequences scheduled at once; more wait in the queue (which autoscaling reads).
     result += [flag("maxConcurrentSequences"), str(limits.max_concurrent_sequences)]
+    # The adapters the plan serves (none: no LoRA flag at all).
+    result += lora.args(plan=plan, profile=profile)
     # Last, so a user's flag wins over a planned one (argparse keeps the last value).
     return result + list(spec.engineArgs)
