@@ -1,4 +1,4 @@
-"""licensing.py and the licence objects of builders.py: the gates and what every pod carries."""
+"""licensing.gating and the licence objects of serving.builders: the gates, what pods carry."""
 
 from __future__ import annotations
 
