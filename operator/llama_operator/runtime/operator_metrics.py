@@ -27,6 +27,7 @@ from prometheus_client import core, registry
 
 import llama_operator
 from llama_operator import api
+from llama_operator.api import conditions, slo_spec
 
 PORT_ENV = "LLAMA_OPERATOR_METRICS_PORT"
 ADDRESS_ENV = "LLAMA_OPERATOR_METRICS_ADDRESS"
@@ -185,13 +186,13 @@ REGISTRY.register(_ScalingCollector())
 # spec.slo key -> the objective label of llama_operator_slo_objective, and its default when
 # spec.slo is set but the key is not (None: no objective). The defaults are the operations
 # guidance's examples (P95 under 2 s, errors under 1 %); they match api.SLO's.
+# spec.slo's keys, their objective label, and the default api.SLO applies when slo is set.
 SLO_OBJECTIVES: Mapping[str, tuple[str, float | None]] = {
-    "maxP95LatencySeconds": ("p95_latency_seconds", 2.0),
+    "maxP95LatencySeconds": ("p95_latency_seconds", slo_spec.DEFAULT_MAX_P95_LATENCY_SECONDS),
     "maxP95TimeToFirstTokenSeconds": ("p95_time_to_first_token_seconds", None),
-    "maxErrorRate": ("error_rate", 0.01),
+    "maxErrorRate": ("error_rate", slo_spec.DEFAULT_MAX_ERROR_RATE),
     "minTokensPerSecond": ("min_tokens_per_second", None),
 }
-SLO_MET_CONDITION = "SLOMet"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -239,11 +240,10 @@ def slo_objectives(spec: Mapping[str, Any]) -> tuple[tuple[str, float], ...]:
 
 
 def _slo_met(status: Mapping[str, Any]) -> int | None:
-    conditions = status.get("conditions")
-    for condition in conditions if isinstance(conditions, list) else []:
-        if isinstance(condition, Mapping) and condition.get("type") == SLO_MET_CONDITION:
-            return {"True": 1, "False": 0}.get(str(condition.get("status")))
-    return None
+    listed = status.get("conditions")
+    written = [c for c in listed if isinstance(c, Mapping)] if isinstance(listed, list) else []
+    met = conditions.find(written, conditions.SLO_MET)
+    return None if met is None else {"True": 1, "False": 0}.get(str(met.get("status")))
 
 
 def _canary(status: Mapping[str, Any]) -> tuple[float, int]:
