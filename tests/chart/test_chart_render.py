@@ -287,8 +287,8 @@ def test_every_object_has_the_standard_labels(
             assert labels["app.kubernetes.io/instance"] == chartkit.RELEASE
             assert labels["app.kubernetes.io/name"] == "llama-operator"
             assert labels["app.kubernetes.io/part-of"] == "llama-operator"
-            assert labels["app.kubernetes.io/version"] == "0.9.0"
-            assert labels["helm.sh/chart"] == "llama-operator-0.9.0"
+            assert labels["app.kubernetes.io/version"] == "0.10.0"
+            assert labels["helm.sh/chart"] == "llama-operator-0.10.0"
 
 
 def test_namespaced_objects_land_in_the_release_namespace(

@@ -232,6 +232,6 @@ def test_environment_of_the_operator() -> None:
 
 def test_image_defaults_to_the_app_version() -> None:
     container = chartkit.container(chartkit.render())
-    assert container["image"] == "llama-operator:0.9.0"
+    assert container["image"] == "llama-operator:0.10.0"
     tagged = chartkit.container(chartkit.render({"image": {"tag": "0.1.1"}}))
     assert tagged["image"] == "llama-operator:0.1.1"

@@ -1173,3 +1173,321 @@ def test_a_hub_id_is_fetched_without_a_revision(version: str) -> None:
     keywords = {k.arg for call in downloads for k in call.keywords}
     assert "revision" not in keywords
     assert not lora.hubRevision
+
+
+# --- LoRA adapters in a running server (lora.runtime, lora.activity) -----------------------
+
+LORA_ROUTER = "vllm/entrypoints/serve/lora/api_router.py"
+LORA_PROTOCOL = "vllm/entrypoints/serve/lora/protocol.py"
+MODELS_ROUTER = "vllm/entrypoints/openai/models/api_router.py"
+MODELS_SERVING = "vllm/entrypoints/openai/models/serving.py"
+LORA_REQUEST = "vllm/lora/request.py"
+
+
+def lora_runtime(version: str) -> engine_profiles.LoraRuntime:
+    runtime = profile_of(version).lora.runtime
+    assert runtime is not None, f"vLLM {version}: lora.runtime is null"
+    return runtime
+
+
+def lora_activity(version: str) -> engine_profiles.LoraActivity:
+    activity = profile_of(version).lora.activity
+    assert activity is not None, f"vLLM {version}: lora.activity is null"
+    return activity
+
+
+def function_named(node: ast.AST, name: str) -> ast.FunctionDef | ast.AsyncFunctionDef:
+    found = [
+        n
+        for n in ast.walk(node)
+        if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef) and n.name == name
+    ]
+    assert found, f"no function {name}"
+    return found[0]
+
+
+def class_named(module: ast.Module, name: str) -> ast.ClassDef:
+    found = [c for c in classes(module) if c.name == name]
+    assert found, f"no class {name}"
+    return found[0]
+
+
+def routes(module: ast.Module, method: str) -> dict[str, ast.FunctionDef | ast.AsyncFunctionDef]:
+    """path -> the handler of each ``@router.<method>("<path>", ...)`` in the module."""
+    found = {}
+    for node in ast.walk(module):
+        if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            continue
+        for decorator in node.decorator_list:
+            if (
+                isinstance(decorator, ast.Call)
+                and ast.unparse(decorator.func) == f"router.{method}"
+                and decorator.args
+                and isinstance(decorator.args[0], ast.Constant)
+            ):
+                found[str(decorator.args[0].value)] = node
+    return found
+
+
+def defaults(cls: ast.ClassDef) -> dict[str, ast.expr | None]:
+    """A pydantic model's fields and their defaults (None: required)."""
+    return {
+        statement.target.id: statement.value
+        for statement in cls.body
+        if isinstance(statement, ast.AnnAssign) and isinstance(statement.target, ast.Name)
+    }
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_the_runtime_variable_is_vllms_and_its_value_reads_as_true(version: str) -> None:
+    # envs.py: "VLLM_ALLOW_RUNTIME_LORA_UPDATING": lambda: (os.environ.get(NAME, "0")
+    # .strip().lower() in ("1", "true")), 0.24.0 through 0.34.0.
+    runtime = lora_runtime(version)
+    value = module_constant(version, ENVS, "environment_variables")
+    assert isinstance(value, ast.Dict)
+    (reader,) = (
+        v
+        for k, v in zip(value.keys, value.values, strict=True)
+        if isinstance(k, ast.Constant) and k.value == runtime.env
+    )
+    (get,) = (
+        n
+        for n in ast.walk(reader)
+        if isinstance(n, ast.Call) and ast.unparse(n.func) in {"os.environ.get", "os.getenv"}
+    )
+    assert [ast.literal_eval(a) for a in get.args] == [runtime.env, "0"], ast.unparse(reader)
+    (test,) = (n for n in ast.walk(reader) if isinstance(n, ast.Compare))
+    assert isinstance(test.ops[0], ast.In), ast.unparse(reader)
+    assert ast.unparse(test.left).endswith(".strip().lower()"), ast.unparse(reader)
+    truthy = ast.literal_eval(test.comparators[0])
+    assert truthy == ("1", "true"), f"vLLM {version}: {runtime.env} reads {truthy} as true"
+    assert runtime.value.strip().lower() in truthy
+    assert "0" not in truthy  # off by default
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_the_adapter_endpoints_exist_only_with_the_variable(version: str) -> None:
+    runtime = lora_runtime(version)
+    module = parse(version, LORA_ROUTER)
+    posts = routes(module, "post")
+    assert set(posts) == {runtime.loadPath, runtime.unloadPath}, sorted(posts)
+    # Each handler validates the body as the request model the client sends.
+    assert ast.unparse(posts[runtime.loadPath].args.args[0].annotation or ast.Name("")) == (
+        "LoadLoRAAdapterRequest"
+    )
+    assert ast.unparse(posts[runtime.unloadPath].args.args[0].annotation or ast.Name("")) == (
+        "UnloadLoRAAdapterRequest"
+    )
+    # ... only as JSON (validate_json_request).
+    for handler in posts.values():
+        (decorator,) = (d for d in handler.decorator_list if "router.post" in ast.unparse(d))
+        assert "Depends(validate_json_request)" in ast.unparse(decorator)
+    # attach_router returns before anything else when the variable is off (0.34.0 has a
+    # docstring first).
+    attach = function_named(module, "attach_router")
+    body = [
+        s
+        for s in attach.body
+        if not (isinstance(s, ast.Expr) and isinstance(s.value, ast.Constant))
+    ]
+    first = body[0]
+    assert isinstance(first, ast.If), ast.unparse(first)
+    assert ast.unparse(first.test) == f"not envs.{runtime.env}"
+    assert any(isinstance(s, ast.Return) for s in first.body)
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_the_adapter_requests_take_the_fields_the_client_sends(version: str) -> None:
+    module = parse(version, LORA_PROTOCOL)
+    load = defaults(class_named(module, "LoadLoRAAdapterRequest"))
+    unload = defaults(class_named(module, "UnloadLoRAAdapterRequest"))
+    assert {"lora_name", "lora_path", "load_inplace"} <= load.keys()
+    assert load["lora_name"] is None
+    assert load["lora_path"] is None
+    assert ast.literal_eval(load["load_inplace"]) is False  # type: ignore[arg-type]
+    # {"lora_name": ...} alone is a valid unload: every other field has a default.
+    assert unload["lora_name"] is None
+    assert all(default is not None for field, default in unload.items() if field != "lora_name")
+    # And a load's other fields too (is_3d_lora_weight).
+    assert all(
+        default is not None
+        for field, default in load.items()
+        if field not in {"lora_name", "lora_path"}
+    )
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_a_loaded_name_and_an_unknown_unload_are_refused(version: str) -> None:
+    module = parse(version, MODELS_SERVING)
+    check_load = ast.unparse(function_named(module, "_check_load_lora_adapter_request"))
+    assert "not request.load_inplace and request.lora_name in self.lora_requests" in check_load
+    assert "HTTPStatus.BAD_REQUEST" in check_load
+    check_unload = ast.unparse(function_named(module, "_check_unload_lora_adapter_request"))
+    assert "request.lora_name not in self.lora_requests" in check_unload
+    assert "HTTPStatus.NOT_FOUND" in check_unload
+
+
+@functools.cache
+def model_card_file(version: str) -> str:
+    """Where ModelCard is (vllm/entrypoints/openai/engine/protocol.py in 0.24.0-0.28.0,
+    vllm/entrypoints/serve/engine/protocol.py in 0.34.0)."""
+    (relpath,) = files_matching(version, "class ModelCard(")
+    return relpath
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_the_models_path_lists_each_adapter_with_its_path_and_parent(version: str) -> None:
+    runtime = lora_runtime(version)
+    assert runtime.modelsPath in routes(parse(version, MODELS_ROUTER), "get")
+    module = parse(version, model_card_file(version))
+    card = defaults(class_named(module, "ModelCard"))
+    assert {"id", "root", "parent"} <= card.keys()
+    assert ast.literal_eval(card["root"]) is None  # type: ignore[arg-type]
+    assert ast.literal_eval(card["parent"]) is None  # type: ignore[arg-type]
+    error = defaults(class_named(module, "ErrorInfo"))
+    assert list(error) == ["message", "type", "param", "code"]
+    assert list(defaults(class_named(module, "ErrorResponse"))) == ["error"]
+    # OpenAIServingModels.show_available_models: a card per adapter, id its name, root its
+    # path (LoRARequest.path is lora_path), parent set; the base model's card has none.
+    serving = parse(version, MODELS_SERVING)
+    cards = {
+        keyword.arg: ast.unparse(keyword.value)
+        for function in ast.walk(serving)
+        if isinstance(function, ast.AsyncFunctionDef) and function.name == "show_available_models"
+        for call in ast.walk(function)
+        if isinstance(call, ast.Call) and ast.unparse(call.func) == "ModelCard"
+        for keyword in call.keywords
+        if "lora" in ast.unparse(call)
+    }
+    assert cards["id"] == "lora.lora_name"
+    assert cards["root"] == "lora.path"
+    assert "parent" in cards
+    base_cards = [
+        call
+        for call in ast.walk(class_named(serving, "OpenAIModelRegistry"))
+        if isinstance(call, ast.Call) and ast.unparse(call.func) == "ModelCard"
+    ]
+    assert base_cards
+    assert all("parent" not in {k.arg for k in call.keywords} for call in base_cards)
+    path = function_named(class_named(parse(version, LORA_REQUEST), "LoRARequest"), "path")
+    assert ast.unparse(path.body[-1]) == "return self.lora_path"
+
+
+@functools.cache
+def guard_file(version: str) -> str:
+    """Where GUARDED_PREFIX is (0.24.0-0.28.0 vllm/entrypoints/serve/utils/server_utils.py,
+    0.34.0 vllm/entrypoints/serve/middleware/authenticate.py)."""
+    (relpath,) = files_matching(version, "GUARDED_PREFIX =")
+    return relpath
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_the_api_key_guards_the_adapter_paths(version: str) -> None:
+    runtime = lora_runtime(version)
+    prefixes = ast.literal_eval(module_constant(version, guard_file(version), "GUARDED_PREFIX"))
+    assert "/v1" in prefixes
+    for path in (runtime.modelsPath, runtime.loadPath, runtime.unloadPath):
+        assert path.startswith(tuple(prefixes)) == runtime.guardedByApiKey, path
+    middleware = ast.unparse(
+        class_named(parse(version, guard_file(version)), "AuthenticationMiddleware")
+    )
+    assert "scheme.lower() != 'bearer'" in middleware
+    # The 401 the fake pods answer.
+    assert f"JSONResponse(content={podserver.VLLM_UNAUTHORIZED!r}, status_code=401)" in middleware
+    if version == FIXTURE_VERSION:
+        assert tuple(prefixes) == podserver.VLLM_GUARDED_PREFIX
+
+
+@functools.cache
+def lora_info_labels(version: str, metric: str) -> tuple[str, ...]:
+    """The labelnames of ``metric``, each ``self.labelname_x`` resolved to the string
+    loggers.py assigns it."""
+    module = parse(version, LOGGERS)
+    attributes = {
+        ast.unparse(target): node.value.value
+        for node in ast.walk(module)
+        if isinstance(node, ast.Assign)
+        and isinstance(node.value, ast.Constant)
+        and isinstance(node.value.value, str)
+        for target in node.targets
+        if isinstance(target, ast.Attribute)
+    }
+    (call,) = (
+        node
+        for node in ast.walk(module)
+        if isinstance(node, ast.Call)
+        and any(
+            k.arg == "name" and isinstance(k.value, ast.Constant) and k.value.value == metric
+            for k in node.keywords
+        )
+    )
+    assert "gauge" in ast.unparse(call.func).lower(), ast.unparse(call)
+    (labelnames,) = (k.value for k in call.keywords if k.arg == "labelnames")
+    assert isinstance(labelnames, ast.List), ast.unparse(labelnames)
+    return tuple(
+        element.value if isinstance(element, ast.Constant) else attributes[ast.unparse(element)]
+        for element in labelnames.elts
+    )
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_lora_requests_info_carries_the_activity_labels(version: str) -> None:
+    activity = lora_activity(version)
+    labels = lora_info_labels(version, activity.metric)
+    assert labels == (activity.slotsLabel, activity.waitingLabel, activity.runningLabel)
+    # Set to the current time, labelled with the adapters comma-joined and max_loras.
+    text = ast.unparse(parse(version, LOGGERS))
+    assert "self.gauge_lora_info.labels(**lora_info_labels).set_to_current_time()" in text
+    for label, value in (
+        ("running", "','.join(scheduler_stats.running_lora_adapters.keys())"),
+        ("waiting", "','.join(scheduler_stats.waiting_lora_adapters.keys())"),
+    ):
+        assert f"{label}_lora_adapters = {value}" in text
+    assert "self.max_lora = vllm_config.lora_config.max_loras" in text
+
+
+def test_the_fake_pods_adapter_answers_are_vllms() -> None:
+    """tests/podserver.py's texts are string literals of vLLM 0.34.0's serving.py, with
+    the adapter's name where vLLM formats one in, and its lora_requests_info page is the
+    gauge loggers.py declares."""
+    literals = set(string_literals(parse(FIXTURE_VERSION, MODELS_SERVING)))
+    pod = podserver.FakePod(runtime_lora=True)
+    name = "\0"  # what _string_parts puts for a formatted value
+    answers = [
+        pod.load({"lora_name": name, "lora_path": "/a"}),
+        pod.load({"lora_name": name, "lora_path": "/a"}),  # already loaded
+        pod.unload({"lora_name": name}),
+        pod.unload({"lora_name": name}),  # unknown now
+        pod.load({"lora_name": "", "lora_path": ""}),
+        pod.unload({"lora_name": ""}),
+    ]
+    texts = [a if isinstance(a, str) else a["error"]["message"] for _, a in answers]
+    assert [status for status, _ in answers] == [200, 400, 200, 404, 400, 400]
+    missing = [text for text in texts if normalized(text) not in literals]
+    assert not missing, missing
+    pod.served_model = name
+    (_, conflict) = pod.load({"lora_name": name, "lora_path": "/a"})
+    assert isinstance(conflict, dict)
+    assert normalized(conflict["error"]["message"]) in literals
+    pod.lora_info = [("a,b", "c", 1.7e9)]
+    (family,) = (
+        f for f in text_string_to_metric_families(pod.text()) if f.name == podserver.VLLM_LORA_INFO
+    )
+    (metric,) = (
+        node
+        for node in ast.walk(parse(FIXTURE_VERSION, LOGGERS))
+        if isinstance(node, ast.Call)
+        and any(
+            k.arg == "name"
+            and isinstance(k.value, ast.Constant)
+            and k.value.value == podserver.VLLM_LORA_INFO
+            for k in node.keywords
+        )
+    )
+    (documentation,) = (k.value for k in metric.keywords if k.arg == "documentation")
+    assert isinstance(documentation, ast.Constant)
+    assert (family.type, family.documentation) == ("gauge", documentation.value)
+    assert [sample.labels for sample in family.samples] == [
+        {"max_lora": "1", "running_lora_adapters": "a,b", "waiting_lora_adapters": "c"}
+    ]
+    assert set(family.samples[0].labels) == set(lora_info_labels(FIXTURE_VERSION, family.name))

@@ -372,7 +372,7 @@ CASES: tuple[Case, ...] = (
     Case(
         "LlamaOperatorDown",
         "the operator is scraped",
-        {f'llama_operator_build_info{{{OPERATOR_NS}, version="0.9.0"}}': "1x20"},
+        {f'llama_operator_build_info{{{OPERATOR_NS}, version="0.10.0"}}': "1x20"},
         "10m",
     ),
 )

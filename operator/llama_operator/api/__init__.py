@@ -22,10 +22,13 @@ public name of those modules is re-exported here, so callers write ``api.Plan``,
 names.
 """
 
+from llama_operator.api.adapter_spec import DEFAULT_RUNTIME_SLOTS as DEFAULT_RUNTIME_SLOTS
 from llama_operator.api.adapter_spec import MAX_ADAPTERS as MAX_ADAPTERS
 from llama_operator.api.adapter_spec import Adapter as Adapter
 from llama_operator.api.adapter_spec import AdapterLicense as AdapterLicense
 from llama_operator.api.adapter_spec import AdapterStatus as AdapterStatus
+from llama_operator.api.adapter_spec import AdapterUpdateMode as AdapterUpdateMode
+from llama_operator.api.adapter_spec import AdapterUpdates as AdapterUpdates
 from llama_operator.api.adapter_spec import TargetModule as TargetModule
 from llama_operator.api.base import CheckpointQuantization as CheckpointQuantization
 from llama_operator.api.base import Engine as Engine
@@ -63,6 +66,7 @@ from llama_operator.api.names import SECRET_FLAG_PATTERN as SECRET_FLAG_PATTERN
 from llama_operator.api.names import SECRET_FLAGS as SECRET_FLAGS
 from llama_operator.api.names import SECRET_KEY_PATTERN as SECRET_KEY_PATTERN
 from llama_operator.api.names import SERVICE_SUFFIXES as SERVICE_SUFFIXES
+from llama_operator.api.names import SEVERAL_API_SERVERS_PATTERN as SEVERAL_API_SERVERS_PATTERN
 from llama_operator.api.names import SHORT_NAMES as SHORT_NAMES
 from llama_operator.api.names import SINGULAR as SINGULAR
 from llama_operator.api.names import VERSION as VERSION
@@ -114,6 +118,7 @@ from llama_operator.api.spec import analysis_for as analysis_for
 from llama_operator.api.spec import failover_policy as failover_policy
 from llama_operator.api.status import ROLLOUT_IN_PROGRESS as ROLLOUT_IN_PROGRESS
 from llama_operator.api.status import ROLLOUT_UNDER_TEST as ROLLOUT_UNDER_TEST
+from llama_operator.api.status import AdapterActivity as AdapterActivity
 from llama_operator.api.status import AnalysisNumbers as AnalysisNumbers
 from llama_operator.api.status import AnalysisRun as AnalysisRun
 from llama_operator.api.status import AutoscalingDecision as AutoscalingDecision

@@ -24,6 +24,10 @@ ADAPTER_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
 # An absolute path inside the serving pod (the model cache volume, say), no "..".
 ADAPTER_PATH_PATTERN = r"^/([A-Za-z0-9._-]+/)*[A-Za-z0-9._-]+$"
 MAX_ADAPTERS = 32
+# spec.adapterUpdates.mode Runtime: the GPU slots kept for adapters when gpuSlots is not set.
+# Fixed, not derived from the list, so an adapter added later fits without a restart.
+DEFAULT_RUNTIME_SLOTS = 4
+AdapterUpdateMode = Literal["Rollout", "Runtime"]
 # Module names a LoRA adapter's target_modules may list (PEFT's names for the Llama
 # family's linear layers).
 TargetModule = Literal["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -103,6 +107,43 @@ class Adapter(Model):
     )
 
 
+class AdapterUpdates(Model):
+    """How a change to spec.adapters reaches the serving pods (docs/concepts/adapters.md)."""
+
+    mode: AdapterUpdateMode = Field(
+        default="Rollout",
+        description=(
+            "Rollout: the adapters are part of the pod template, so adding, removing or "
+            "changing one rolls out through the canary like any pod change (every engine). "
+            "Runtime: the engine is started with room for adapters and the operator loads "
+            "and unloads them in the running pods, without a restart (vLLM only: its "
+            "load/unload endpoints, opened by VLLM_ALLOW_RUNTIME_LORA_UPDATING, which any "
+            "client holding the API key can call; set spec.auth.apiKeySecretRef). An "
+            "engine without them keeps Rollout, and status says so."
+        ),
+    )
+    gpuSlots: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_ADAPTERS,
+        description=(
+            "Runtime: adapters held on each GPU at once (vLLM --max-loras), preallocated "
+            "and counted in the plan; more adapters wait in host memory and are swapped in "
+            f"when asked for. Default {DEFAULT_RUNTIME_SLOTS}. Changing it restarts the pods."
+        ),
+    )
+    maxRank: int | None = Field(
+        default=None,
+        ge=1,
+        le=512,
+        description=(
+            "Runtime: the largest LoRA rank an adapter added later may have without a "
+            "restart (vLLM --max-lora-rank, rounded up to a value it takes). Default: the "
+            "engine's default (16), or the largest listed adapter's rank when higher."
+        ),
+    )
+
+
 class AdapterStatus(Model):
     """What the operator found and does about one adapter."""
 
@@ -118,6 +159,15 @@ class AdapterStatus(Model):
     license: str | None = Field(
         default=None, description="The licence its card declares (None: none declared)."
     )
-    served: bool = Field(default=False, description="Whether the serving pods carry it.")
+    served: bool = Field(
+        default=False, description="Whether the plan serves it (the pods carry or load it)."
+    )
+    loadedPods: int | None = Field(
+        default=None,
+        description=(
+            "Runtime updates: the ready serving pods that have it loaded now, as their "
+            "engine's /v1/models lists it. Unset when the adapters load at start."
+        ),
+    )
     reason: str = Field(default="", description="CamelCase reason when it is not served.")
     message: str = Field(default="", description="What to do about it, for a person.")

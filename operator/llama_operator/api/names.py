@@ -184,3 +184,12 @@ SECRET_FLAGS = ("--api-key", "--hf-token", "--ngrok-authtoken")
 # ones are ambiguous, which argparse refuses itself. TGI's launcher (clap) takes long names
 # exactly. ECMA-262 and RE2 alike: a CEL rule (validation.CEL_RULES) uses it with matches().
 SECRET_FLAG_PATTERN = r"^--(api[-_]k(e(y)?)?|hf[-_]t(o(k(e(n)?)?)?)?|ngrok[-_]authtoken)(=|$)"
+# Flags that make vLLM run more than one API server, which it refuses beside runtime LoRA
+# updating (entrypoints/cli/serve.py, 0.34.0): --api-server-count (-asc; entrypoints/
+# common/cli_args.py) and --data-parallel-size (-dp; engine/arg_utils.py), from which it
+# defaults the count. With the prefixes argparse accepts: "--api-s" is the shortest that
+# is not --api-key, "--data-parallel-si" the shortest that is not --data-parallel-start-rank.
+SEVERAL_API_SERVERS_PATTERN = (
+    r"^(--api[-_]s(e(r(v(e(r([-_](c(o(u(n(t)?)?)?)?)?)?)?)?)?)?)?|-asc"
+    r"|--data[-_]parallel[-_]si(z(e)?)?|-dp)(=|$)"
+)

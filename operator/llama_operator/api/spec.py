@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 import pydantic
 from pydantic import Field
 
-from llama_operator.api.adapter_spec import MAX_ADAPTERS, Adapter
+from llama_operator.api.adapter_spec import MAX_ADAPTERS, Adapter, AdapterUpdates
 from llama_operator.api.base import (
     CheckpointQuantization,
     EngineChoice,
@@ -483,6 +483,18 @@ class LlamaDeploymentSpec(Model):
             "as `model` (docs/concepts/adapters.md). The base model's licence covers them."
         ),
     )
+    adapterUpdates: AdapterUpdates | None = Field(
+        default=None,
+        description=(
+            "How adding, removing or changing an adapter reaches the serving pods: "
+            "Rollout (default; a pod change through the canary) or Runtime (loaded into "
+            "the running pods, vLLM only)."
+        ),
+    )
+
+    def runtime_adapters(self) -> bool:
+        """Whether spec.adapterUpdates asks for adapters loaded into running pods."""
+        return self.adapterUpdates is not None and self.adapterUpdates.mode == "Runtime"
 
 
 # Spec fields that are validated now but whose behaviour ships in later releases.

@@ -126,6 +126,22 @@ class PlanLora(Model):
     loraGiB: float = Field(
         description="Memory the LoRA weights take on each GPU, inside the engine's budget."
     )
+    revision: str | None = Field(
+        default=None,
+        description=(
+            "Runtime updates: changes when an adapter already served gets a new version (its "
+            "id or path), and only then, so that change rolls out through the canary while "
+            "adding or removing an adapter does not restart a pod."
+        ),
+    )
+    runtime: bool = Field(
+        default=False,
+        description=(
+            "Whether the operator loads the adapters into the running pods "
+            "(spec.adapterUpdates.mode Runtime on an engine that can), instead of the pods "
+            "taking them at start."
+        ),
+    )
 
 
 class Plan(Model):
@@ -462,6 +478,23 @@ class ExternalScalerRef(Model):
     name: str = Field(description="Its name (the LlamaDeployment's).")
 
 
+class AdapterActivity(Model):
+    """One LoRA adapter in the primary's pods when they were last read (vLLM's
+    vllm:lora_requests_info: which adapters have running and waiting requests)."""
+
+    name: str = Field(description="The adapter (spec.adapters[].name).")
+    runningPods: int = Field(
+        default=0, description="Pods where requests for it were running (it held a GPU slot)."
+    )
+    waitingPods: int = Field(
+        default=0,
+        description=(
+            "Pods where requests for it were waiting: for a GPU slot (all maxLoras taken by "
+            "other adapters) or for room in the batch."
+        ),
+    )
+
+
 class ServingStatus(Model):
     """What the primary's ready pods served over the last window (docs/concepts/slo.md)."""
 
@@ -506,6 +539,15 @@ class ServingStatus(Model):
         description=(
             "status.plan.costPerHour x the primary's ready replicas / generated tokens per "
             "hour x 1,000,000. Absent: the pool has no price, or no token was generated."
+        ),
+    )
+    adapters: list[AdapterActivity] | None = Field(
+        default=None,
+        description=(
+            "The LoRA adapters with requests in the pods when last read, from the engine's "
+            "own metric (vLLM vllm:lora_requests_info; no engine labels request counts, "
+            "latency or errors by adapter). Absent: the engine exports none, or no adapter "
+            "had requests."
         ),
     )
 

@@ -24,6 +24,7 @@ from llama_operator.api.names import (
     MAX_NAME_LENGTH,
     PATTERN_HINTS,
     SECRET_FLAG_PATTERN,
+    SEVERAL_API_SERVERS_PATTERN,
     fallback_variant,
 )
 from llama_operator.api.security_spec import LabelSelector
@@ -164,6 +165,22 @@ CEL_RULES: dict[str, list[tuple[str, str]]] = {
             "(has(self.model.servedName) ? self.model.servedName : self.model.id))",
             "spec.adapters[].name must differ from the base model's served name "
             "(spec.model.servedName, else spec.model.id): clients reach the base model by it",
+        ),
+        (
+            "!has(self.adapterUpdates) || !has(self.adapterUpdates.mode) || "
+            "self.adapterUpdates.mode != 'Runtime' || "
+            "(has(self.auth) && has(self.auth.apiKeySecretRef))",
+            "spec.adapterUpdates.mode Runtime opens the engine's adapter load/unload endpoints "
+            "to every client that reaches its API: set spec.auth.apiKeySecretRef so only "
+            "holders of the key can call them",
+        ),
+        (
+            "!has(self.adapterUpdates) || !has(self.adapterUpdates.mode) || "
+            "self.adapterUpdates.mode != 'Runtime' || !has(self.engineArgs) || "
+            f"self.engineArgs.all(a, !a.matches('{SEVERAL_API_SERVERS_PATTERN}'))",
+            "spec.engineArgs: with spec.adapterUpdates.mode Runtime, vLLM refuses more than one "
+            "API server (--api-server-count, or --data-parallel-size, which it defaults from): "
+            "remove the flag, or use mode Rollout",
         ),
     ],
 }
@@ -325,7 +342,29 @@ def _validate_selector(where: str, selector: LabelSelector | None) -> None:
             )
 
 
+def _validate_adapter_updates(spec: LlamaDeploymentSpec) -> None:
+    if not spec.runtime_adapters():
+        return
+    if spec.auth.apiKeySecretRef is None:
+        raise SpecError(
+            "spec.adapterUpdates.mode",
+            "Runtime opens the engine's adapter load/unload endpoints to every client that "
+            "reaches its API: set spec.auth.apiKeySecretRef so only holders of the key can "
+            "call them, or use mode Rollout",
+        )
+    several = re.compile(SEVERAL_API_SERVERS_PATTERN)
+    for index, arg in enumerate(spec.engineArgs):
+        if several.search(arg):
+            raise SpecError(
+                f"spec.engineArgs[{index}]",
+                f"{arg!r}: with spec.adapterUpdates.mode Runtime, vLLM refuses more than one "
+                "API server (VLLM_ALLOW_RUNTIME_LORA_UPDATING cannot be used with "
+                "api_server_count > 1), which this flag sets: remove it, or use mode Rollout",
+            )
+
+
 def _validate_adapters(spec: LlamaDeploymentSpec) -> None:
+    _validate_adapter_updates(spec)
     served = spec.model.servedName or spec.model.id
     seen: set[str] = set()
     for index, adapter in enumerate(spec.adapters):
@@ -385,7 +424,13 @@ def _validate_autoscaling(a: Autoscaling) -> None:
 def plan_inputs_hash(spec: LlamaDeploymentSpec) -> str:
     """Fingerprint of what the planner decides from; see ``Plan.inputsHash``."""
     data = spec.model_dump(mode="json", include={"model", "engine", "placement"})
-    # Only when set, so the plans of specs without adapters keep the hash they had.
-    if spec.adapters:
+    # Only when set, so the plans of specs without adapters keep the hash they had. With
+    # runtime updates the list is not an input: an adapter added or removed is loaded or
+    # unloaded in the running pods, and the plan (and the pod template) stay; the slots
+    # it sizes are (reconcile.desired_state folds them in).
+    updates = spec.adapterUpdates
+    if updates is not None and updates.mode == "Runtime":
+        data["adapterUpdates"] = updates.model_dump(mode="json")
+    elif spec.adapters:
         data["adapters"] = [a.model_dump(mode="json") for a in spec.adapters]
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]

@@ -62,16 +62,20 @@ def adapters_text(plan: Mapping[str, Any]) -> str:
     """The LoRA adapters the plan serves and the memory they take per GPU; empty without."""
     served = plan.get("adapters") or []
     lora = plan.get("lora")
-    if not served or not lora:
+    if not lora or not (served or lora.get("runtime")):
         return ""
-    each = ", ".join(
-        f"{a['name']} ({a['source']}{'@' + a['revision'] if a.get('revision') else ''}, "
-        f"rank {a['rank']}{'' if a['model'] == a['name'] else ', clients send ' + a['model']})"
-        for a in served
+    each = (
+        ", ".join(
+            f"{a['name']} ({a['source']}{'@' + a['revision'] if a.get('revision') else ''}, "
+            f"rank {a['rank']}{'' if a['model'] == a['name'] else ', clients send ' + a['model']})"
+            for a in served
+        )
+        or "none yet"
     )
+    loaded = "; loaded into the running pods by the operator" if lora.get("runtime") else ""
     return (
         f"  adapters: {each}; LoRA {lora['loraGiB']} GiB per GPU (maxLoras {lora['maxLoras']}, "
-        f"maxLoraRank {lora['maxLoraRank']})\n"
+        f"maxLoraRank {lora['maxLoraRank']}){loaded}\n"
     )
 
 

@@ -113,6 +113,17 @@ def hold(decisions: Decisions, *, refused: Mapping[str, tuple[str, str]]) -> Dec
     return Decisions(each=tuple(each), check=_check(each))
 
 
+def noted(decisions: Decisions, note: str) -> Decisions:
+    """``decisions`` with ``note`` added to the AdaptersReady message (its status and
+    reason unchanged): what else a user should know about how the adapters are served."""
+    check = decisions.check
+    if check is None:
+        return decisions
+    return Decisions(
+        each=decisions.each, check=dataclasses.replace(check, message=f"{check.message}; {note}")
+    )
+
+
 def _one(
     adapter: api.Adapter,
     seen: Found,

@@ -1,6 +1,11 @@
 """Live SLO and cost: from scrapes of the primary's pods to the window's figures, and the
 verdict against spec.slo.
 
+Adapters (``adapter_activity``): the newest scrape's per-pod adapter activity (vLLM's
+vllm:lora_requests_info, ``engine_metrics.Adapters``) counted per adapter: on how many pods
+it had running and waiting requests. Engines label no request count, latency or error by
+adapter, so that is all status.serving says per adapter.
+
 Pipeline position: the runtime's window keeper (``runtime.slo_probe``) scrapes the
 primary's ready pods when a scrape is ``due`` (a fifth of ``spec.slo.window``, never more
 often than the operator's resync) and keeps the scrapes of the last window (``keep``);
@@ -157,11 +162,47 @@ def duration(seconds: float) -> str:
     return text or "0s"
 
 
-def serving_status(figures: Figures | None, *, pods: int, now: str) -> api.ServingStatus:
+def adapter_activity(
+    pods: Mapping[str, engine_metrics.Traffic],
+) -> list[api.AdapterActivity] | None:
+    """status.serving.adapters from one scrape: per adapter, the pods where it had running
+    and waiting requests, sorted by name; None when no pod showed any adapter with requests
+    (the engine exports no such metric, or every adapter was idle)."""
+    running: dict[str, int] = {}
+    waiting: dict[str, int] = {}
+    for traffic in pods.values():
+        if traffic.adapters is None:
+            continue
+        # A pod counts once per adapter, whatever the engine lists twice.
+        for name in set(traffic.adapters.running):
+            running[name] = running.get(name, 0) + 1
+        for name in set(traffic.adapters.waiting):
+            waiting[name] = waiting.get(name, 0) + 1
+    names = sorted({*running, *waiting})
+    if not names:
+        return None
+    return [
+        api.AdapterActivity(
+            name=name, runningPods=running.get(name, 0), waitingPods=waiting.get(name, 0)
+        )
+        for name in names
+    ]
+
+
+def serving_status(
+    figures: Figures | None,
+    *,
+    pods: int,
+    now: str,
+    newest: Mapping[str, engine_metrics.Traffic] | None = None,
+) -> api.ServingStatus:
     """status.serving: the figures, rounded so that a status diff is a real change; only
-    when and how many pods were read while there is no window yet."""
+    when and how many pods were read while there is no window yet. ``newest``: the pods of
+    the window's newest scrape, whose adapter activity status.serving.adapters shows (with
+    or without a window: it is a reading of now, not of the window)."""
+    adapters = adapter_activity(newest) if newest is not None else None
     if figures is None:
-        return api.ServingStatus(observedAt=now, pods=pods)
+        return api.ServingStatus(observedAt=now, pods=pods, adapters=adapters)
     served = figures.served
     return api.ServingStatus(
         window=duration(figures.seconds),
@@ -173,6 +214,7 @@ def serving_status(figures: Figures | None, *, pods: int, now: str) -> api.Servi
         p95TimeToFirstTokenSeconds=_rounded(served.p95_ttft()),
         errorRate=_rounded(figures.error_rate),
         costPerMillionTokens=_rounded(figures.cost_per_million_tokens),
+        adapters=adapters,
     )
 
 

@@ -8,7 +8,9 @@ builders read. Pure.
 The engine's settings (vLLM, ``data/engines.yaml`` ``lora``): one GPU slot per adapter, so
 a request for any adapter never waits for a swap, up to ``MAX_GPU_SLOTS``; the rank of
 the slots is the smallest value ``--max-lora-rank`` allows at or above the largest rank;
-every adapter is also kept in host memory (``--max-cpu-loras``).
+every adapter is also kept in host memory (``--max-cpu-loras``). With runtime updates
+(``spec.adapterUpdates.mode: Runtime`` on an engine that can, ``runtime``) the slots come
+from the spec instead, so the list can change in the running pods without a restart.
 """
 
 from __future__ import annotations
@@ -26,11 +28,33 @@ from llama_operator.planning import engine_profiles, facts, sizing
 MAX_GPU_SLOTS = 8
 
 
+def runtime(
+    updates: api.AdapterUpdates | None, *, profile: engine_profiles.Profile
+) -> api.AdapterUpdates | None:
+    """``updates`` when they ask for runtime loading and this engine release can load
+    adapters into a running server; None otherwise (the adapters load at start)."""
+    if updates is None or updates.mode != "Runtime" or profile.lora.runtime is None:
+        return None
+    return updates
+
+
 def unservable(
-    adapter: facts.AdapterFacts, *, profile: engine_profiles.Profile
+    adapter: facts.AdapterFacts,
+    *,
+    profile: engine_profiles.Profile,
+    updates: api.AdapterUpdates | None = None,
 ) -> tuple[str, str] | None:
-    """(CamelCase reason, what to do) when this engine release cannot serve the adapter."""
+    """(CamelCase reason, what to do) when this engine release cannot serve the adapter
+    (``updates``: runtime loading, whose slots' rank the spec may fix)."""
     lora = profile.lora
+    fixed = updates.maxRank if updates is not None else None
+    if fixed is not None and adapter.rank > (lora.rank_slot(fixed) or fixed):
+        return (
+            "AdapterRankUnsupported",
+            f"adapter {adapter.name!r} has rank {adapter.rank}, above the slots' rank "
+            f"{lora.rank_slot(fixed) or fixed} (spec.adapterUpdates.maxRank): raise maxRank "
+            "(the pods restart once) or use an adapter of a lower rank",
+        )
     if lora.rank_slot(adapter.rank) is None:
         top = max(lora.allowedRanks)
         return (
@@ -50,12 +74,29 @@ def unservable(
 
 
 def load(
-    adapters: Sequence[facts.AdapterFacts], *, profile: engine_profiles.Profile
+    adapters: Sequence[facts.AdapterFacts],
+    *,
+    profile: engine_profiles.Profile,
+    updates: api.AdapterUpdates | None = None,
 ) -> sizing.LoraLoad | None:
-    """What the engine will hold for these adapters; None without adapters."""
+    """What the engine will hold for these adapters; None without adapters, unless
+    ``updates`` (``runtime``'s answer) keeps slots for adapters loaded later."""
+    lora = profile.lora
+    if updates is not None:
+        # Fixed by the spec, so an adapter added later fits the running pods: the slots'
+        # rank covers maxRank, else the engine's default and every listed adapter.
+        wanted = updates.maxRank or max(
+            [lora.defaultMaxLoraRank, *(adapter.rank for adapter in adapters)]
+        )
+        return sizing.LoraLoad(
+            memory=lora.memory,
+            max_loras=updates.gpuSlots or api.DEFAULT_RUNTIME_SLOTS,
+            max_rank=lora.rank_slot(wanted) or max(lora.allowedRanks),
+            adapters=tuple(adapters),
+            runtime=True,
+        )
     if not adapters:
         return None
-    lora = profile.lora
     largest = max(adapter.rank for adapter in adapters)
     rank = lora.rank_slot(largest)
     if rank is None:
@@ -98,6 +139,9 @@ def plan_lora(
     return api.PlanLora(
         maxLoras=load.max_loras,
         maxLoraRank=load.max_rank,
-        maxCpuLoras=len(load.adapters),
+        # Runtime: room in host memory for every adapter the spec can list, so an added
+        # one is never evicted (the cache is filled as adapters load, not preallocated).
+        maxCpuLoras=max(api.MAX_ADAPTERS, load.max_loras) if load.runtime else len(load.adapters),
         loraGiB=round(sizing.lora_gib(model=model, lora=load, tensor_parallel=tensor_parallel), 3),
+        runtime=load.runtime,
     )

@@ -123,6 +123,30 @@ class MemoryFacts(pydantic.BaseModel):
         return self.batchDefaults[-1]
 
 
+class LoraRuntime(pydantic.BaseModel):
+    """Loading adapters into a running server (``data/engines.yaml``, ``lora.runtime``)."""
+
+    model_config = pydantic.ConfigDict(frozen=True, extra="forbid")
+
+    env: str  # the variable that opens the endpoints (vLLM VLLM_ALLOW_RUNTIME_LORA_UPDATING)
+    value: str  # what it is set to
+    modelsPath: str  # GET: the loaded adapters (OpenAI model cards with a parent)
+    loadPath: str  # POST {lora_name, lora_path, load_inplace}
+    unloadPath: str  # POST {lora_name}
+    guardedByApiKey: bool  # the engine's API key guards these paths
+
+
+class LoraActivity(pydantic.BaseModel):
+    """What a scrape says about each adapter (``data/engines.yaml``, ``lora.activity``)."""
+
+    model_config = pydantic.ConfigDict(frozen=True, extra="forbid")
+
+    metric: str  # an info gauge, its value the time it was set (vLLM vllm:lora_requests_info)
+    runningLabel: str  # adapters with running requests, comma-joined
+    waitingLabel: str  # adapters with waiting requests, comma-joined
+    slotsLabel: str  # the GPU slots (--max-loras)
+
+
 class LoraFacts(pydantic.BaseModel):
     """How a release serves LoRA adapters (``data/engines.yaml``, ``lora``, with sources)."""
 
@@ -141,6 +165,8 @@ class LoraFacts(pydantic.BaseModel):
     hubRevision: bool  # a Hub adapter's revision can be given
     hubAddressedBy: Literal["name", "repositoryId"]  # what clients send as `model`
     memory: Literal["slots", "adapters"]  # preallocated slots, or each adapter's weights
+    runtime: LoraRuntime | None  # None: adapters load only at start
+    activity: LoraActivity | None  # None: no metric names an adapter
 
     def rank_slot(self, rank: int) -> int | None:
         """The smallest allowed max rank >= ``rank``; None: above every allowed value."""

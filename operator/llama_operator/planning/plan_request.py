@@ -55,6 +55,9 @@ class Request:
     # The LoRA adapters served on the base model (spec.adapters, resolved): their weights
     # and the engine's LoRA buffers come out of each GPU's budget.
     adapters: tuple[facts.AdapterFacts, ...] = ()
+    # spec.adapterUpdates: Runtime keeps GPU slots for adapters loaded later (an engine
+    # that cannot load them at runtime ignores it: ``lora_adapters.runtime``).
+    adapter_updates: api.AdapterUpdates | None = None
 
     @property
     def profile(self) -> engine_profiles.Profile:
@@ -65,8 +68,11 @@ class Request:
 
     @property
     def lora(self) -> sizing.LoraLoad | None:
-        """What the engine holds for the adapters on each GPU; None without adapters."""
-        return lora_adapters.load(self.adapters, profile=self.profile)
+        """What the engine holds for the adapters on each GPU; None without adapters (and
+        without runtime updates)."""
+        profile = self.profile
+        updates = lora_adapters.runtime(self.adapter_updates, profile=profile)
+        return lora_adapters.load(self.adapters, profile=profile, updates=updates)
 
     @property
     def engine_version(self) -> str | None:
@@ -109,6 +115,7 @@ def request_for(
         catalogue=tuple(available),
         asked_pools=tuple(placement.pools),
         adapters=tuple(adapters),
+        adapter_updates=spec.adapterUpdates,
     )
 
 

@@ -213,6 +213,12 @@ def _lora_reason(request: plan_request.Request, lora: api.PlanLora | None) -> st
     """The adapters' part of the plan's reason; empty without adapters."""
     if lora is None:
         return ""
+    if lora.runtime:
+        # No count: the list changes in the running pods while this plan stands.
+        return (
+            f"; {lora.maxLoras} LoRA slot(s) of rank {lora.maxLoraRank} for adapters loaded "
+            f"at runtime take {lora.loraGiB:.2f} GiB per GPU"
+        )
     held = (
         f"{lora.maxLoras} slot(s) of rank {lora.maxLoraRank}"
         if request.profile.lora.memory == "slots"

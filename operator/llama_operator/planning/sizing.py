@@ -111,6 +111,9 @@ class LoraLoad:
     max_loras: int
     max_rank: int
     adapters: tuple[facts.AdapterFacts, ...] = ()
+    # Slots kept for adapters the operator loads into the running pods (spec.adapterUpdates
+    # Runtime): sized by the spec, not the list, so the list can change without a restart.
+    runtime: bool = False
 
 
 @dataclasses.dataclass(frozen=True)

@@ -17,12 +17,15 @@ package that returns a frozen result the later phases read and none changes::
     capacity      what the primary's engines allocated; a correction recorded
                                                     (observed_capacity, converge)
     serving       the primary's live figures over the SLO window, SLOMet (serving_slo)
+    adapters      with runtime updates, the running pods' adapters loaded and unloaded
+                  (adapter_loading; the engines' endpoints, not the API)
     report        ``.status`` (``status.compute``) and Events      (report)
 
 Decisions are delegated to pure modules (``operations``, ``planning``, ``serving``); the
 only I/O is through the injected cluster (``inputs.Cluster``: every API write is in the
 apply and converge phases) and readers (``inputs.Readers``: the Hub, Secrets, the pods'
-metrics). A reconcile that raises ends in ``errors.failed`` instead of the report.
+metrics, the engines' adapter endpoints). A reconcile that raises ends in
+``errors.failed`` instead of the report.
 
 A spec that cannot be planned never touches the children: whatever was serving
 keeps serving, and the ``Planned`` condition names the field to fix. A closed gate
@@ -38,6 +41,7 @@ from typing import Any
 
 from llama_operator.planning import config
 from llama_operator.reconcile import (
+    adapter_loading,
     apply,
     converge,
     desired_state,
@@ -186,6 +190,14 @@ def reconcile(
         readers=readers,
         now=clock.now,
     )
+    # With runtime updates, the running pods get the plan's adapters (no template change).
+    loaded = adapter_loading.load_adapters(
+        seen,
+        wanted,
+        step=step,
+        running=kv.plan if kv.plan is not None else seen.previous.plan,
+        readers=readers,
+    )
     served = report.Served(
         gate=gate,
         step=step,
@@ -195,5 +207,6 @@ def reconcile(
         shown=shown,
         capacity=kv,
         serving=live,
+        adapters=loaded,
     )
     return report.report(seen, planned, served=served, clock=clock)

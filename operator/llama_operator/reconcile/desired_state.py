@@ -25,7 +25,7 @@ from llama_operator.clients import hub
 from llama_operator.licensing import terms
 from llama_operator.operations import adapters, capacity, replanning
 from llama_operator.planning import adapters as planning_adapters
-from llama_operator.planning import catalog, config, facts, planner, pools
+from llama_operator.planning import catalog, config, facts, planner, pools, sizing
 from llama_operator.reconcile import inputs, observe, status
 from llama_operator.serving import builders, engines, scalers, security
 
@@ -254,7 +254,9 @@ def desired_of(  # noqa: PLR0913 - the planning inputs and the kept state
     )
     request = replanning.apply(unrecovered, recovery_state)
     inputs_hash = adapters_hash(
-        replanning.inputs_hash(api.plan_inputs_hash(spec), recovery_state), decided.servable
+        replanning.inputs_hash(api.plan_inputs_hash(spec), recovery_state),
+        decided.servable,
+        lora=request.lora,
     )
     _check_pools_left(request, recovery_state=recovery_state)
     plan = _chosen_plan(
@@ -307,15 +309,26 @@ def decide_adapters(
     )
 
 
-def adapters_hash(base: str, served: Sequence[facts.AdapterFacts]) -> str:
+def adapters_hash(
+    base: str, served: Sequence[facts.AdapterFacts], *, lora: sizing.LoraLoad | None = None
+) -> str:
     """``Plan.inputsHash`` with the served adapters folded in (unchanged without any), so a
     kept plan is made anew when an adapter held back becomes servable, or the other way
-    round, though the spec did not change (a licence or a Hub answer did)."""
-    if not served:
+    round, though the spec did not change (a licence or a Hub answer did).
+
+    With runtime updates (``lora.runtime``) only the slots are folded in: an adapter added
+    or removed within them keeps the plan, whose adapter list ``_chosen_plan`` refreshes,
+    so the pod template does not change and the operator loads it into the running pods.
+    """
+    if lora is not None and lora.runtime:
+        extra = f"runtime:{lora.max_loras}x{lora.max_rank}"
+    elif not served:
         return base
-    extra = ";".join(
-        f"{a.name}={a.source}@{a.revision}/{a.rank}/{','.join(a.target_modules)}" for a in served
-    )
+    else:
+        extra = ";".join(
+            f"{a.name}={a.source}@{a.revision}/{a.rank}/{','.join(a.target_modules)}"
+            for a in served
+        )
     return hashlib.sha256(f"{base}/{extra}".encode()).hexdigest()[:16]
 
 
@@ -334,9 +347,24 @@ def _request_for(
     refused = {
         adapter.name: why
         for adapter in decided.servable
-        if (why := planning_adapters.unservable(adapter, profile=request.profile)) is not None
+        if (
+            why := planning_adapters.unservable(
+                adapter,
+                profile=request.profile,
+                updates=planning_adapters.runtime(spec.adapterUpdates, profile=request.profile),
+            )
+        )
+        is not None
     }
     decided = adapters.hold(decided, refused=refused)
+    profile = request.profile
+    runtime = planning_adapters.runtime(spec.adapterUpdates, profile=profile)
+    if spec.runtime_adapters() and runtime is None:
+        decided = adapters.noted(
+            decided,
+            f"spec.adapterUpdates.mode Runtime: {profile.displayName} loads adapters only at "
+            "start, so a change to them rolls out through the canary (as mode Rollout)",
+        )
     return (
         planner.request_for(
             spec=spec,
@@ -394,20 +422,51 @@ def _chosen_plan(
 ) -> api.Plan:
     """The first of ``kept`` (a canary's plan, the plan in status) made from these inputs
     that still fits, else a plan made anew; ``PlanningError`` when none fits."""
+    previous = next((p for p in kept if p is not None), None)
     try:
         still = [p for p in kept if p is not None and p.inputsHash == inputs_hash]
         if still and _still_fits(request, still[0]):
             # The image may have moved to another release of the same engine (a new
             # operator default): the plan stands if that release serves it too (checked
             # by _still_fits), and is rendered with that release's profile.
-            return still[0].model_copy(update={"engineVersion": request.engine_version})
-        return _plan_in_order(
+            kept_plan = still[0].model_copy(update={"engineVersion": request.engine_version})
+            return runtime_adapters(kept_plan, request=request, previous=still[0])
+        made = _plan_in_order(
             _corrected(request, spec, corrections), spec, recovery_state
         ).model_copy(update={"inputsHash": inputs_hash})
+        return runtime_adapters(made, request=request, previous=previous)
     except planner.PlanError as exc:
         reason = exc.reason or ("NoGPUPools" if not request.pools else "NoFeasiblePlan")
         message = f"{exc.field}: {exc}{replanning.exhausted(recovery_state)}"
         raise PlanningError(status.PlanningFailure(reason, message)) from exc
+
+
+def runtime_adapters(
+    plan: api.Plan, *, request: planner.Request, previous: api.Plan | None
+) -> api.Plan:
+    """With runtime updates, ``plan`` listing the adapters served now, and its
+    ``lora.revision`` carried from ``previous`` (the canary's or status' plan) unless an
+    adapter ``previous`` serves gets a new version (another id or path): then a new one.
+
+    The adapter list is not a plan input (``adapters_hash``), so a kept plan is refreshed
+    here; the revision is in the pod template (``builders.workload``), so adding or removing
+    an adapter never restarts a pod, while a new version of one rolls out through the
+    canary, by weight, like any pod change. A plan without runtime updates is returned as
+    it is."""
+    lora = plan.lora
+    if lora is None or not lora.runtime:
+        return plan
+    served = planning_adapters.plan_adapters(request.adapters, profile=request.profile)
+    revision = previous.lora.revision if previous is not None and previous.lora else None
+    before = {a.name: a.source for a in previous.adapters} if previous is not None else {}
+    changed = sorted(
+        f"{a.name}={a.source}" for a in served if before.get(a.name, a.source) != a.source
+    )
+    if changed:
+        revision = hashlib.sha256(f"{revision}/{';'.join(changed)}".encode()).hexdigest()[:12]
+    return plan.model_copy(
+        update={"adapters": served, "lora": lora.model_copy(update={"revision": revision})}
+    )
 
 
 def _still_fits(request: planner.Request, plan: api.Plan) -> bool:

@@ -18,7 +18,14 @@ from typing import Any
 from llama_operator import api
 from llama_operator.clients import hub, k8s
 from llama_operator.licensing import gating
-from llama_operator.operations import adapters, canary_analysis, capacity, rollout, slo
+from llama_operator.operations import (
+    adapter_loading,
+    adapters,
+    canary_analysis,
+    capacity,
+    rollout,
+    slo,
+)
 from llama_operator.planning import facts
 
 # (kind, namespace, name) -> the live object as last seen by a watch, or None.
@@ -81,6 +88,26 @@ class ServingRequest:
 # taken now (``slo.keep``); None when no scrape is due (``slo.due``): status.serving and
 # SLOMet stay as they are.
 ServingRead = Callable[[ServingRequest], "Sequence[slo.Scrape] | None"]
+
+
+@dataclasses.dataclass(frozen=True)
+class AdapterLoadRequest:
+    """What runtime adapter loading needs: whose pods, which engine release, what each
+    variant should hold, and the API key that guards the engine's endpoints."""
+
+    namespace: str
+    name: str
+    engine: api.Engine
+    engine_version: str | None  # Plan.engineVersion: whose endpoints (engine_profiles)
+    # (variant, the adapters its pods should hold): the primary, and a canary in traffic.
+    variants: tuple[tuple[str, tuple[api.PlanAdapter, ...]], ...]
+    api_key: api.APIKeySecretRef | None  # spec.auth.apiKeySecretRef: sent, never stored
+
+
+# The ready pods of the request's variants after this reconcile's loads and unloads, by
+# pod name; None when nothing could be asked (no endpoints index, an unexpected failure):
+# status.adapters[].loadedPods and AdaptersReady then say what the decision says.
+AdapterLoad = Callable[[AdapterLoadRequest], "Mapping[str, adapter_loading.PodState] | None"]
 # () -> the KV-cache corrections recorded so far (the calibration ConfigMap), by data key.
 # Called only when a plan is made anew: a kept plan is never re-planned for a correction.
 CorrectionsRead = Callable[[], Mapping[str, "capacity.Correction"]]
@@ -129,6 +156,8 @@ class Readers:
     ``adapter`` reads each spec.adapters entry's facts (rank, target modules, base model,
     the licence its card declares) from the Hub; None leaves them to the spec (an adapter
     without rank and targetModules there is then held back as AdapterUnavailable).
+    ``adapter_load`` lists and loads the adapters of the ready pods that load them at
+    runtime (``runtime.adapter_loader``); None leaves them unloaded and unreported.
     """
 
     fetch: HubFetch | None = None
@@ -141,6 +170,7 @@ class Readers:
     corrections: CorrectionsRead | None = None
     serving: ServingRead | None = None
     adapter: AdapterRead | None = None
+    adapter_load: AdapterLoad | None = None
 
     def asking_key_once(self) -> Readers:
         """These readers, with ``api_key`` answering each Secret from its first answer: the

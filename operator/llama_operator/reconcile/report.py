@@ -23,6 +23,7 @@ from llama_operator.api import conditions
 from llama_operator.api.events import Event
 from llama_operator.operations import adapters, failover, replanning
 from llama_operator.reconcile import (
+    adapter_loading,
     apply,
     converge,
     desired_state,
@@ -97,6 +98,7 @@ class Served:
     shown: Shown
     capacity: observed_capacity.Capacity
     serving: serving_slo.Serving
+    adapters: adapter_loading.Loading = adapter_loading.NOTHING
 
 
 def report(
@@ -225,13 +227,18 @@ def _observation(
         fallback_ready=_active_ready(switched),
         serving=served.serving.status,
         serving_known=served.serving.known,
-        adapters=_adapters(planned.wanted, shown=served.shown),
+        adapters=_adapters(planned.wanted, shown=served.shown, loading=served.adapters),
     )
 
 
-def _adapters(wanted: desired_state.Desired, *, shown: Shown) -> list[dict[str, Any]] | None:
+def _adapters(
+    wanted: desired_state.Desired, *, shown: Shown, loading: adapter_loading.Loading
+) -> list[dict[str, Any]] | None:
     """status.adapters, with the plan: while status keeps the running plan (a held change, a
-    canary on its way), it keeps the adapters that plan serves too."""
+    canary on its way), it keeps the adapters that plan serves too. With runtime updates
+    they change in the running pods whatever the template, and status says so at once."""
+    if loading.statuses is not None:
+        return [entry.model_dump(mode="json", exclude_none=True) for entry in loading.statuses]
     if shown.plan is None:
         return None
     return [
@@ -257,8 +264,16 @@ def _checks(
         *((switched.placement,) if switched.placement else ()),
         *((served.capacity.check,) if served.capacity.check is not None else ()),
         *((served.serving.check,) if served.serving.check is not None else ()),
-        *((wanted_adapters.check,) if wanted_adapters.check is not None else ()),
+        *_adapter_checks(wanted_adapters, served.adapters),
     )
+
+
+def _adapter_checks(
+    decisions: adapters.Decisions, loading: adapter_loading.Loading
+) -> tuple[conditions.Check, ...]:
+    """AdaptersReady: runtime loading's when it decides it, else the decision's."""
+    check = loading.check if loading.check is not None else decisions.check
+    return (check,) if check is not None else ()
 
 
 def _removed(served: Served, *, spec: api.LlamaDeploymentSpec) -> tuple[str, ...]:

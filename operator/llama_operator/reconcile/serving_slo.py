@@ -73,7 +73,8 @@ def observe_serving(
         ready=status.counts(primary).ready,
         cost_per_hour=running.costPerHour,
     )
-    shown = slo.serving_status(figures, pods=pods, now=now)
+    newest = history[-1].pods if history else None
+    shown = slo.serving_status(figures, pods=pods, now=now, newest=newest)
     check = slo.verdict(figures, slo=objectives, pods=pods) if objectives is not None else None
     return Serving(
         status=shown.model_dump(mode="json", exclude_none=True),

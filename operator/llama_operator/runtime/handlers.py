@@ -9,7 +9,9 @@ that has nothing to change issues no API request (but for the licence ConfigMap'
 re-apply every few minutes, and the token Secret read while serving pods wait for a
 gated-access check). The primary's ready pods are read for their KV capacity once per
 set of ready pods (``autoscaling_loop.capacity_per_pod``), not on every tick, and for the
-live serving figures every fifth of the SLO window (``slo_probe.Keeper``). Handlers are
+live serving figures every fifth of the SLO window (``slo_probe.Keeper``); with runtime
+adapter updates, every reconcile lists (and loads) the adapters of the ready pods through
+the engines' own endpoints (``adapter_loader.Loader``). Handlers are
 sync: Kopf runs them in its thread pool, where the blocking ``kubernetes`` client is fine.
 
 A reconcile that raises ends in status too: ``reconcile.failed`` decides the
@@ -37,6 +39,7 @@ from llama_operator.clients import hub, k8s, scraper
 from llama_operator.operations import rollout
 from llama_operator.planning import config, pools
 from llama_operator.runtime import (
+    adapter_loader,
     autoscaling_loop,
     canary_probe,
     finalizers,
@@ -270,6 +273,12 @@ def _reconcile(
     slices: kopf.Index[tuple[str | None, str], dict[str, Any]] = kwargs["llama_endpointslices"]
     if "analyzer" not in memo:
         memo.analyzer = canary_probe.Analyzer(lambda ns, service: slices.get((ns, service), []))
+    if "adapter_loader" not in memo:
+        client = memo.client
+        memo.adapter_loader = adapter_loader.Loader(
+            lambda ns, service: slices.get((ns, service), []),
+            lambda ref, ns: client.read_secret_value(namespace=ns, name=ref.name, key=ref.key),
+        )
     if "serving_keeper" not in memo:
         # Scrapes happen in reconciles: never more often than the resync.
         memo.serving_keeper = slo_probe.Keeper(
@@ -406,6 +415,7 @@ def _readers(
         corrections=reconcile.corrections_reader(memo.client, memo.config),
         serving=keeper.read,
         adapter=reconcile.adapter_reader(memo.client),
+        adapter_load=memo.adapter_loader,
     )
 
 

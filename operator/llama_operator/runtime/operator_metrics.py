@@ -9,8 +9,9 @@ LlamaDeployment stops counting as soon as ``forget`` is called for it.
 ``record_endpoint`` keeps per-endpoint gauges for the chart's alerts and dashboard
 (``charts/llama-operator/templates/prometheusrule.yaml``, docs/operations/observability.md):
 each endpoint's SLO thresholds, whether it serves from a fallback, what it costs per hour,
-whether it meets its SLO, its canary's weight and replicas. They are read from the raw
-object after each reconcile, so they follow the same status the user sees.
+whether it meets its SLO, its canary's weight and replicas, and its pods per LoRA adapter
+(loaded, running, waiting). They are read from the raw object after each reconcile, so
+they follow the same status the user sees.
 """
 
 from __future__ import annotations
@@ -209,6 +210,9 @@ class EndpointFigures:
     rolled_back: int
     replicas: float | None
     ready_replicas: float | None
+    # (adapter, state, pods): state "loaded" from status.adapters[].loadedPods, "running"
+    # and "waiting" from status.serving.adapters.
+    adapter_pods: tuple[tuple[str, str, float], ...] = ()
 
 
 _endpoints: dict[str, EndpointFigures] = {}
@@ -258,6 +262,31 @@ def _canary(status: Mapping[str, Any]) -> tuple[float, int]:
     return weight, int(phase == "RolledBack")
 
 
+def _entries(value: Any) -> list[Mapping[str, Any]]:
+    """The named mappings of a raw status list (anything else reads as absent)."""
+    if not isinstance(value, list):
+        return []
+    return [e for e in value if isinstance(e, Mapping) and isinstance(e.get("name"), str)]
+
+
+def adapter_pods(status: Mapping[str, Any]) -> tuple[tuple[str, str, float], ...]:
+    """(adapter, state, pods) of llama_operator_adapter_pods: "loaded" where
+    status.adapters[].loadedPods is set (runtime updates), "running" and "waiting" for each
+    adapter status.serving.adapters lists (the engine's own activity metric)."""
+    found: list[tuple[str, str, float]] = []
+    for entry in _entries(status.get("adapters")):
+        loaded = _number(entry.get("loadedPods"))
+        if loaded is not None:
+            found.append((entry["name"], "loaded", loaded))
+    for entry in _entries(_mapping(status.get("serving")).get("adapters")):
+        for state, key in (("running", "runningPods"), ("waiting", "waitingPods")):
+            # A count the status leaves out is the API's default, 0.
+            count = _number(entry.get(key, 0))
+            if count is not None:
+                found.append((entry["name"], state, count))
+    return tuple(found)
+
+
 def endpoint_figures(
     *, namespace: str, name: str, spec: Mapping[str, Any], status: Mapping[str, Any]
 ) -> EndpointFigures:
@@ -279,6 +308,7 @@ def endpoint_figures(
         rolled_back=rolled_back,
         replicas=_number(status.get("replicas")),
         ready_replicas=ready,
+        adapter_pods=adapter_pods(status),
     )
 
 
@@ -353,6 +383,29 @@ class _EndpointCollector(registry.Collector):
 
 
 REGISTRY.register(_EndpointCollector())
+
+
+class _AdapterCollector(registry.Collector):
+    """llama_operator_adapter_pods, from the same per-endpoint rows (``forget`` drops them)."""
+
+    def collect(self) -> Iterator[core.Metric]:
+        pods = core.GaugeMetricFamily(
+            "llama_operator_adapter_pods",
+            "Pods of the primary per LoRA adapter, by state: loaded (status.adapters[]."
+            "loadedPods: ready pods whose engine lists it in /v1/models; runtime updates "
+            "only), running and waiting (status.serving.adapters: pods where it had running "
+            "or waiting requests at the last scrape, from vLLM's vllm:lora_requests_info).",
+            labels=["namespace", "name", "adapter", "state"],
+        )
+        with _lock:
+            rows = list(_endpoints.values())
+        for row in rows:
+            for adapter, state, count in row.adapter_pods:
+                pods.add_metric([row.namespace, row.name, adapter, state], count)
+        yield pods
+
+
+REGISTRY.register(_AdapterCollector())
 
 
 def record_autoscale(  # noqa: PLR0913 - one keyword per recorded figure

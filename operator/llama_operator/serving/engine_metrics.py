@@ -26,6 +26,12 @@ success counter and a failure counter labelled ``err`` (validation, overloaded,
 generation, ...). The profile's ``outcomes`` name the label and the normal kinds. A page
 without any finished-request counter is None, like a missing signal.
 
+Adapters (``Traffic.adapters``, for ``operations.slo``): which LoRA adapters had running
+and waiting requests when the page was made, from the profile's ``lora.activity`` (vLLM's
+``vllm:lora_requests_info``). It is the only per-adapter metric an engine has: no vLLM
+(0.24.0 to 0.34.0, vllm/v1/metrics/loggers.py) request, latency or error metric carries an
+adapter's name, and TGI 3.3.7 exports nothing per adapter.
+
 ``series`` gives any family's samples with their labels, for readers whose numbers sit
 in labels (``operations.capacity``: vLLM's ``vllm:cache_config_info``).
 """
@@ -162,6 +168,15 @@ class Histogram:
 
 
 @dataclasses.dataclass(frozen=True)
+class Adapters:
+    """The LoRA adapters with requests in one pod when its page was made (names as the
+    engine knows them: spec.adapters[].name)."""
+
+    running: tuple[str, ...]  # adapters with running requests (each holds a GPU slot)
+    waiting: tuple[str, ...]  # adapters with requests waiting
+
+
+@dataclasses.dataclass(frozen=True)
 class Traffic:
     """One pod's finished-request counters and latency histograms (cumulative, as exposed)."""
 
@@ -175,6 +190,9 @@ class Traffic:
     # Tokens generated over the pod's life ("generatedTokens": vLLM's counter, TGI's
     # histogram sum); None when the page has none (TGI before its first success).
     tokens: float | None = None
+    # The adapters with requests now (the profile's ``lora.activity``); None when the
+    # engine release exports no such metric or the page has no series of it.
+    adapters: Adapters | None = None
 
     def outcome(self, kind: str) -> float:
         """The requests that ended as ``kind`` (0.0 when the page has no such series)."""
@@ -198,6 +216,9 @@ def traffic(text: str, *, engine: api.Engine, version: str | None = None) -> Tra
     histograms = (*names["e2eLatency"], *names["timeToFirstToken"])
     wanted = {name for counter in counters for name in _counter_names(counter)}
     wanted.update(name for histogram in histograms for name in (histogram, f"{histogram}_bucket"))
+    activity = profile.lora.activity
+    if activity is not None:
+        wanted.add(activity.metric)
     found = _labelled(_select(text, frozenset(wanted)))
     finished = _first_counter(found, names["finished"])
     failed = _first_counter(found, names["failed"])
@@ -231,7 +252,30 @@ def traffic(text: str, *, engine: api.Engine, version: str | None = None) -> Tra
         latency=_first_histogram(found, names["e2eLatency"]),
         ttft=_first_histogram(found, names["timeToFirstToken"]),
         tokens=sum(value for _, value in generated) if generated is not None else None,
+        adapters=None if activity is None else _adapters(found.get(activity.metric), activity),
     )
+
+
+def _adapters(found: _Series | None, activity: engine_profiles.LoraActivity) -> Adapters | None:
+    """The adapters of the newest series of the activity gauge; None without a series.
+
+    vLLM sets vllm:lora_requests_info to the current time (set_to_current_time) with the
+    adapters as comma-joined labels, "" for none (vllm/v1/metrics/loggers.py, 0.24.0 to
+    0.34.0); prometheus_client keeps exporting every label set it was ever set with, so
+    the series with the largest value is the current one (on a tie, the first listed).
+    """
+    if not found:
+        return None
+    labels, _ = max(found, key=lambda sample: sample[1])
+    return Adapters(
+        running=_names(labels.get(activity.runningLabel, "")),
+        waiting=_names(labels.get(activity.waitingLabel, "")),
+    )
+
+
+def _names(joined: str) -> tuple[str, ...]:
+    """The adapters of one label: vLLM joins their names with "," (loggers.py, 0.34.0)."""
+    return tuple(name for name in joined.split(",") if name)
 
 
 def merge(histograms: Iterable[Histogram]) -> Histogram | None:

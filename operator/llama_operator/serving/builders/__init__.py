@@ -79,6 +79,7 @@ from llama_operator.serving.builders.variants import (
     variant_objects,
 )
 from llama_operator.serving.builders.workload import (
+    ADAPTERS_REVISION_ANNOTATION,
     FS_GROUP,
     MODEL_ANNOTATION,
     PLAN_ANNOTATION,
@@ -93,6 +94,7 @@ from llama_operator.serving.builders.workload import (
 )
 
 __all__ = [
+    "ADAPTERS_REVISION_ANNOTATION",
     "AUP_ANNOTATION",
     "CANARY",
     "DEPLOYMENT_LABEL",

@@ -24,6 +24,10 @@ from llama_operator.serving.builders import hashing, identity, notice
 REVISION_LABEL = f"{api.GROUP}/revision"
 MODEL_ANNOTATION = f"{api.GROUP}/model"
 PLAN_ANNOTATION = f"{api.GROUP}/plan"
+# Runtime adapter updates: the versions of the adapters the pods serve (plan.lora.revision).
+# In the template, so a new version of an adapter rolls out through the canary; the list
+# itself is not, so adding or removing one restarts nothing.
+ADAPTERS_REVISION_ANNOTATION = f"{api.GROUP}/adapters-revision"
 
 # Long enough for a first start that downloads the weights (see the startup probe).
 PROGRESS_DEADLINE_SECONDS = 3600
@@ -191,12 +195,20 @@ def _pod_template(
                 MODEL_ANNOTATION: spec.model.id,
                 PLAN_ANNOTATION: plan_summary(plan=plan),
                 **notice.license_annotations(detection),
+                **_adapters_revision(plan),
             },
         },
         "spec": _pod_spec(
             name=name, variant=variant, spec=spec, plan=plan, pool=pool, settings=settings
         ),
     }
+
+
+def _adapters_revision(plan: api.Plan) -> dict[str, str]:
+    lora = plan.lora
+    if lora is None or not lora.runtime or lora.revision is None:
+        return {}
+    return {ADAPTERS_REVISION_ANNOTATION: lora.revision}
 
 
 def _pod_spec(

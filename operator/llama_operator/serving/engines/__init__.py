@@ -163,7 +163,8 @@ def env(*, spec: api.LlamaDeploymentSpec, plan: api.Plan) -> list[dict[str, Any]
         {"name": "XDG_CACHE_HOME", "value": f"{TMP_DIR}/.cache"},
     ]
     result += [{"name": key, "value": value} for key, value in profile(plan=plan).env.items()]
-    # TGI's adapters (LORA_ADAPTERS); vLLM takes them as flags (``lora.args``).
+    # TGI's adapters (LORA_ADAPTERS), or vLLM's runtime-loading switch; vLLM takes its
+    # adapters at start as flags (``lora.args``).
     result += lora.env(plan=plan, profile=profile(plan=plan))
     ref = spec.model.tokenSecretRef
     if ref is not None:
