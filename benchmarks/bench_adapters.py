@@ -12,6 +12,10 @@ module for every fourth one), so no Hub is asked. For each count, in this one pr
   adapters, i.e. the planning the spec would cost if it had none, and ``reconcile.desired``
   with ``spec.adapters`` removed.
 
+The same counts again with ``spec.adapterUpdates.mode: Runtime`` (``maxRank: 64``, the
+default four GPU slots): the slots come from the spec, so the plan's memory must not move
+with the count, while the time still grows with the adapters decided.
+
 What the plan says is printed beside the time: the pool and degree chosen, the overhead
 per GPU (which includes the LoRA memory) and the KV-cache tokens per replica, so the
 cost of adapters in GPU memory is seen next to the cost in CPU time.
@@ -51,8 +55,16 @@ def adapters(count: int) -> list[dict[str, Any]]:
     ]
 
 
-def spec(count: int) -> dict[str, Any]:
-    return {"model": {"id": MODEL}, "license": {"accept": True}, "adapters": adapters(count)}
+def spec(count: int, *, runtime: bool = False) -> dict[str, Any]:
+    raw: dict[str, Any] = {
+        "model": {"id": MODEL},
+        "license": {"accept": True},
+        "adapters": adapters(count),
+    }
+    if runtime:
+        raw["adapterUpdates"] = {"mode": "Runtime", "maxRank": 64}
+        raw["auth"] = {"apiKeySecretRef": {"name": "chat-api-key"}}
+    return raw
 
 
 def timed(call: Callable[[], object]) -> tuple[float, float]:
@@ -97,9 +109,19 @@ def main() -> None:
         f"{'adapters':>8} {'served':>6} {'desired ms':>10} {'p90':>7} {'x ref':>6} "
         f"{'pool':>8} {'tp':>3} {'overhead GiB':>12} {'KV tokens':>10}"
     )
-    print(header)
+    for runtime in (False, True):
+        print("adapters in the pod template (mode Rollout)" if not runtime else "")
+        if runtime:
+            print("slots for adapters loaded at runtime (mode Runtime, 4 x rank 64)")
+        print(header)
+        table(desired, ref_desired[0], runtime=runtime)
+
+
+def table(
+    desired: Callable[[dict[str, Any]], reconcile.Desired], reference: float, *, runtime: bool
+) -> None:
     for count in COUNTS:
-        raw = spec(count)
+        raw = spec(count, runtime=runtime)
         wanted = desired(raw)
         median, p90 = timed(lambda raw=raw: desired(raw))
         plan = wanted.plan
@@ -107,7 +129,7 @@ def main() -> None:
         overhead = f"{memory.overheadGiB:.2f}" if memory is not None else "-"
         print(
             f"{count:>8} {len(wanted.adapter_decisions.servable):>6} {median:>10.2f} "
-            f"{p90:>7.2f} {median / ref_desired[0]:>6.2f} {plan.pool:>8} "
+            f"{p90:>7.2f} {median / reference:>6.2f} {plan.pool:>8} "
             f"{plan.tensorParallel:>3} {overhead:>12} {plan.kvCacheTokens or 0:>10}"
         )
 

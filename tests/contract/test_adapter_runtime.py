@@ -28,6 +28,7 @@ from kube import (
     container_args,
     create,
     endpoint_slice,
+    events,
     eventually,
     exists,
     llama,
@@ -120,6 +121,9 @@ async def test_adapters_are_loaded_hot_added_unloaded_and_refusals_reported(
     assert adapter_gauges("chat") == {("sql", "loaded"): 1.0}
     before = template(operator)
 
+    # Loading is a state a change passes through, not a fault: no Warning for it.
+    assert not [e for e in events(operator) if e.get("reason") == "AdapterLoading"]
+
     # Hot-added: the pod gets it, the template stays.
     await patch(operator, LLAMA, "chat", {"spec": {"adapters": [SQL, CHAT]}})
     await eventually(lambda: loaded_on(operator, "sql", "chat"), message="chat hot-added")
@@ -152,7 +156,7 @@ async def test_adapters_are_loaded_hot_added_unloaded_and_refusals_reported(
     assert vllm_pod.adapters == {"chat": "/models/chat", "broken": "/models/broken"}
 
 
-async def test_a_pod_without_the_key_is_reported_not_loaded(
+async def test_a_pod_that_refuses_the_key_is_reported_not_loaded(
     operator: ApplyingEmulator,
 ) -> None:
     # An engine guarded by another key: every call is refused, and status says so without
@@ -162,10 +166,16 @@ async def test_a_pod_without_the_key_is_reported_not_loaded(
             operator, ENDPOINTSLICES, endpoint_slice("chat-primary", "primary", 0, pod.port)
         )
         await create(operator, LLAMA, llama(spec=spec(SQL)))
-        loading = await wait_condition(operator, "AdaptersReady", status="False")
-        assert loading["reason"] == "AdapterLoading"
-        assert "HTTP 401: the API key was refused" in loading["message"]
+        refused = await wait_condition(operator, "AdaptersReady", status="False")
+        assert refused["reason"] == "AdapterLoadFailed"
+        assert "HTTP 401: the API key was refused" in refused["message"]
         assert pod.adapters == {}
+        # A refusal is a fault: one Warning Event says so.
+        warnings = await eventually(
+            lambda: [e for e in events(operator) if e.get("reason") == "AdapterLoadFailed"],
+            message="the Warning",
+        )
+        assert warnings[0]["type"] == "Warning"
 
 
 async def test_in_rollout_mode_an_added_adapter_is_canaried_by_weight(

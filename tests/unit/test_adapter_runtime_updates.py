@@ -13,9 +13,11 @@ import pytest
 
 from llama_operator import api, reconcile
 from llama_operator.api import conditions
-from llama_operator.operations import adapter_loading
+from llama_operator.operations import adapter_loading, rollout
 from llama_operator.planning import adapters as planning_adapters
 from llama_operator.planning import config, engine_profiles, facts
+from llama_operator.reconcile import adapter_loading as phase
+from llama_operator.reconcile import observe, rollout_step
 from llama_operator.serving import builders
 from llama_operator.serving.engines import lora
 
@@ -119,6 +121,16 @@ def test_a_refused_load_names_the_pod_the_adapter_and_the_engine_message() -> No
     assert check is not None
     assert (check.status, check.reason) == ("False", "AdapterLoadFailed")
     assert "pod p-0: chat: HTTP 400: No adapter found for /x" in check.message
+
+
+def test_a_refused_listing_is_a_failure() -> None:
+    refused = adapter_loading.PodState(
+        variant=builders.PRIMARY, loaded=None, unreadable="HTTP 401: the API key was refused"
+    )
+    _, check = adapter_loading.summary(served("sql"), wanted=[SQL], pods={"p-0": refused})
+    assert check is not None
+    assert check.reason == "AdapterLoadFailed"
+    assert "pod p-0: HTTP 401: the API key was refused" in check.message
 
 
 def test_an_unreadable_pod_or_none_at_all_is_loading() -> None:
@@ -457,3 +469,40 @@ def test_during_a_canary_the_primary_keeps_its_versions_and_gets_additions() -> 
     assert [(s.name, s.loadedPods) for s in shown] == [("sql", 2), ("chat", 2)]
     assert check is not None
     assert check.reason == "AllLoaded"
+
+
+def test_a_primary_still_on_a_rollout_template_is_left_alone() -> None:
+    """Switching to Runtime is a template change, canaried: while it runs, the stable
+    primary's engine has no load/unload endpoint, so only the canary is asked."""
+    wanted = desired(runtime_spec(SQL_SPEC))
+    assert wanted.plan.lora is not None
+    stable = wanted.plan.model_copy(
+        update={"lora": wanted.plan.lora.model_copy(update={"runtime": False})}
+    )
+    asked: list[reconcile.AdapterLoadRequest] = []
+
+    def load(request: reconcile.AdapterLoadRequest) -> dict[str, adapter_loading.PodState]:
+        asked.append(request)
+        return {}
+
+    body = {
+        "metadata": {"name": "chat", "namespace": "ai", "uid": "u"},
+        "spec": runtime_spec(SQL_SPEC),
+    }
+    seen = observe.read(
+        body,
+        meta=observe.meta_of(body),
+        settings=config.OperatorConfig(),
+        cluster=reconcile.Cluster(client=None, lookup=lambda *_: None),  # type: ignore[arg-type]
+    )
+    canary = rollout_step.Step(decision=rollout.Decision(mode="canary", status=None))
+    readers = reconcile.Readers(adapter_load=load)
+    phase.load_adapters(seen, wanted, step=canary, running=stable, readers=readers)
+    assert [variant for variant, _ in asked[0].variants] == ["canary"]
+    # Without a canary, nothing runs at runtime yet: nobody is asked.
+    asked.clear()
+    idle = rollout_step.Step(decision=None)
+    assert phase.load_adapters(seen, wanted, step=idle, running=stable, readers=readers) == (
+        phase.NOTHING
+    )
+    assert asked == []

@@ -156,6 +156,13 @@ def _check(
         for name, pod in sorted(pods.items())
         for adapter, why in pod.failures
     ]
+    # An engine that answered a listing with an HTTP error refused it (a key the pods did
+    # not start with, say): a fault, not a pod still on its way.
+    failed += [
+        f"pod {name}: {pod.unreadable}"
+        for name, pod in sorted(pods.items())
+        if pod.unreadable is not None and pod.unreadable.startswith("HTTP ")
+    ]
     if failed:
         return conditions.Check(
             conditions.ADAPTERS_READY,
@@ -163,7 +170,7 @@ def _check(
             LOAD_FAILED,
             "the engine refused to load or unload: " + "; ".join(failed),
         )
-    unread = [
+    unread = [  # no answer, or no connection: a pod starting, or going
         f"pod {name}: {pod.unreadable}" for name, pod in sorted(pods.items()) if pod.unreadable
     ]
     missing = sorted(

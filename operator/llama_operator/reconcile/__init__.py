@@ -78,6 +78,8 @@ from llama_operator.reconcile.errors import retry_delay as retry_delay
 from llama_operator.reconcile.fallbacks import Backup as Backup
 from llama_operator.reconcile.fallbacks import plan_fallbacks as plan_fallbacks
 from llama_operator.reconcile.inputs import AccessCheck as AccessCheck
+from llama_operator.reconcile.inputs import AdapterLoad as AdapterLoad
+from llama_operator.reconcile.inputs import AdapterLoadRequest as AdapterLoadRequest
 from llama_operator.reconcile.inputs import AdapterRead as AdapterRead
 from llama_operator.reconcile.inputs import CapacityRead as CapacityRead
 from llama_operator.reconcile.inputs import CardFetch as CardFetch

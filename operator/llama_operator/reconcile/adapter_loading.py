@@ -36,6 +36,8 @@ class Loading:
 
 
 NOTHING = Loading()
+# AdaptersReady's reason while a change is on its way (no Warning Event for it).
+LOADING = adapter_loading.LOADING
 
 
 def load_adapters(
@@ -61,6 +63,12 @@ def load_adapters(
     decision = step.decision
     if decision is not None and decision.mode == "canary":
         variants.append((builders.CANARY, plan))
+    # A variant whose pods took their adapters at start (a primary still on a template of
+    # mode Rollout while the switch to Runtime is canaried) is left alone: its engine has
+    # no load/unload endpoint, and its template says what it serves.
+    variants = [(v, on) for v, on in variants if on.lora is not None and on.lora.runtime]
+    if not variants:
+        return NOTHING
     held = {variant: adapter_loading.held_by(plan.adapters, running=on) for variant, on in variants}
     pods = load(
         inputs.AdapterLoadRequest(

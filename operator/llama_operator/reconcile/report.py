@@ -421,8 +421,10 @@ _WARN_WHEN = {
 _ON_TRANSITION_ONLY = {conditions.SLO_MET}
 
 
-# Reasons of a condition above that are a choice, not a fault: no Warning for them.
-_CHOSEN = {"AuthOptional"}
+# Reasons of a condition above that are a choice or a state passed through, not a fault:
+# no Warning for them (AdaptersReady AdapterLoading: every runtime adapter change passes
+# through it until the next reconcile has loaded it).
+_CHOSEN = {"AuthOptional", adapter_loading.LOADING}
 
 
 # ...and those whose recovery from a warning is worth a Normal Event.
