@@ -83,7 +83,7 @@ def load_adapters(
     if pods is None:
         return NOTHING
     statuses, check = adapter_loading.summary(
-        [decision.status for decision in wanted.adapter_decisions.each],
+        [entry.status for entry in wanted.adapter_decisions.each],
         wanted=plan.adapters,
         pods=pods,
         held=held,
