@@ -295,6 +295,21 @@ def panels() -> list[dict[str, Any]]:
             ],
             "The plan's GPU price x ready replicas.",
         ),
+        panel(
+            "LoRA adapters",
+            "short",
+            [
+                target(
+                    ours("llama_operator_adapter_pods", "namespace, name, adapter, state"),
+                    OPERATOR_ENDPOINT + " {{adapter}} {{state}}",
+                )
+            ],
+            "Per adapter, the pods that have it loaded (runtime updates) and the pods where "
+            "it had running and waiting requests when last read (vLLM's "
+            "vllm:lora_requests_info; no engine counts requests, latency or errors per "
+            "adapter). Waiting requests while the GPU slots are taken: raise "
+            "spec.adapterUpdates.gpuSlots.",
+        ),
     ]
     for index, item in enumerate(found):
         item["id"] = index + 1

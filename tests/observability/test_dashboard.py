@@ -70,6 +70,7 @@ def test_variables_and_panels(board: dict[str, Any]) -> None:
         "Canary weight and rollouts",
         "Fallback and SLO",
         "Cost per million tokens",
+        "LoRA adapters",
     } <= titles
     ids = [panel["id"] for panel in board["panels"]]
     assert len(ids) == len(set(ids))
