@@ -36,9 +36,9 @@ All requests of a call run concurrently, one pod's changes one after another in 
 given (a failed change does not stop that pod's later ones), each request under its own
 timeout, so one slow pod never holds up the others.
 
-Where it sits: an I/O client like ``scraper``, over ``planning.engine_profiles`` (where
-the paths come from); its only callers are in ``runtime/``, which hands a reconcile's
-worker thread the blocking wrappers.
+Where it sits: an I/O client beside ``scraper`` (whose session and failure wording it
+shares), over ``planning.engine_profiles`` (where the paths come from); its only callers
+are in ``runtime/``, which hands a reconcile's worker thread the blocking wrappers.
 """
 
 from __future__ import annotations
@@ -51,6 +51,7 @@ from typing import Any, Literal
 
 import aiohttp
 
+from llama_operator.clients import scraper
 from llama_operator.planning import engine_profiles
 
 Kind = Literal["load", "reload", "unload"]
@@ -102,12 +103,6 @@ class Done:
     failure: str | None = None  # None: the engine answered 200
 
 
-def session() -> aiohttp.ClientSession:
-    """A session for these requests, to open in the event loop that uses it (``async
-    with``). No connection limit: every pod is asked at once."""
-    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
-
-
 async def list_adapters(
     session: aiohttp.ClientSession,
     pods: Sequence[Pod],
@@ -129,7 +124,9 @@ async def list_adapters(
                 body = await response.read()
                 status = response.status
         except _FAILURES as exc:
-            return Listing(pod.name, failure=_failure(_reason(exc, timeout), api_key))
+            return Listing(
+                pod.name, failure=_failure(scraper.reason(exc, timeout=timeout), api_key)
+            )
         if status != 200:
             return Listing(pod.name, failure=_failure(_refusal(status, body), api_key))
         loaded = _adapters(body)
@@ -171,7 +168,7 @@ async def apply(
                 answer = await response.read()
                 status = response.status
         except _FAILURES as exc:
-            failure: str | None = _failure(_reason(exc, timeout), api_key)
+            failure: str | None = _failure(scraper.reason(exc, timeout=timeout), api_key)
         else:
             failure = None if status == 200 else _failure(_refusal(status, answer), api_key)
         return Done(change.pod.name, change.kind, change.name, failure)
@@ -195,7 +192,7 @@ def list_blocking(
     worker thread. Nothing of either outlives the call."""
 
     async def run() -> list[Listing]:
-        async with session() as opened:
+        async with scraper.session() as opened:
             return await list_adapters(
                 opened, pods, runtime=runtime, api_key=api_key, timeout=timeout
             )
@@ -214,7 +211,7 @@ def apply_blocking(
     thread. Nothing of either outlives the call."""
 
     async def run() -> list[Done]:
-        async with session() as opened:
+        async with scraper.session() as opened:
             return await apply(opened, changes, runtime=runtime, api_key=api_key, timeout=timeout)
 
     return asyncio.run(run())
@@ -280,13 +277,6 @@ def _refusal(status: int, body: bytes) -> str:
     if not isinstance(message, str):
         message = text[:_BODY_CHARS]
     return f"HTTP {status}: {message}" if message else f"HTTP {status}"
-
-
-def _reason(exc: BaseException, timeout: float) -> str:
-    # aiohttp's timeouts are TimeoutErrors with no message: say what ran out.
-    if isinstance(exc, TimeoutError) and not str(exc):
-        return f"no answer within {timeout:g} s"
-    return f"{type(exc).__name__}: {exc}"
 
 
 def _failure(text: str, api_key: str | None) -> str:

@@ -88,7 +88,7 @@ async def fetch(
                 text = await response.text()
             return Page(endpoint.pod, parse(text))
         except _FAILURES as exc:
-            return Page(endpoint.pod, failure=_reason(exc, timeout=timeout))
+            return Page(endpoint.pod, failure=reason(exc, timeout=timeout))
 
     return list(await asyncio.gather(*(one(e) for e in endpoints)))
 
@@ -106,7 +106,8 @@ def fetch_blocking(
     return asyncio.run(run())
 
 
-def _reason(exc: BaseException, *, timeout: float) -> str:
+def reason(exc: BaseException, *, timeout: float) -> str:
+    """Why a request to a pod failed, for status and logs (``engine_admin`` too)."""
     # aiohttp's timeouts are TimeoutErrors with no message: say what ran out.
     if isinstance(exc, TimeoutError) and not str(exc):
         return f"no answer within {timeout:g} s"

@@ -344,21 +344,15 @@ def _request_for(
     those the planned engine release cannot serve (``planning.adapters.unservable``) held
     back too."""
     request = planner.request_for(spec=spec, model=model, available=available, settings=settings)
+    profile = request.profile
+    runtime = planning_adapters.runtime(spec.adapterUpdates, profile=profile)
     refused = {
         adapter.name: why
         for adapter in decided.servable
-        if (
-            why := planning_adapters.unservable(
-                adapter,
-                profile=request.profile,
-                updates=planning_adapters.runtime(spec.adapterUpdates, profile=request.profile),
-            )
-        )
+        if (why := planning_adapters.unservable(adapter, profile=profile, updates=runtime))
         is not None
     }
     decided = adapters.hold(decided, refused=refused)
-    profile = request.profile
-    runtime = planning_adapters.runtime(spec.adapterUpdates, profile=profile)
     if spec.runtime_adapters() and runtime is None:
         decided = adapters.noted(
             decided,
